@@ -8,7 +8,7 @@ error into one clear line naming the offending environment variable.
 from __future__ import annotations
 
 import logging
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -60,7 +60,7 @@ class CommonSettings(BaseSettings):
 S = TypeVar("S", bound=BaseSettings)
 
 
-def load_settings(cls: type[S], **overrides: object) -> S:
+def load_settings(cls: type[S], **overrides: Any) -> S:
     """Build ``cls`` from the environment, or raise :class:`SettingsError` naming the fields."""
     try:
         return cls(**overrides)

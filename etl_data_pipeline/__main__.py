@@ -1,0 +1,80 @@
+"""``python -m etl_data_pipeline [--once]``: the ETL service.
+
+Runs a cycle every ETL_INTERVAL_S and serves its metrics on HTTP_HOST:HTTP_PORT/metrics.
+``--once`` runs one cycle and exits 0 if it succeeded, 1 if not. SIGTERM/SIGINT let the
+current cycle finish, flush the producer, and exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from types import FrameType
+
+from prometheus_client import start_http_server
+
+from etl_data_pipeline.metrics import EtlMetrics
+from etl_data_pipeline.pipeline import Pipeline
+from etl_data_pipeline.settings import EtlSettings
+from sla_common.logging import setup_logging
+from sla_common.settings import SettingsError, load_settings
+
+log = logging.getLogger("etl_data_pipeline")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m etl_data_pipeline", description=__doc__)
+    parser.add_argument("--once", action="store_true", help="run one cycle, then exit")
+    parser.add_argument(
+        "--no-http", action="store_true", help="do not serve /metrics (default with --once)"
+    )
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(EtlSettings)
+    except SettingsError as e:
+        setup_logging()
+        log.error("%s", e)
+        return 2
+    setup_logging(settings.log_level, settings.log_format)
+
+    metrics = EtlMetrics()
+    if not (args.once or args.no_http):
+        server, _thread = start_http_server(
+            settings.http_port, addr=settings.http_host, registry=metrics.registry
+        )
+        log.info("metrics on http://%s:%d/metrics", settings.http_host, server.server_address[1])
+    pipeline = Pipeline(settings, metrics)
+    log.info(
+        "ETL starting: %d selector(s), window %ds step %ds, every %.0fs, Prometheus %s, "
+        "Kafka %s topic %s",
+        len(settings.etl_selectors),
+        settings.etl_window_s,
+        settings.etl_step_s,
+        settings.etl_interval_s,
+        settings.prometheus_url,
+        settings.kafka_bootstrap_servers,
+        settings.kafka_topic,
+    )
+    try:
+        if args.once:
+            return 0 if pipeline.run_cycle().ok else 1
+        stop = threading.Event()
+
+        def on_signal(signum: int, _frame: FrameType | None) -> None:
+            log.info("signal %d: finishing the current cycle, then stopping", signum)
+            stop.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        pipeline.run_forever(stop)
+        return 0
+    finally:
+        pipeline.close()
+        log.info("ETL stopped")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

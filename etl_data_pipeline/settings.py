@@ -1,0 +1,77 @@
+"""ETL settings: the shared names plus what only the ETL reads (all from the environment)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Literal, Self
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import NoDecode
+
+from sla_common.settings import CommonSettings
+
+DEFAULT_SELECTORS = (
+    "node_memory_MemFree_bytes",
+    "node_memory_MemAvailable_bytes",
+    "node_filesystem_free_bytes",
+    "node_filesystem_avail_bytes",
+    "node_filefd_allocated",
+)
+
+
+class EtlSettings(CommonSettings):
+    http_port: int = Field(default=8001, ge=0, le=65535)
+
+    # PromQL selectors or expressions, each expanded into its series by one range query.
+    # From the environment: a JSON list, or selectors separated by ";" or new lines
+    # (commas cannot separate them: they occur inside label matchers).
+    etl_selectors: Annotated[tuple[str, ...], NoDecode] = DEFAULT_SELECTORS
+    etl_interval_s: float = Field(default=60.0, gt=0)
+    etl_window_s: int = Field(default=43_200, gt=0)
+    etl_step_s: int = Field(default=15, gt=0)
+    etl_hp_lambda: float = Field(default=1600.0, gt=0)
+    etl_acf_nlags: int = Field(default=40, ge=1, le=2000)
+    etl_adf_maxlag: int | None = Field(default=None, ge=0)
+    etl_adf_autolag: Literal["none", "AIC", "BIC", "t-stat"] = "none"
+    etl_season_s: int = Field(default=3600, ge=0)
+    etl_forecast_horizon_s: int = Field(default=600, gt=0)
+    etl_forecast_step_s: int = Field(default=60, gt=0)
+    # "rate": series whose metric name ends in _total are analysed as per-second rates
+    # (resets handled as Prometheus' rate() does); "raw": analysed as stored.
+    etl_counter_mode: Literal["rate", "raw"] = "rate"
+    etl_max_series_per_selector: int = Field(default=2000, ge=1)
+    # Split the series across workers: this worker analyses the keys hashing to its index.
+    etl_shard_index: int = Field(default=0, ge=0)
+    etl_shard_count: int = Field(default=1, ge=1)
+    etl_max_backoff_s: float = Field(default=60.0, gt=0)
+
+    kafka_partitions: int = Field(default=3, ge=1)
+    kafka_compression: Literal["none", "gzip", "lz4", "zstd", "snappy"] = "none"
+    kafka_flush_timeout_s: float = Field(default=30.0, gt=0)
+
+    @field_validator("etl_selectors", mode="before")
+    @classmethod
+    def _split_selectors(cls, v: object) -> object:
+        if isinstance(v, str):
+            text = v.strip()
+            if text.startswith("["):
+                v = json.loads(text)
+            else:
+                v = [s for s in text.replace("\n", ";").split(";")]
+        if isinstance(v, list | tuple):
+            items = tuple(str(s).strip() for s in v if str(s).strip())
+            if not items:
+                raise ValueError("at least one PromQL selector is needed")
+            return items
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.etl_shard_index >= self.etl_shard_count:
+            raise ValueError(
+                f"ETL_SHARD_INDEX={self.etl_shard_index} must be below "
+                f"ETL_SHARD_COUNT={self.etl_shard_count}"
+            )
+        if self.etl_window_s < 2 * self.etl_step_s:
+            raise ValueError("ETL_WINDOW_S must cover at least two ETL_STEP_S")
+        return self
