@@ -56,6 +56,8 @@ from typing import Any, Literal, TextIO
 import numpy as np
 import numpy.typing as npt
 
+from sla_common.series import series_key
+
 log = logging.getLogger(__name__)
 
 FloatArray = npt.NDArray[np.float64]
@@ -119,16 +121,6 @@ def _labels(*parts: Mapping[str, str], **extra: str) -> Mapping[str, str]:
         merged.update(part)
     merged.update(extra)
     return MappingProxyType(dict(sorted(merged.items())))
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def series_key(name: str, labels: Mapping[str, str]) -> str:
-    """``name{a="1",b="2"}`` with labels sorted by name, as Prometheus prints a series."""
-    inner = ",".join(f'{k}="{_escape(labels[k])}"' for k in sorted(labels))
-    return f"{name}{{{inner}}}"
 
 
 @dataclass(frozen=True, eq=False)
@@ -282,6 +274,8 @@ INCIDENT_SPECS: tuple[IncidentSpec, ...] = (
 
 def align_end(end: int | None, step_s: int) -> int:
     """``end`` (default: now) rounded down to a multiple of ``step_s``."""
+    if step_s < 1:
+        raise ValueError(f"step_s must be a positive number of seconds, got {step_s!r}")
     if end is None:
         end = int(time.time())
     return int(end) - int(end) % step_s
@@ -685,7 +679,8 @@ def _cmd_incidents(args: argparse.Namespace) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m sla_common.demo", description=__doc__.split("\n")[0]
+        prog="python -m sla_common.demo",
+        description="Deterministic demo history for the node-exporter seed metrics.",
     )
     sub = p.add_subparsers(dest="command", required=True)
     for name, helptext in (

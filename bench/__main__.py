@@ -1,0 +1,76 @@
+"""``python -m bench [analyses|kafka ...]``: run the benchmarks, print a summary, save JSON.
+
+Kafka benchmarks use KAFKA_BOOTSTRAP_SERVERS (``make bench`` starts the local stack and
+sources its stack.env first). Results go to bench/results/<UTC timestamp>.json; copy the
+figures into BENCHMARKS.md with the machine and date.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def machine() -> dict[str, Any]:
+    cpu = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("which", nargs="*", default=["analyses", "kafka"])
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args(argv)
+    results: dict[str, Any] = {"machine": machine()}
+    if "analyses" in args.which:
+        from bench import bench_analyses
+
+        results["analyses"] = bench_analyses.measure(args.repeats)
+        a = results["analyses"]
+        print(
+            f"analyses: ours {a['ours']['series_per_s_median']:.1f} series/s "
+            f"({a['ours']['series_per_cpu_s_median']:.1f}/CPU-s), baseline "
+            f"{a['baseline']['series_per_s_median']:.2f} series/s, ratio {a['speed_ratio']:.1f}x; "
+            f"MASE median ours {a['ours']['mase_median']:.3f} vs baseline "
+            f"{a['baseline']['mase_median']:.3f} "
+            f"(baseline forecast failures {a['baseline']['forecast_failures']}/{a['cases']})"
+        )
+        print("  time per analysis (median ms):", json.dumps(a["where_time_goes_ms"]))
+    if "kafka" in args.which:
+        from bench import bench_kafka
+
+        bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+        results["kafka"] = bench_kafka.measure(bootstrap, args.repeats)
+        for label, k in results["kafka"].items():
+            print(
+                f"kafka {label} ({k['bytes']} B): batched {k['batched_msg_per_s_median']:.0f} msg/s, "
+                f"flush-each {k['flush_each_msg_per_s_median']:.0f} msg/s, ratio {k['ratio']:.1f}x"
+            )
+    out = Path(__file__).parent / "results"
+    out.mkdir(exist_ok=True)
+    path = out / time.strftime("%Y%m%dT%H%M%SZ.json", time.gmtime())
+    path.write_text(json.dumps(results, indent=2))
+    print(f"saved {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
