@@ -29,9 +29,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m etl_data_pipeline", description=__doc__)
     parser.add_argument("--once", action="store_true", help="run one cycle, then exit")
     parser.add_argument(
+        "--end",
+        type=int,
+        metavar="EPOCH_S",
+        help="with --once: analyse the window ending at this Unix time instead of now",
+    )
+    parser.add_argument(
         "--no-http", action="store_true", help="do not serve /metrics (default with --once)"
     )
     args = parser.parse_args(argv)
+    if args.end is not None and not args.once:
+        parser.error("--end needs --once")
     try:
         settings = load_settings(EtlSettings)
     except SettingsError as e:
@@ -60,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         if args.once:
-            return 0 if pipeline.run_cycle().ok else 1
+            return 0 if pipeline.run_cycle(end=args.end).ok else 1
         stop = threading.Event()
 
         def on_signal(signum: int, _frame: FrameType | None) -> None:

@@ -30,5 +30,6 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # kafka-python is chatty at INFO about every connection attempt.
-    logging.getLogger("kafka").setLevel(max(logging.WARNING, root.level))
+    # kafka-python logs every connection attempt and httpx every request at INFO.
+    for chatty in ("kafka", "httpx", "httpcore"):
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, root.level))
