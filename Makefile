@@ -1,0 +1,61 @@
+# SLA Monitor: one entry point for people and CI. `make help` lists the targets.
+# The local stack (Prometheus + node-exporter, tansu, MariaDB) is driven by scripts/; its
+# settings are STACK_* environment variables (see scripts/stack.py).
+
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+
+.DEFAULT_GOAL := help
+.PHONY: help install up down stop status test lint fmt bench demo clean
+
+help:
+	@echo "make install   install what is missing (Debian packages, .venv via uv)"
+	@echo "make up        start the local stack on 127.0.0.1 (idempotent)"
+	@echo "make status    show the stack's components (exit 3 if one is down)"
+	@echo "make down      stop what 'make up' started (alias: make stop)"
+	@echo "make demo      the stack, the demo history and the services, with where to look"
+	@echo "make test      lint, type-check, unit and integration tests (real services)"
+	@echo "make lint      ruff check, ruff format --check, mypy"
+	@echo "make fmt       ruff format and safe ruff fixes"
+	@echo "make bench     benchmarks (results in BENCHMARKS.md)"
+	@echo "make clean     stop the stack, delete its data and the tool caches"
+
+install:
+	scripts/bootstrap
+
+up:
+	scripts/up
+
+down stop:
+	scripts/down
+
+status:
+	scripts/status
+
+# The one test command (README.md, .ci/run). Integration tests start and stop their own stack.
+test:
+	@[ -x $(BIN)/python ] || BOOTSTRAP_QUIET=1 scripts/bootstrap
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/pytest
+
+lint:
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+fmt:
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench:
+	$(BIN)/python -m bench
+
+demo:
+	scripts/demo
+
+clean:
+	scripts/down --purge
+	rm -rf .stack .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,0 +1,250 @@
+"""Helpers for tests against the real local stack (scripts/up): the `Stack` facts and tools.
+
+Import from test modules as ``from tests.integration.stackutil import Stack``: the repo root is
+on ``sys.path`` (the venv's editable install of the project puts it there), and that spelling is
+the one mypy resolves too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPTS = REPO / "scripts"
+HOST = "127.0.0.1"
+STEP_S = 15
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Stack:
+    """What `scripts/up` wrote to ``stack.json``: where each real component listens."""
+
+    state_dir: Path
+    components: tuple[str, ...]
+    prometheus_url: str
+    prometheus_port: int
+    node_exporter_url: str
+    node_exporter_port: int
+    kafka_bootstrap: str
+    kafka_port: int
+    mysql_host: str
+    mysql_port: int
+    mysql_user: str
+    mysql_password: str
+    mysql_mode: str | None  # "reused" | "private" | None (mariadb not among the components)
+    demo_seed: int | None
+    demo_end: int | None  # unix seconds of the last demo sample, a multiple of 15
+    sla_manager_http_port: int
+    etl_http_port: int
+    storage_http_port: int
+    retrieval_http_port: int
+    pids: Mapping[str, int]
+    env: Mapping[str, str]  # the exported variables of stack.env, for service subprocesses
+
+    @classmethod
+    def load(cls, state_dir: Path) -> Stack:
+        facts: dict[str, Any] = json.loads((state_dir / "stack.json").read_text())
+        suite = facts["suite_ports"]
+        mysql = facts["mysql"]
+        demo = facts["demo"]
+        return cls(
+            state_dir=Path(facts["state_dir"]),
+            components=tuple(facts["components"]),
+            prometheus_url=facts["prometheus"]["url"],
+            prometheus_port=int(facts["prometheus"]["port"]),
+            node_exporter_url=facts["node_exporter"]["url"],
+            node_exporter_port=int(facts["node_exporter"]["port"]),
+            kafka_bootstrap=facts["kafka"]["bootstrap_servers"],
+            kafka_port=int(facts["kafka"]["port"]),
+            mysql_host=mysql["host"],
+            mysql_port=int(mysql["port"]),
+            mysql_user=mysql["user"],
+            mysql_password=mysql["password"],
+            mysql_mode=mysql["mode"],
+            demo_seed=demo["seed"],
+            demo_end=demo["end"],
+            sla_manager_http_port=int(suite["sla_manager"]),
+            etl_http_port=int(suite["etl_data_pipeline"]),
+            storage_http_port=int(suite["data_storage"]),
+            retrieval_http_port=int(suite["data_retrieval"]),
+            pids={str(k): int(v) for k, v in facts["pids"].items()},
+            env={str(k): str(v) for k, v in facts["env"].items()},
+        )
+
+    def service_env(self, **extra: str) -> dict[str, str]:
+        """os.environ plus stack.env plus ``extra``: the environment for a service under test."""
+        return {**os.environ, **self.env, **extra}
+
+
+# --------------------------------------------------------------------------- processes
+
+
+class Runner(Protocol):
+    def __call__(
+        self,
+        argv: Sequence[str | Path],
+        *,
+        timeout: float,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> subprocess.CompletedProcess[str]: ...
+
+
+def run_bounded(
+    argv: Sequence[str | Path],
+    *,
+    timeout: float,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run to completion within ``timeout`` s; stdout and stderr merged into ``stdout``.
+
+    On timeout the whole process group is killed and AssertionError names the command and
+    shows its output so far: a hung child never hangs the test session.
+    """
+    proc = subprocess.Popen(
+        [str(a) for a in argv],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=dict(env) if env is not None else None,
+        cwd=cwd or REPO,
+        start_new_session=True,
+    )
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        raise AssertionError(
+            f"{' '.join(map(str, argv))} did not finish in {timeout} s; output:\n{out}"
+        ) from None
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, None)
+
+
+def wait_until(
+    probe: Callable[[], T | None], *, timeout: float, what: str, interval: float = 0.25
+) -> T:
+    """Poll ``probe`` until it returns something truthy; AssertionError naming ``what`` if not."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while True:
+        last = probe()
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up after {timeout} s waiting for {what} (last: {last!r})")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def port_open(port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((HOST, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def pid_alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] not in "ZX"
+
+
+def aligned_now(step_s: int = STEP_S) -> int:
+    return int(time.time()) // step_s * step_s
+
+
+# --------------------------------------------------------------------------- the stack scripts
+
+
+def scripts_env(state_dir: Path, **overrides: str) -> dict[str, str]:
+    """Environment for scripts/up|down|status: no STACK_* leaking in from the caller's shell."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STACK_")}
+    env.update(STACK_DIR=str(state_dir), STACK_SKIP_BOOTSTRAP="1", PYTHONUNBUFFERED="1")
+    env.update(overrides)
+    return env
+
+
+def dump_logs(state_dir: Path, lines: int = 40) -> str:
+    """The tail of every log under ``state_dir/logs``, for a failure message."""
+    parts = []
+    for log in sorted((state_dir / "logs").glob("*.log")):
+        text = log.read_text(errors="replace").splitlines()[-lines:]
+        parts.append(f"---- {log} (last {lines} lines)\n" + "\n".join(text))
+    return "\n".join(parts) or f"(no logs under {state_dir / 'logs'})"
+
+
+def mysql_answers(port: int, user: str = "root", password: str = "", host: str = HOST) -> bool:
+    """`select 1` over TCP with the mariadb client: a real login, not just an open port."""
+    client = shutil.which("mariadb") or shutil.which("mysql")
+    if client is None:
+        return False
+    argv = [client, "--no-defaults", "--protocol=tcp", f"-h{host}", f"-P{port}", f"-u{user}"]
+    argv += ["--connect-timeout=2", "-N", "-B", "-e", "select 1"]
+    try:
+        out = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            env={**os.environ, "MYSQL_PWD": password},
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return False
+    return out.returncode == 0 and out.stdout.strip() == "1"
+
+
+# --------------------------------------------------------------------------- Prometheus
+
+
+def prom_get(base_url: str, path: str, **params: str | int | float) -> Any:
+    """GET a Prometheus API path; the ``data`` member of a successful answer."""
+    query = urllib.parse.urlencode({k: str(v) for k, v in params.items()})
+    url = f"{base_url}{path}" + (f"?{query}" if query else "")
+    with urllib.request.urlopen(url, timeout=10) as resp:  # noqa: S310 (test's own http URL)
+        body = json.loads(resp.read())
+    assert body.get("status") == "success", body
+    return body["data"]
+
+
+def prom_query(base_url: str, query: str, at: float | None = None) -> list[dict[str, Any]]:
+    params: dict[str, str | int | float] = {"query": query}
+    if at is not None:
+        params["time"] = at
+    result: list[dict[str, Any]] = prom_get(base_url, "/api/v1/query", **params)["result"]
+    return result
+
+
+def prom_query_range(
+    base_url: str, query: str, start: float, end: float, step: float = STEP_S
+) -> list[dict[str, Any]]:
+    data = prom_get(base_url, "/api/v1/query_range", query=query, start=start, end=end, step=step)
+    result: list[dict[str, Any]] = data["result"]
+    return result
