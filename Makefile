@@ -50,8 +50,12 @@ fmt:
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# Starts the local stack if needed (left running: `make down`), one BLAS thread so the
+# figures are per core. Results: bench/results/*.json; record them in BENCHMARKS.md.
 bench:
-	$(BIN)/python -m bench
+	scripts/up >/dev/null
+	set -a; . "$${STACK_DIR:-.stack}/stack.env"; set +a; \
+	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m bench
 
 demo:
 	scripts/demo

@@ -332,6 +332,20 @@ def test_broker_down_then_back(stack: Stack, tmp_path: Path, etl_factory: list[E
     state, env = _side_stack(
         tmp_path, "kafka", STACK_COMPONENTS="kafka", STACK_KAFKA_PORT=str(kafka_port)
     )
+    try:
+        _broker_down_then_back(stack, tmp_path, etl_factory, state, env, kafka_port)
+    finally:
+        run_bounded([REPO / "scripts" / "down"], timeout=60, env=env)
+
+
+def _broker_down_then_back(
+    stack: Stack,
+    tmp_path: Path,
+    etl_factory: list[EtlProcess],
+    state: Path,
+    env: dict[str, str],
+    kafka_port: int,
+) -> None:
     up = run_bounded([REPO / "scripts" / "up"], timeout=60, env=env)
     assert up.returncode == 0, up.stdout + dump_logs(state)
     bootstrap = f"127.0.0.1:{kafka_port}"
@@ -351,31 +365,28 @@ def test_broker_down_then_back(stack: Stack, tmp_path: Path, etl_factory: list[E
         tmp_path / "etl.log",
     )
     etl_factory.append(etl)
-    try:
-        ok = 'sla_etl_cycles_total{result="success"}'
-        wait_until(lambda: metric_value(http_port, ok) >= 1, timeout=60, what="a successful cycle")
-        assert len(consume_all(bootstrap, topic, expect=1)) >= 1
+    ok = 'sla_etl_cycles_total{result="success"}'
+    wait_until(lambda: metric_value(http_port, ok) >= 1, timeout=60, what="a successful cycle")
+    assert len(consume_all(bootstrap, topic, expect=1)) >= 1
 
-        assert run_bounded([REPO / "scripts" / "down"], timeout=60, env=env).returncode == 0
-        failed = 'sla_etl_cycles_total{result="failed"}'
-        wait_until(lambda: metric_value(http_port, failed) >= 2, timeout=90, what="failed cycles")
-        assert etl.proc.poll() is None, etl.output()
-        assert "Kafka unavailable" in etl.output() or "publish failed" in etl.output()
-        successes_while_down = metric_value(http_port, ok)
+    assert run_bounded([REPO / "scripts" / "down"], timeout=60, env=env).returncode == 0
+    failed = 'sla_etl_cycles_total{result="failed"}'
+    wait_until(lambda: metric_value(http_port, failed) >= 2, timeout=90, what="failed cycles")
+    assert etl.proc.poll() is None, etl.output()
+    assert "Kafka unavailable" in etl.output() or "publish failed" in etl.output()
+    successes_while_down = metric_value(http_port, ok)
 
-        up = run_bounded([REPO / "scripts" / "up"], timeout=60, env=env)
-        assert up.returncode == 0, up.stdout + dump_logs(state)
-        wait_until(
-            lambda: metric_value(http_port, ok) > successes_while_down,
-            timeout=90,
-            what="a successful cycle after the broker came back",
-        )
-        # the broker is memory-only: what is there now was published after the restart
-        msgs = consume_all(bootstrap, topic, expect=1)
-        assert msgs and msgs[0].series.metric == "node_filefd_allocated"
-        assert etl.proc.poll() is None
-    finally:
-        run_bounded([REPO / "scripts" / "down"], timeout=60, env=env)
+    up = run_bounded([REPO / "scripts" / "up"], timeout=60, env=env)
+    assert up.returncode == 0, up.stdout + dump_logs(state)
+    wait_until(
+        lambda: metric_value(http_port, ok) > successes_while_down,
+        timeout=90,
+        what="a successful cycle after the broker came back",
+    )
+    # the broker is memory-only: what is there now was published after the restart
+    msgs = consume_all(bootstrap, topic, expect=1)
+    assert msgs and msgs[0].series.metric == "node_filefd_allocated"
+    assert etl.proc.poll() is None
     assert etl.stop() == 0  # SIGTERM: finishes, flushes, exits 0
 
 
