@@ -70,6 +70,17 @@ class EtlMetrics:
             "Unix time at which the last successful cycle ended.",
             registry=r,
         )
+        # Histograms cannot say what the slowest run was; these gauges can, and
+        # max_over_time() over them gives the maximum over any window in Prometheus.
+        self.analysis_cycle_max = Gauge(
+            "sla_etl_analysis_cycle_max_seconds",
+            "Longest time one analysis took on one series during the last cycle.",
+            ["analysis"],
+            registry=r,
+        )
+        self.last_cycle_duration = Gauge(
+            "sla_etl_last_cycle_duration_seconds", "Duration of the last cycle.", registry=r
+        )
         self.series_in_last_cycle = Gauge(
             "sla_etl_series_last_cycle",
             "Series published by the last successful cycle.",

@@ -206,6 +206,7 @@ class Pipeline:
         self.cfg = analysis_config(settings)
         self.prometheus = PrometheusClient(settings.prometheus_url, settings.prometheus_timeout_s)
         self._producer: Any = None
+        self._cycle_max: dict[str, float] = {}
 
     # ------------------------------------------------------------------ fetch
 
@@ -313,6 +314,7 @@ class Pipeline:
                 continue
             for name, seconds in result.durations_s.items():
                 self.metrics.analysis_duration.labels(name).observe(seconds)
+                self._cycle_max[name] = max(seconds, self._cycle_max.get(name, 0.0))
             for sk in result.skipped:
                 self.metrics.analyses_skipped.labels(sk.analysis, sk.reason).inc()
             yield msg
@@ -323,9 +325,13 @@ class Pipeline:
         step = self.s.etl_step_s
         end = int(end if end is not None else self.clock()) // step * step
         start = end - self.s.etl_window_s
+        self._cycle_max = {}
         report = self._run(run_id, start, end)
         report = CycleReport(**{**report.__dict__, "duration_s": time.perf_counter() - t0})
         self.metrics.cycle_duration.observe(report.duration_s)
+        self.metrics.last_cycle_duration.set(report.duration_s)
+        for name, seconds in self._cycle_max.items():
+            self.metrics.analysis_cycle_max.labels(name).set(seconds)
         if report.ok:
             self.metrics.cycles.labels("success").inc()
             self.metrics.last_success.set(self.clock())

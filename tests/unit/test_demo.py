@@ -140,9 +140,7 @@ def test_required_series_are_present(history: list[demo.DemoSeries]) -> None:
         required.add(series_key("node_filesystem_avail_bytes", fs))
     for cpu in ("0", "1"):
         for mode in ("idle", "user", "system", "iowait"):
-            required.add(
-                series_key("node_cpu_seconds_total", {**BASE, "cpu": cpu, "mode": mode})
-            )
+            required.add(series_key("node_cpu_seconds_total", {**BASE, "cpu": cpu, "mode": mode}))
     assert required <= keys
     assert len(keys) == len(history), "series keys must be unique"
 
