@@ -49,9 +49,10 @@ HOST = "127.0.0.1"
 
 PROMETHEUS = "prometheus"
 NODE_EXPORTER = "node-exporter"
+DEMO_EXPORTER = "demo-exporter"  # the demo host, live after its backfilled history
 KAFKA = "kafka"
 MARIADB = "mariadb"
-ALL_COMPONENTS = (NODE_EXPORTER, KAFKA, MARIADB, PROMETHEUS)  # start order
+ALL_COMPONENTS = (NODE_EXPORTER, DEMO_EXPORTER, KAFKA, MARIADB, PROMETHEUS)  # start order
 DEMO_MARKER = ".demo-backfilled"
 
 # The suite's own /metrics endpoints, scraped by Prometheus: (service label, env var, default).
@@ -117,6 +118,7 @@ class Config:
     state_dir: Path
     prometheus_port: int
     node_exporter_port: int
+    demo_exporter_port: int
     kafka_port: int
     mysql_port: int
     mysql_mode: str
@@ -193,6 +195,8 @@ def load_config() -> Config:
         components = tuple(c for c in ALL_COMPONENTS if c in wanted)
     else:
         components = ALL_COMPONENTS
+    if os.environ.get("STACK_DEMO", "1").strip() == "0":
+        components = tuple(c for c in components if c != DEMO_EXPORTER)
 
     demo_end_raw = os.environ.get("STACK_DEMO_END", "").strip()
     demo_end: int | None = None
@@ -208,6 +212,7 @@ def load_config() -> Config:
         state_dir=state_dir,
         prometheus_port=_env_int("STACK_PROMETHEUS_PORT", 9090, 1),
         node_exporter_port=_env_int("STACK_NODE_EXPORTER_PORT", 9100, 1),
+        demo_exporter_port=_env_int("STACK_DEMO_EXPORTER_PORT", 9101, 1),
         kafka_port=_env_int("STACK_KAFKA_PORT", 9092, 1),
         mysql_port=_env_int("STACK_MYSQL_PORT", 3306, 1),
         mysql_mode=mode,
@@ -458,6 +463,25 @@ def build_components(cfg: Config) -> dict[str, Component]:
                 port=cfg.node_exporter_port,
                 port_var="STACK_NODE_EXPORTER_PORT",
             )
+        elif name == DEMO_EXPORTER:
+            url = f"http://{HOST}:{cfg.demo_exporter_port}"
+            comps[name] = Component(
+                name=name,
+                argv=[
+                    sys.executable,
+                    "-m",
+                    "sla_common.demo",
+                    "serve",
+                    f"--seed={cfg.demo_seed}",
+                    f"--host={HOST}",
+                    f"--port={cfg.demo_exporter_port}",
+                ],
+                address=f"{url}/metrics",
+                waits_for=f"GET {url}/metrics -> 200",
+                ready=functools.partial(http_ok, f"{url}/metrics"),
+                port=cfg.demo_exporter_port,
+                port_var="STACK_DEMO_EXPORTER_PORT",
+            )
         elif name == KAFKA:
             listener = f"tcp://{HOST}:{cfg.kafka_port}"
             port = cfg.kafka_port
@@ -531,6 +555,16 @@ def prometheus_yml(cfg: Config) -> str:
         "  - job_name: node",
         "    static_configs:",
         f"      - targets: ['{HOST}:{cfg.node_exporter_port}']",
+    ]
+    if DEMO_EXPORTER in cfg.components:
+        # The demo host keeps its own job/instance labels (those of the backfilled history).
+        lines += [
+            "  - job_name: host",
+            "    honor_labels: true",
+            "    static_configs:",
+            f"      - targets: ['{HOST}:{cfg.demo_exporter_port}']",
+        ]
+    lines += [
         "  - job_name: sla-monitor",
         "    static_configs:",
     ]
@@ -841,6 +875,10 @@ def write_facts(
         "components": list(cfg.components),
         "prometheus": {"url": cfg.prometheus_url, "port": cfg.prometheus_port},
         "node_exporter": {"url": cfg.node_exporter_url, "port": cfg.node_exporter_port},
+        "demo_exporter": {
+            "url": f"http://{HOST}:{cfg.demo_exporter_port}",
+            "port": cfg.demo_exporter_port,
+        },
         "kafka": {"bootstrap_servers": cfg.kafka_bootstrap, "port": cfg.kafka_port},
         "mysql": {
             "host": HOST,
@@ -986,6 +1024,7 @@ def cmd_status(cfg: Config) -> int:
                 cfg,
                 prometheus_port=int(facts["prometheus"]["port"]),
                 node_exporter_port=int(facts["node_exporter"]["port"]),
+                demo_exporter_port=int(facts.get("demo_exporter", {}).get("port", 9101)),
                 kafka_port=int(facts["kafka"]["port"]),
                 mysql_port=int(facts["mysql"]["port"]),
                 mysql_mode="private" if mode == "private" else "auto",
@@ -1027,6 +1066,9 @@ def _status_components(
         if name == PROMETHEUS:
             url = cfg.prometheus_url
             out[name] = (url, functools.partial(http_ok, f"{url}/-/ready"))
+        elif name == DEMO_EXPORTER:
+            url = f"http://{HOST}:{cfg.demo_exporter_port}/metrics"
+            out[name] = (url, functools.partial(http_ok, url))
         elif name == NODE_EXPORTER:
             url = cfg.node_exporter_url
             out[name] = (f"{url}/metrics", functools.partial(http_ok, f"{url}/metrics"))

@@ -46,10 +46,13 @@ import json
 import logging
 import math
 import re
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import MappingProxyType
 from typing import Any, Literal, TextIO
 
@@ -677,6 +680,67 @@ def _cmd_incidents(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- live exporter
+
+
+def live_exposition(seed: int, now: float, step_s: int = 15) -> str:
+    """The demo host's gauges at ``now`` in Prometheus' text format (no timestamps).
+
+    The deterministic parts (daily and hourly cycles) are functions of absolute time, so the
+    live values continue the backfilled history; the noise is fresh. Incidents lie at least
+    30 minutes before the end of any generated history, so the newest sample is always a
+    normal one. Counters are left out: their value depends on when the history starts, and
+    a live copy would look like a reset at the seam.
+    """
+    end = align_end(int(now), step_s)
+    lines = []
+    for s in generate(seed=seed, end=end, hours=3 * step_s / HOUR, step_s=step_s):
+        if s.kind == "gauge":
+            lines.append(f"{s.key()} {_format_values(s.values[-1:])[0]}")
+    return "\n".join(lines) + "\n"
+
+
+def serve(seed: int, host: str, port: int) -> None:
+    """Serve :func:`live_exposition` on ``http://host:port/metrics`` until interrupted."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path.split("?", 1)[0] != "/metrics":
+                self.send_error(404)
+                return
+            body = live_exposition(seed, time.time()).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            log.debug(format, *args)
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    log.info("demo host live on http://%s:%d/metrics (seed %d)", host, port, seed)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    stop = threading.Event()
+
+    def on_signal(_signum: int, _frame: object) -> None:
+        stop.set()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        serve(args.seed, args.host, args.port)
+    except KeyboardInterrupt:
+        log.info("demo exporter stopped")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m sla_common.demo",
@@ -696,6 +760,11 @@ def _parser() -> argparse.ArgumentParser:
     write.add_argument("--out", required=True, help="OpenMetrics file to write")
     write.add_argument("--incidents-out", default=None, help="also write the incidents JSON here")
     write.add_argument("--log-level", default="INFO")
+    live = sub.add_parser("serve", help="serve the demo host's current values for scraping")
+    live.add_argument("--seed", type=int, default=42)
+    live.add_argument("--host", default="127.0.0.1")
+    live.add_argument("--port", type=int, default=9101)
+    live.add_argument("--log-level", default="INFO")
     return p
 
 
@@ -704,8 +773,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {
         "write": _cmd_write,
         "incidents": _cmd_incidents,
+        "serve": _cmd_serve,
     }
-    if args.command == "write":
+    if args.command in {"write", "serve"}:
         # Imported here so that library users of this module do not configure logging.
         from sla_common.logging import setup_logging  # noqa: PLC0415
 

@@ -51,6 +51,7 @@ def _stack_overrides() -> dict[str, str]:
     return {
         "STACK_PROMETHEUS_PORT": str(free_port()),
         "STACK_NODE_EXPORTER_PORT": str(free_port()),
+        "STACK_DEMO_EXPORTER_PORT": str(free_port()),
         "STACK_KAFKA_PORT": str(free_port()),
         "STACK_MYSQL_PORT": str(mysql_port),
         "STACK_MYSQL_MODE": "auto",

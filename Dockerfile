@@ -1,0 +1,28 @@
+# One image for the four services (and the interactive client); docker-compose.yml picks the
+# command. Dependencies come from uv.lock only; the runtime image is slim and runs as a
+# non-root user.
+FROM python:3.11-slim AS build
+ENV UV_PROJECT_ENVIRONMENT=/opt/venv UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy
+RUN pip install --no-cache-dir uv==0.13.9
+WORKDIR /app
+# Dependencies first: this layer is reused until pyproject.toml or uv.lock change.
+COPY pyproject.toml uv.lock README.md ./
+RUN uv sync --frozen --no-dev --no-install-project
+COPY sla_common ./sla_common
+COPY etl_data_pipeline ./etl_data_pipeline
+COPY data_storage ./data_storage
+COPY data_retrieval ./data_retrieval
+COPY sla_manager ./sla_manager
+COPY protos ./protos
+COPY db ./db
+RUN uv sync --frozen --no-dev
+
+FROM python:3.11-slim
+RUN useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin sla
+COPY --from=build /opt/venv /opt/venv
+COPY --from=build --chown=root:root /app /app
+ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 \
+    ENVIRONMENT=production HTTP_HOST=0.0.0.0
+WORKDIR /app
+USER sla
+CMD ["python", "-m", "etl_data_pipeline"]

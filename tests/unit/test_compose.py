@@ -1,0 +1,148 @@
+"""docker-compose.yml and the Dockerfile, validated offline (no Docker engine runs here).
+
+`docker-compose config -q` (Debian's compose v1, installed by scripts/bootstrap) checks the
+file; the rest checks it against this project: every service command is a real entry point
+and every variable it sets is a setting that service reads.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic_settings import BaseSettings
+
+REPO = Path(__file__).resolve().parents[2]
+# scripts/bootstrap installs it; a missing binary is a failure here, not a skip.
+COMPOSE = shutil.which("docker-compose")
+
+# Read by the official images or by compose itself, not by our settings classes.
+NOT_OURS = {"TZ"}
+
+
+def _env_file(tmp_path: Path, **values: str) -> Path:
+    text = (REPO / ".env.example").read_text()
+    for key, value in values.items():
+        text = text.replace(f"{key}=\n", f"{key}={value}\n")
+    path = tmp_path / ".env"
+    path.write_text(text)
+    return path
+
+
+def _compose(tmp_path: Path, env_file: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    assert COMPOSE is not None, "docker-compose missing: run scripts/bootstrap"
+    return subprocess.run(
+        [
+            COMPOSE,
+            "--project-directory",
+            str(REPO),
+            "-f",
+            str(REPO / "docker-compose.yml"),
+            "--env-file",
+            str(env_file),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        check=False,
+    )
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> dict[str, Any]:
+    env = _env_file(tmp_path, MYSQL_ROOT_PASSWORD="r00t", MYSQL_PASSWORD="pw", SLA_API_TOKEN="tok")
+    check = _compose(tmp_path, env, "config", "-q")
+    assert check.returncode == 0, check.stderr
+    full = _compose(tmp_path, env, "--profile", "client", "config")
+    assert full.returncode == 0, full.stderr
+    doc: dict[str, Any] = yaml.safe_load(full.stdout)
+    return doc
+
+
+def test_secrets_have_no_default(tmp_path: Path) -> None:
+    for missing in ("MYSQL_ROOT_PASSWORD", "MYSQL_PASSWORD", "SLA_API_TOKEN"):
+        values = {"MYSQL_ROOT_PASSWORD": "r", "MYSQL_PASSWORD": "p", "SLA_API_TOKEN": "t"}
+        del values[missing]
+        proc = _compose(tmp_path, _env_file(tmp_path, **values), "config", "-q")
+        assert proc.returncode != 0
+        assert f"set {missing} in .env" in proc.stderr
+
+
+def _settings_classes(module: str) -> list[type[BaseSettings]]:
+    """The settings classes a service entry point reads: those of its package's modules."""
+    package = module.split(".", maxsplit=1)[0]
+    found: list[type[BaseSettings]] = []
+    for name in dict.fromkeys((f"{package}.settings", module, f"{module}.settings")):
+        try:
+            if importlib.util.find_spec(name) is None:
+                continue
+        except ModuleNotFoundError:  # "module.settings" where module is not a package
+            continue
+        mod = importlib.import_module(name)
+        found += [
+            obj
+            for _n, obj in inspect.getmembers(mod, inspect.isclass)
+            if issubclass(obj, BaseSettings) and obj.__module__ == mod.__name__
+        ]
+    return found
+
+
+def _runnable(module: str) -> bool:
+    """``python -m module`` works: a module, or a package with a __main__."""
+    try:
+        spec = importlib.util.find_spec(module)
+    except ModuleNotFoundError:
+        return False
+    if spec is None:
+        return False
+    if spec.submodule_search_locations is None:
+        return True
+    return importlib.util.find_spec(f"{module}.__main__") is not None
+
+
+def test_every_service_runs_a_real_entry_point_with_settings_it_reads(
+    config: dict[str, Any],
+) -> None:
+    ours = {n: s for n, s in config["services"].items() if s.get("image") == "sla-monitor:latest"}
+    assert {"etl", "storage", "retrieval", "sla-manager", "client"} <= set(ours)
+    for name, svc in ours.items():
+        command = svc["command"]
+        assert command[:2] == ["python", "-m"], (name, command)
+        module = command[2]
+        assert _runnable(module), f"{name}: {module} is not an entry point of this project"
+        classes = _settings_classes(module)
+        assert classes, f"{name}: no settings class found for {module}"
+        readable = {f.upper() for cls in classes for f in cls.model_fields}
+        unknown = set(svc.get("environment", {})) - readable - NOT_OURS
+        assert not unknown, f"{name} sets {sorted(unknown)}, which {module} does not read"
+
+
+def test_dependencies_wait_for_health_and_data_is_on_named_volumes(config: dict[str, Any]) -> None:
+    services = config["services"]
+    for name in ("etl", "storage", "retrieval", "sla-manager"):
+        deps = services[name]["depends_on"]
+        assert all(d["condition"] == "service_healthy" for d in deps.values()), name
+        assert "healthcheck" in services[name], name
+    for infra in ("prometheus", "kafka", "mysql"):
+        assert "healthcheck" in services[infra], infra
+    assert {"prometheus-data", "kafka-data", "mysql-data"} <= set(config["volumes"])
+    init = [v for v in services["mysql"]["volumes"] if "docker-entrypoint-initdb.d" in str(v)]
+    assert init and "Database.sql" in str(init[0])
+    assert services["client"]["profiles"] == ["client"]
+
+
+def test_dockerfile_is_slim_non_root_and_locked() -> None:
+    text = (REPO / "Dockerfile").read_text()
+    assert "FROM python:3.11-slim" in text
+    assert "uv sync --frozen --no-dev" in text
+    users = [line for line in text.splitlines() if line.startswith("USER ")]
+    assert users and users[-1].split(maxsplit=1)[1] not in {"root", "0"}
