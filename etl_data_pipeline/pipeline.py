@@ -9,6 +9,7 @@ series whose analysis raises, is logged and counted, and the others go on.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -327,7 +328,7 @@ class Pipeline:
         start = end - self.s.etl_window_s
         self._cycle_max = {}
         report = self._run(run_id, start, end)
-        report = CycleReport(**{**report.__dict__, "duration_s": time.perf_counter() - t0})
+        report = dataclasses.replace(report, duration_s=time.perf_counter() - t0)
         self.metrics.cycle_duration.observe(report.duration_s)
         self.metrics.last_cycle_duration.set(report.duration_s)
         for name, seconds in self._cycle_max.items():
