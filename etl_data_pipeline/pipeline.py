@@ -338,8 +338,10 @@ class Pipeline:
             self.metrics.last_success.set(self.clock())
             self.metrics.series_in_last_cycle.set(report.published)
             log.info(
-                "cycle %s ok: %d series published, %d failed, %d selector errors in %.2fs",
+                "cycle %s ok: window end %d, %d series published, %d failed, "
+                "%d selector errors in %.2fs",
                 run_id,
+                report.end,
                 report.published,
                 report.failed_series,
                 len(report.selector_errors),
