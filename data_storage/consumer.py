@@ -1,0 +1,622 @@
+"""The storage consumer: Kafka ``prometheusdata`` -> MySQL, exactly once in effect.
+
+At-least-once delivery plus idempotent writes (see :mod:`data_storage.rows`). A batch is
+the unit of work, in the order of quix-streams' checkpoint:
+
+    1. collect records: up to N messages, R rows, or T ms after the first one;
+    2. validate each against the message contract; invalid ones are set aside for the DLQ;
+    3. write the valid ones in ONE MySQL transaction (server trouble: roll back, back off,
+       retry the same batch; a message MySQL itself refuses is isolated and dead-lettered);
+    4. produce the dead letters (original key and bytes, ``dlq.*`` headers) and wait for
+       the broker's acknowledgement;
+    5. commit the offsets of every record of the batch, only now;
+    6. clear the batch (always, in ``finally``).
+
+A crash anywhere before step 5 redelivers the batch, which upserts the same rows again.
+While MySQL or the broker is down the consumer waits with backoff and logs; it never
+commits past what it has written, and it keeps its group membership alive meanwhile.
+SIGTERM (the ``stop`` event) ends the collection, finishes and commits the current batch,
+and leaves the group. A batch still waiting for a dependency when stop arrives is left
+uncommitted: it is redelivered to whoever consumes next.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from kafka import KafkaConsumer, TopicPartition
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.errors import (
+    CommitFailedError,
+    FencedInstanceIdError,
+    IllegalGenerationError,
+    KafkaError,
+    RebalanceInProgressError,
+    UnknownMemberIdError,
+)
+from kafka.structs import OffsetAndMetadata
+
+from data_storage.metrics import StorageMetrics
+from data_storage.rows import row_count
+from data_storage.settings import StorageSettings
+from data_storage.validate import Rejected, check
+from data_storage.writer import Writer, WriteResult
+from sla_common.kafka import ensure_topics, make_producer
+from sla_common.messages import AnalysisMessage
+from sla_common.mysql import Backoff, Stopped, is_data_error, retry
+from sla_common.mysql_startup import MYSQL_ERRORS, wait_and_migrate
+
+log = logging.getLogger(__name__)
+
+POLL_MS = 200  # the longest the loop is deaf to the stop flag while idle
+KEEPALIVE_EVERY_S = 1.0
+SUMMARY_EVERY_S = 60.0
+FULL_MESSAGE_ROWS = 5_900  # a 12 h × 15 s message: 2 × 2,881 grid points + ACF + the rest
+# Errors of a commit that lost the race with a rebalance: the batch is redelivered.
+MEMBERSHIP_ERRORS = (
+    CommitFailedError,
+    IllegalGenerationError,
+    UnknownMemberIdError,
+    RebalanceInProgressError,
+    FencedInstanceIdError,
+)
+DB_ERRORS = MYSQL_ERRORS
+
+
+@dataclass
+class Item:
+    """One record of the batch: the message if it is valid, else why it is not."""
+
+    record: Any  # kafka ConsumerRecord
+    msg: AnalysisMessage | None = None
+    rejected: Rejected | None = None
+
+    @property
+    def tp(self) -> TopicPartition:
+        return TopicPartition(self.record.topic, self.record.partition)
+
+
+@dataclass
+class Batch:
+    items: list[Item] = field(default_factory=list)
+    rows: int = 0
+    started: float | None = None
+
+    def add(self, item: Item) -> None:
+        if self.started is None:
+            self.started = time.monotonic()
+        self.items.append(item)
+        if item.msg is not None:
+            self.rows += row_count(item.msg)
+
+    def good(self) -> list[Item]:
+        return [i for i in self.items if i.msg is not None]
+
+    def bad(self) -> list[Item]:
+        return [i for i in self.items if i.rejected is not None]
+
+    def messages(self) -> list[AnalysisMessage]:
+        return [i.msg for i in self.items if i.msg is not None]
+
+    def offsets(self) -> dict[TopicPartition, int]:
+        """Per partition, the offset to commit: one past the batch's last record."""
+        out: dict[TopicPartition, int] = {}
+        for i in self.items:
+            tp = i.tp
+            out[tp] = max(out.get(tp, 0), i.record.offset + 1)
+        return out
+
+    def drop(self, partitions: Iterable[TopicPartition]) -> int:
+        gone = set(partitions)
+        before = len(self.items)
+        self.items = [i for i in self.items if i.tp not in gone]
+        self.rows = sum(row_count(i.msg) for i in self.items if i.msg is not None)
+        return before - len(self.items)
+
+    def clear(self) -> None:
+        self.items = []
+        self.rows = 0
+        self.started = None
+
+
+class _Revocations(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Collects revoked partitions; kafka-python calls this on its own IO thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._revoked: set[TopicPartition] = set()
+
+    def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        with self._lock:
+            self._revoked.update(revoked)
+
+    def on_partitions_lost(self, lost: list[TopicPartition]) -> None:
+        self.on_partitions_revoked(lost)
+
+    def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        log.info("assigned partitions %s", sorted((tp.topic, tp.partition) for tp in assigned))
+
+    def take(self) -> set[TopicPartition]:
+        with self._lock:
+            out, self._revoked = self._revoked, set()
+        return out
+
+
+class BatchAbandoned(Exception):
+    """The stop flag arrived while the batch waited for a dependency; nothing was committed."""
+
+
+@dataclass
+class StorageConsumer:
+    settings: StorageSettings
+    metrics: StorageMetrics = field(default_factory=StorageMetrics)
+    stop: threading.Event = field(default_factory=threading.Event)
+    clock: Callable[[], float] = time.time
+
+    def __post_init__(self) -> None:
+        self.writer = Writer(self.settings)
+        self.batch = Batch()
+        self._consumer: Any = None
+        self._producer: Any = None
+        self._revocations = _Revocations()
+        self._last_purge = time.monotonic()
+        self._last_summary = time.monotonic()
+        self._since_summary = [0, 0, 0]  # messages, rows, dead letters
+        # Rows per message, learnt as messages come; starts at a full 12 h ETL message so
+        # that the first poll cannot bring hundreds of large messages into memory at once.
+        self._rows_per_msg = float(FULL_MESSAGE_ROWS)
+
+    def backoff(self) -> Backoff:
+        return Backoff(self.settings.storage_backoff_base_s, self.settings.storage_max_backoff_s)
+
+    # ------------------------------------------------------------------ start / stop
+
+    def prepare(self) -> None:
+        """Migrate the database, create the topics, join the group: each retried until done.
+
+        Raises :class:`Stopped` if the stop flag arrives first, and
+        :class:`MigrationError` when the schema cannot be brought up to date.
+        """
+        s = self.settings
+        if s.storage_apply_migrations:
+            wait_and_migrate(
+                s,
+                deadline_s=math.inf,  # a consumer without its database waits, it does not die
+                migrations_dir=s.mysql_migrations_dir,
+                stop=self.stop,
+                backoff=self.backoff(),
+            )
+        else:
+            retry(
+                self.writer.connection,
+                what=f"MySQL {s.mysql_host}:{s.mysql_port}/{s.mysql_database}",
+                retry_on=DB_ERRORS,
+                backoff=self.backoff(),
+                stop=self.stop,
+            )
+        self.metrics.mysql_up.set(1)
+        retry(
+            lambda: ensure_topics(
+                s.kafka_bootstrap_servers,
+                [s.kafka_topic, s.kafka_dlq_topic],
+                partitions=s.kafka_partitions,
+                timeout_ms=s.kafka_request_timeout_ms,
+            ),
+            what=f"Kafka {s.kafka_bootstrap_servers} topic set-up",
+            retry_on=(KafkaError, OSError),
+            backoff=self.backoff(),
+            stop=self.stop,
+        )
+        self._producer = retry(
+            lambda: make_producer(
+                s.kafka_bootstrap_servers,
+                "data_storage-dlq",
+                max_block_ms=s.kafka_request_timeout_ms,
+                request_timeout_ms=s.kafka_request_timeout_ms,
+            ),
+            what="Kafka dead-letter producer",
+            retry_on=(KafkaError, OSError),
+            backoff=self.backoff(),
+            stop=self.stop,
+        )
+        self._consumer = retry(
+            self._make_consumer,
+            what="Kafka consumer",
+            retry_on=(KafkaError, OSError),
+            backoff=self.backoff(),
+            stop=self.stop,
+        )
+        log.info(
+            "consuming %s as group %s from %s into MySQL %s:%d/%s",
+            s.kafka_topic,
+            s.kafka_group_id,
+            s.kafka_bootstrap_servers,
+            s.mysql_host,
+            s.mysql_port,
+            s.mysql_database,
+        )
+
+    def _make_consumer(self) -> Any:
+        s = self.settings
+        consumer = KafkaConsumer(
+            bootstrap_servers=s.kafka_bootstrap_servers,
+            client_id="data_storage",
+            group_id=s.kafka_group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=s.kafka_session_timeout_ms,
+            heartbeat_interval_ms=s.kafka_heartbeat_interval_ms,
+            max_poll_interval_ms=s.kafka_max_poll_interval_ms,
+            max_poll_records=s.storage_batch_max_messages,
+            request_timeout_ms=max(s.kafka_request_timeout_ms, s.kafka_session_timeout_ms + 1000),
+            bootstrap_timeout_ms=s.kafka_request_timeout_ms,
+            # Room for one over-limit record, so it can be fetched and dead-lettered.
+            max_partition_fetch_bytes=2 * s.storage_max_message_bytes,
+            fetch_max_bytes=4 * s.storage_max_message_bytes,
+            reconnect_backoff_max_ms=int(s.storage_max_backoff_s * 1000),
+        )
+        consumer.subscribe([s.kafka_topic], listener=self._revocations)
+        return consumer
+
+    def close(self) -> None:
+        """Leave the group (so the next member need not wait a session timeout), close all."""
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            try:
+                consumer.close(autocommit=False, timeout_ms=self.settings.kafka_request_timeout_ms)
+            except KafkaError as e:
+                log.warning("closing the Kafka consumer: %s", e)
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                producer.close(timeout=5)
+            except KafkaError as e:
+                log.warning("closing the dead-letter producer: %s", e)
+        self.writer.close()
+
+    # ------------------------------------------------------------------ main loop
+
+    def run(self) -> None:
+        """Consume until the stop flag is set; returns after the last batch is committed."""
+        try:
+            try:
+                self.prepare()
+            except Stopped:
+                log.info("stopped before start-up completed")
+                return
+            while not self.stop.is_set():
+                self.fill_batch()
+                if self.batch.items:
+                    self.process_batch()
+                self.maybe_purge()
+                self._maybe_summary()
+        finally:
+            self.close()
+
+    def fill_batch(self) -> None:
+        """Step 1-2: poll and validate until the batch is full, due, or stop is set."""
+        s = self.settings
+        max_wait = s.storage_batch_max_wait_ms / 1000
+        while not self.stop.is_set():
+            self._apply_revocations()
+            b = self.batch
+            room_msgs = s.storage_batch_max_messages - len(b.items)
+            room_rows = s.storage_batch_max_rows - b.rows
+            if room_msgs <= 0 or room_rows <= 0:
+                return
+            timeout_ms = POLL_MS
+            if b.started is not None:
+                left = b.started + max_wait - time.monotonic()
+                if left <= 0:
+                    return
+                timeout_ms = max(1, min(POLL_MS, int(left * 1000)))
+            # Few enough records that a batch overshoots its row budget by one message at most.
+            ask = max(1, min(room_msgs, int(room_rows / self._rows_per_msg) + 1))
+            try:
+                polled = self._consumer.poll(timeout_ms=timeout_ms, max_records=ask)
+            except KafkaError as e:
+                self.metrics.kafka_errors.labels("poll").inc()
+                log.warning("Kafka poll failed: %s: %s", type(e).__name__, e)
+                self.stop.wait(1.0)
+                continue
+            for records in polled.values():
+                for record in records:
+                    self._add(record)
+
+    def _add(self, record: Any) -> None:
+        self.metrics.messages_consumed.inc()
+        result = check(record.key, record.value, self.settings.storage_max_message_bytes)
+        if isinstance(result, Rejected):
+            self.batch.add(Item(record, rejected=result))
+            return
+        self.batch.add(Item(record, msg=result))
+        # A running mean of rows per message sizes the next poll (see fill_batch).
+        self._rows_per_msg = 0.7 * self._rows_per_msg + 0.3 * row_count(result)
+
+    def _apply_revocations(self) -> None:
+        revoked = self._revocations.take()
+        if revoked and self.batch.items:
+            dropped = self.batch.drop(revoked)
+            if dropped:
+                log.info(
+                    "partitions revoked: %d uncommitted record(s) of them dropped from the "
+                    "batch; their new owner consumes them",
+                    dropped,
+                )
+
+    def process_batch(self) -> None:
+        """Steps 3-6 for the current batch."""
+        b = self.batch
+        try:
+            self.metrics.batch_messages.observe(len(b.items))
+            result = self._write_with_retry()  # 3.
+            self._dead_letter_with_retry()  # 4.
+            if self._commit_with_retry():  # 5.
+                self._account(result)
+        except BatchAbandoned:
+            log.warning(
+                "stopping with an uncommitted batch of %d record(s); they will be consumed again",
+                len(b.items),
+            )
+        finally:
+            b.clear()  # 6.
+
+    # ------------------------------------------------------------------ 3. write
+
+    def _write_with_retry(self) -> WriteResult | None:
+        backoff = self.backoff()
+        failures = 0
+        while True:
+            self._apply_revocations()
+            msgs = self.batch.messages()
+            if not msgs:
+                return None
+            try:
+                try:
+                    result = self.writer.write(msgs)
+                except DB_ERRORS as e:
+                    if not is_data_error(e):
+                        raise
+                    result = self._isolate(e)
+                except Exception:  # a bug must not stop the whole stream: isolate, dead-letter
+                    log.exception("unexpected error writing a batch; isolating its messages")
+                    result = self._isolate(None)
+            except DB_ERRORS as e:
+                self.writer.drop_connection()
+                self._mysql_failed()
+                self.metrics.write_errors.labels("transient").inc()
+                failures += 1
+                delay = backoff.next_delay()
+                log.warning(
+                    "MySQL write of %d message(s) failed: %s: %s; rolled back, nothing "
+                    "committed, retrying the same batch in %.1fs",
+                    len(msgs),
+                    type(e).__name__,
+                    e,
+                    delay,
+                )
+                self._wait_alive(delay)
+                continue
+            if failures:
+                log.info("MySQL write succeeded after %d failed attempt(s)", failures)
+            self.metrics.mysql_up.set(1)
+            self.metrics.batch_write_duration.observe(result.seconds)
+            return result
+
+    def _isolate(self, error: BaseException | None) -> WriteResult:
+        """A batch MySQL refused: write message by message, dead-letter the refused ones."""
+        self.metrics.write_errors.labels("data").inc()
+        if error is not None:
+            log.warning("MySQL refused the batch (%s); writing its messages one by one", error)
+        result, refused = self.writer.write_each(self.batch.messages())
+        bad = {id(r.msg): r for r in refused}
+        for item in self.batch.items:
+            if item.msg is not None and id(item.msg) in bad:
+                err = bad[id(item.msg)].error
+                item.rejected = Rejected("db_rejected", f"{type(err).__name__}: {err}"[:1000])
+                item.msg = None
+        return result
+
+    def _mysql_failed(self) -> None:
+        self.metrics.mysql_up.set(0)
+
+    # ------------------------------------------------------------------ 4. dead letters
+
+    def _dead_letter_with_retry(self) -> None:
+        bad = self.batch.bad()
+        if not bad:
+            return
+        backoff = self.backoff()
+        while True:
+            try:
+                self._dead_letter(bad)
+                return
+            except KafkaError as e:
+                self.metrics.kafka_errors.labels("dlq").inc()
+                delay = backoff.next_delay()
+                log.warning(
+                    "dead-lettering %d record(s) failed: %s: %s; retrying in %.1fs",
+                    len(bad),
+                    type(e).__name__,
+                    e,
+                    delay,
+                )
+                self._wait_alive(delay)
+
+    def _dead_letter(self, bad: list[Item]) -> None:
+        s = self.settings
+        futures = []
+        for item in bad:
+            r, why = item.record, item.rejected
+            if why is None:
+                continue
+            headers = list(r.headers or [])
+            headers += [
+                ("dlq.reason", why.reason.encode()),
+                ("dlq.error", why.error.encode()),
+                ("dlq.source.topic", r.topic.encode()),
+                ("dlq.source.partition", str(r.partition).encode()),
+                ("dlq.source.offset", str(r.offset).encode()),
+                ("dlq.source.timestamp", str(r.timestamp).encode()),
+                ("dlq.consumer.group", s.kafka_group_id.encode()),
+            ]
+            futures.append(
+                self._producer.send(s.kafka_dlq_topic, key=r.key, value=r.value, headers=headers)
+            )
+        self._producer.flush(timeout=s.kafka_request_timeout_ms / 1000)
+        failed = [f for f in futures if not (f.is_done and f.succeeded())]
+        if failed:
+            first = failed[0].exception if failed[0].is_done else "not acknowledged in time"
+            raise KafkaError(f"{len(failed)} dead letter(s) not acknowledged: {first}")
+        for item in bad:
+            why = item.rejected
+            if why is None:
+                continue
+            self.metrics.dlq_messages.labels(why.reason).inc()
+            log.warning(
+                "dead-lettered %s[%d]@%d: %s: %s",
+                item.record.topic,
+                item.record.partition,
+                item.record.offset,
+                why.reason,
+                why.error[:300],
+            )
+
+    # ------------------------------------------------------------------ 5. commit
+
+    def _commit_with_retry(self) -> bool:
+        """Commit the batch's offsets; False when a rebalance took its partitions meanwhile."""
+        backoff = self.backoff()
+        while True:
+            self._apply_revocations()
+            offsets = {
+                tp: OffsetAndMetadata(offset, "", -1) for tp, offset in self.batch.offsets().items()
+            }
+            if not offsets:
+                return False
+            try:
+                self._consumer.commit(offsets, timeout_ms=self.settings.kafka_request_timeout_ms)
+            except MEMBERSHIP_ERRORS as e:
+                self.metrics.kafka_errors.labels("commit").inc()
+                log.warning(
+                    "offset commit refused after a rebalance (%s); the batch was written and "
+                    "will be consumed and upserted again by the partitions' new owner",
+                    type(e).__name__,
+                )
+                return False
+            except KafkaError as e:
+                self.metrics.kafka_errors.labels("commit").inc()
+                delay = backoff.next_delay()
+                log.warning(
+                    "offset commit failed: %s: %s; retrying in %.1fs", type(e).__name__, e, delay
+                )
+                self._wait_alive(delay)
+                continue
+            self.metrics.commits.inc()
+            self.metrics.last_commit.set(self.clock())
+            return True
+
+    def _account(self, result: WriteResult | None) -> None:
+        good, bad = len(self.batch.good()), len(self.batch.bad())
+        self.metrics.messages_stored.inc(good)
+        rows = 0
+        if result is not None:
+            for table, n in result.rows.items():
+                if n:
+                    self.metrics.rows_written.labels(table).inc(n)
+            rows = result.total_rows
+        self._since_summary[0] += good
+        self._since_summary[1] += rows
+        self._since_summary[2] += bad
+        log.debug(
+            "batch committed: %d stored (%d rows in %.3fs), %d dead-lettered",
+            good,
+            rows,
+            result.seconds if result else 0.0,
+            bad,
+        )
+
+    # ------------------------------------------------------------------ waiting
+
+    def _wait_alive(self, seconds: float) -> None:
+        """Sleep ``seconds`` while keeping group membership; BatchAbandoned on stop."""
+        deadline = time.monotonic() + seconds
+        while True:
+            self._keepalive()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            if self.stop.wait(min(KEEPALIVE_EVERY_S, left)):
+                raise BatchAbandoned
+
+    def _keepalive(self) -> None:
+        """A poll that fetches nothing: it tells the group this member is alive.
+
+        Without it a member waiting longer than KAFKA_MAX_POLL_INTERVAL_MS for MySQL would
+        be evicted and its partitions shuffled for nothing. Records that still arrive (from
+        partitions assigned by a rebalance during this poll) are put back by seeking.
+        """
+        consumer = self._consumer
+        if consumer is None:
+            return
+        try:
+            consumer.pause(*consumer.assignment())
+            polled = consumer.poll(timeout_ms=0)
+            for tp, records in polled.items():
+                if records:
+                    consumer.seek(tp, min(r.offset for r in records))
+        except KafkaError as e:
+            log.debug("keep-alive poll: %s", e)
+        finally:
+            try:
+                consumer.resume(*consumer.assignment())
+            except KafkaError as e:
+                log.debug("resume: %s", e)
+
+    # ------------------------------------------------------------------ retention
+
+    def maybe_purge(self) -> None:
+        s = self.settings
+        if s.storage_retention_s <= 0:
+            return
+        if time.monotonic() - self._last_purge < s.storage_purge_interval_s:
+            return
+        self._last_purge = time.monotonic()
+        cutoff = int(self.clock()) - s.storage_retention_s
+        try:
+            purged = self.writer.purge(cutoff, s.storage_purge_batch_rows, s.storage_purge_budget_s)
+        except DB_ERRORS as e:
+            self.writer.drop_connection()
+            self._mysql_failed()
+            log.warning(
+                "retention purge failed: %s: %s; next try in %.0fs",
+                type(e).__name__,
+                e,
+                s.storage_purge_interval_s,
+            )
+            return
+        for table, n in purged.items():
+            self.metrics.purged_rows.labels(table).inc(n)
+        if purged:
+            log.info("retention purge (older than %d): %s", cutoff, purged)
+
+    def _maybe_summary(self) -> None:
+        if time.monotonic() - self._last_summary < SUMMARY_EVERY_S:
+            return
+        msgs, rows, dead = self._since_summary
+        if msgs or dead:
+            log.info(
+                "last %.0fs: %d message(s) stored (%d rows), %d dead-lettered",
+                time.monotonic() - self._last_summary,
+                msgs,
+                rows,
+                dead,
+            )
+        self._since_summary = [0, 0, 0]
+        self._last_summary = time.monotonic()

@@ -1,0 +1,79 @@
+"""Pure: a raw Kafka record checked against the message contract, or the reason it is not.
+
+Every reason is a short code (the DLQ header ``dlq.reason`` and a metric label) plus a
+readable detail (header ``dlq.error``) naming the offending fields.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from data_storage.rows import unstorable_reason
+from sla_common.messages import AnalysisMessage
+
+MAX_ERROR_CHARS = 1000
+
+# pydantic error types -> our reason, most telling first: a message of an unknown version
+# fails on many fields, and the version is the one thing to report.
+_TYPE_ORDER = (
+    ("json_invalid", "invalid_json"),
+    ("json_type", "invalid_json"),
+    ("schema_version", "unknown_schema_version"),
+    ("finite_number", "non_finite"),
+    ("missing", "missing_field"),
+)
+
+
+@dataclass(frozen=True)
+class Rejected:
+    reason: str
+    error: str
+
+
+def _classify(e: ValidationError) -> str:
+    errors = e.errors()
+    types = {err["type"] for err in errors}
+    for marker, reason in _TYPE_ORDER:
+        if marker == "schema_version":
+            if any(err["loc"][:1] == ("schema_version",) for err in errors):
+                return reason
+        elif marker in types:
+            return reason
+    if any(t.endswith(("_type", "_parsing")) or t == "model_type" for t in types):
+        return "wrong_type"
+    return "invalid"
+
+
+def _describe(e: ValidationError) -> str:
+    parts = []
+    for err in e.errors(include_url=False, include_input=False):
+        loc = ".".join(str(p) for p in err["loc"]) or "(message)"
+        parts.append(f"{loc}: {err['msg']}")
+    text = "; ".join(parts)
+    if len(text) > MAX_ERROR_CHARS:
+        text = text[: MAX_ERROR_CHARS - 3] + "..."
+    return text
+
+
+def check(key: bytes | None, value: bytes | None, max_bytes: int) -> AnalysisMessage | Rejected:
+    """The validated message, or why this record must go to the dead-letter topic."""
+    if value is None or not value:
+        return Rejected("empty", "the record has no value")
+    if len(value) > max_bytes:
+        return Rejected(
+            "too_large", f"{len(value)} bytes, over STORAGE_MAX_MESSAGE_BYTES={max_bytes}"
+        )
+    try:
+        msg = AnalysisMessage.from_bytes(value)
+    except ValidationError as e:
+        return Rejected(_classify(e), _describe(e))
+    if key != msg.kafka_key():
+        # The key decides the partition, and so the order of one series' messages.
+        shown = key.decode(errors="replace")[:200] if key is not None else None
+        return Rejected("key_mismatch", f"record key {shown!r} is not series.key")
+    problem = unstorable_reason(msg)
+    if problem is not None:
+        return Rejected("unstorable", problem)
+    return msg

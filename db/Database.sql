@@ -1,0 +1,231 @@
+-- SLA Monitor: the whole MySQL schema in one idempotent file.
+-- GENERATED from db/migrations/*.sql by `python -m data_storage schema --write`;
+-- edit the migrations, not this file. Apply to an existing database:
+--     mariadb DBNAME < db/Database.sql      (or: python -m data_storage migrate)
+
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version INT NOT NULL,
+    name VARCHAR(128) NOT NULL,
+    checksum CHAR(64) NOT NULL,
+    applied_at BIGINT NOT NULL,
+    PRIMARY KEY (version)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- ---- 0001_initial.sql
+
+-- 0001_initial: every table the suite reads and writes.
+--
+-- Conventions (all tables):
+--   * Times are BIGINT epoch seconds, UTC by definition (as in the Kafka messages); no
+--     DATETIME, so no session time zone can shift them.
+--   * Numbers are DOUBLE / INT / BIGINT columns, never strings.
+--   * Every table has a natural unique key (the PRIMARY KEY, or a UNIQUE key next to a
+--     surrogate id) so that a redelivered Kafka message upserts instead of duplicating.
+--   * Per-timestamp tables (hp_points, decomposition_points, forecast_points) are keyed by
+--     (series_id, ts): each ETL run re-analyses an overlapping window, and the analysis of
+--     the newest window wins for a timestamp. `window_end` records which window a row
+--     comes from; data_storage never lets an older window overwrite a newer one, so the
+--     stored state does not depend on the order in which messages arrive.
+--   * Per-run tables (analyses, adf, aggregates, forecast_summary, skipped_analyses) are
+--     keyed by (series_id, window_end, ...): one row per analysed window, history kept until
+--     the retention purge; a re-run of the same window replaces it (newest produced_at wins).
+--   * acf is keyed by (series_id, lag_k): the latest autocorrelation of each series.
+--   * The `KEY ... (ts)` / `(window_end)` indexes serve time-range queries across series and
+--     the retention purge; "this series, this time range" uses the primary key.
+--   * No foreign keys: bulk upserts and the purge stay cheap; series_id values are never
+--     reused (AUTO_INCREMENT), so an orphan row can never be attributed to another series.
+
+-- One row per series (metric + label set). key_hash = UNHEX(SHA2(series_key, 256)): keys
+-- can be 4 KiB long, too long for a unique index themselves.
+CREATE TABLE IF NOT EXISTS series (
+    id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
+    key_hash BINARY(32) NOT NULL,
+    series_key TEXT NOT NULL,
+    metric VARCHAR(1024) NOT NULL,
+    labels JSON NOT NULL,
+    selector TEXT NOT NULL,
+    transform VARCHAR(16) NOT NULL,
+    first_seen BIGINT NOT NULL COMMENT 'window end of the first analysis stored',
+    last_seen BIGINT NOT NULL COMMENT 'window end of the latest analysis stored',
+    PRIMARY KEY (id),
+    UNIQUE KEY uq_series_key_hash (key_hash),
+    KEY idx_series_metric (metric(191)),
+    KEY idx_series_last_seen (last_seen)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- One row per ETL run: the window every series of the run was analysed over.
+CREATE TABLE IF NOT EXISTS runs (
+    run_id VARCHAR(64) NOT NULL,
+    window_start BIGINT NOT NULL,
+    window_end BIGINT NOT NULL,
+    step_s INT NOT NULL,
+    first_produced_at BIGINT NOT NULL,
+    last_produced_at BIGINT NOT NULL,
+    PRIMARY KEY (run_id),
+    KEY idx_runs_window_end (window_end)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- One row per analysed series per window: the message's header and the scalar parameters
+-- of the per-point analyses (HP lambda, ACF confidence bound, decomposition period).
+CREATE TABLE IF NOT EXISTS analyses (
+    series_id BIGINT UNSIGNED NOT NULL,
+    window_end BIGINT NOT NULL,
+    window_start BIGINT NOT NULL,
+    step_s INT NOT NULL,
+    run_id VARCHAR(64) NOT NULL,
+    produced_at BIGINT NOT NULL,
+    schema_version SMALLINT NOT NULL,
+    samples INT NOT NULL,
+    interpolated INT NOT NULL,
+    grid_start BIGINT NOT NULL,
+    grid_step_s INT NOT NULL,
+    grid_count INT NOT NULL,
+    hp_lambda DOUBLE NULL,
+    acf_conf_bound DOUBLE NULL,
+    decomposition_period INT NULL,
+    seasonal_strength DOUBLE NULL,
+    skipped_count INT NOT NULL,
+    durations_ms JSON NOT NULL,
+    PRIMARY KEY (series_id, window_end),
+    KEY idx_analyses_window_end (window_end),
+    KEY idx_analyses_run (run_id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- Augmented Dickey-Fuller test of each window.
+CREATE TABLE IF NOT EXISTS adf (
+    series_id BIGINT UNSIGNED NOT NULL,
+    window_end BIGINT NOT NULL,
+    statistic DOUBLE NOT NULL,
+    pvalue DOUBLE NOT NULL,
+    used_lag INT NOT NULL,
+    nobs INT NOT NULL,
+    crit_1pct DOUBLE NOT NULL,
+    crit_5pct DOUBLE NOT NULL,
+    crit_10pct DOUBLE NOT NULL,
+    stationary BOOLEAN NOT NULL COMMENT 'at the 5 % level',
+    autolag VARCHAR(16) NULL,
+    run_id VARCHAR(64) NOT NULL,
+    produced_at BIGINT NOT NULL,
+    PRIMARY KEY (series_id, window_end),
+    KEY idx_adf_window_end (window_end)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- Hodrick-Prescott filter: trend and cycle per grid timestamp.
+CREATE TABLE IF NOT EXISTS hp_points (
+    series_id BIGINT UNSIGNED NOT NULL,
+    ts BIGINT NOT NULL,
+    trend DOUBLE NOT NULL,
+    cycle DOUBLE NOT NULL,
+    window_end BIGINT NOT NULL,
+    PRIMARY KEY (series_id, ts),
+    KEY idx_hp_points_ts (ts)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- Autocorrelation function of the latest window, lag 0..nlags.
+CREATE TABLE IF NOT EXISTS acf (
+    series_id BIGINT UNSIGNED NOT NULL,
+    lag_k INT NOT NULL,
+    value DOUBLE NOT NULL,
+    window_end BIGINT NOT NULL,
+    PRIMARY KEY (series_id, lag_k),
+    KEY idx_acf_window_end (window_end)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- Seasonal decomposition per grid timestamp.
+CREATE TABLE IF NOT EXISTS decomposition_points (
+    series_id BIGINT UNSIGNED NOT NULL,
+    ts BIGINT NOT NULL,
+    trend DOUBLE NOT NULL,
+    seasonal DOUBLE NOT NULL,
+    resid DOUBLE NOT NULL,
+    window_end BIGINT NOT NULL,
+    PRIMARY KEY (series_id, ts),
+    KEY idx_decomposition_points_ts (ts)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- Aggregates over the last 1h / 3h / 12h of each window (window_end = the aggregate's end).
+CREATE TABLE IF NOT EXISTS aggregates (
+    series_id BIGINT UNSIGNED NOT NULL,
+    window_name VARCHAR(16) NOT NULL,
+    window_end BIGINT NOT NULL,
+    window_start BIGINT NOT NULL,
+    sample_count INT NOT NULL,
+    max_value DOUBLE NOT NULL,
+    min_value DOUBLE NOT NULL,
+    mean_value DOUBLE NOT NULL,
+    std_value DOUBLE NOT NULL,
+    run_id VARCHAR(64) NOT NULL,
+    produced_at BIGINT NOT NULL,
+    PRIMARY KEY (series_id, window_name, window_end),
+    KEY idx_aggregates_window_end (window_end)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- Forecast points: the freshest forecast of each future timestamp, with the run that made
+-- it (produced_at, window_end) so a reader can tell how old it is.
+CREATE TABLE IF NOT EXISTS forecast_points (
+    series_id BIGINT UNSIGNED NOT NULL,
+    ts BIGINT NOT NULL,
+    value DOUBLE NOT NULL,
+    lower80 DOUBLE NOT NULL,
+    upper80 DOUBLE NOT NULL,
+    lower95 DOUBLE NOT NULL,
+    upper95 DOUBLE NOT NULL,
+    window_end BIGINT NOT NULL,
+    produced_at BIGINT NOT NULL,
+    run_id VARCHAR(64) NOT NULL,
+    PRIMARY KEY (series_id, ts),
+    KEY idx_forecast_points_ts (ts)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- Forecast summary per window and horizon: max / min / mean of the forecast points.
+CREATE TABLE IF NOT EXISTS forecast_summary (
+    series_id BIGINT UNSIGNED NOT NULL,
+    window_end BIGINT NOT NULL,
+    horizon_s INT NOT NULL,
+    model VARCHAR(128) NOT NULL,
+    step_s INT NOT NULL,
+    history_points INT NOT NULL,
+    horizon_start BIGINT NOT NULL COMMENT 'timestamp of the first forecast point',
+    horizon_end BIGINT NOT NULL COMMENT 'timestamp of the last forecast point',
+    point_count INT NOT NULL,
+    max_value DOUBLE NOT NULL,
+    min_value DOUBLE NOT NULL,
+    mean_value DOUBLE NOT NULL,
+    run_id VARCHAR(64) NOT NULL,
+    produced_at BIGINT NOT NULL,
+    PRIMARY KEY (series_id, window_end, horizon_s),
+    KEY idx_forecast_summary_window_end (window_end)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- Analyses the ETL skipped on a window, and why (e.g. history shorter than two seasons).
+CREATE TABLE IF NOT EXISTS skipped_analyses (
+    series_id BIGINT UNSIGNED NOT NULL,
+    window_end BIGINT NOT NULL,
+    analysis VARCHAR(64) NOT NULL,
+    reason VARCHAR(255) NOT NULL,
+    detail TEXT NOT NULL,
+    run_id VARCHAR(64) NOT NULL,
+    produced_at BIGINT NOT NULL,
+    PRIMARY KEY (series_id, window_end, analysis),
+    KEY idx_skipped_analyses_window_end (window_end)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- Service-level indicators, managed by sla_manager's REST API: a PromQL selector and the
+-- range its value must stay in (either bound may be absent). name is the URL slug.
+CREATE TABLE IF NOT EXISTS slis (
+    id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
+    name VARCHAR(128) NOT NULL,
+    selector TEXT NOT NULL,
+    min_value DOUBLE NULL,
+    max_value DOUBLE NULL,
+    description VARCHAR(2048) NOT NULL DEFAULT '',
+    labels JSON NOT NULL,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    PRIMARY KEY (id),
+    UNIQUE KEY uq_slis_name (name),
+    CONSTRAINT ck_slis_range CHECK (min_value IS NULL OR max_value IS NULL OR min_value <= max_value)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- ---- record the migrations above as applied
+INSERT IGNORE INTO schema_migrations (version, name, checksum, applied_at) VALUES (1, 'initial', '964cce1536fc70b2203a978b7757291fb96f0fd6fdf63c8e0db14ec4699304b4', UNIX_TIMESTAMP());
