@@ -1,0 +1,81 @@
+"""``create_app(settings)``: the FastAPI application, with its clients, routers and handlers.
+
+Sync endpoints on purpose: both dependencies are reached through blocking clients the
+project already has and tests (PyMySQL, and ``sla_common.prometheus.PrometheusClient`` on
+an ``httpx.Client``, which may be shared between threads). FastAPI runs ``def`` endpoints
+in its thread pool, whose size (40) bounds the concurrent work per process; the MySQL pool
+bounds the connections. An async variant would need an async MySQL driver the lock file
+does not have, and would still run PyMySQL in threads; the benchmark shows the thread pool
+is well within the latency target.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib import metadata
+
+from fastapi import FastAPI
+
+from sla_manager.errors import install_handlers
+from sla_manager.metrics import MetricsMiddleware, SlaMetrics
+from sla_manager.routes import etl, evaluations, health, slis
+from sla_manager.services import Services
+from sla_manager.settings import SlaSettings
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """\
+Service-level indicators over Prometheus: declare a PromQL selector and its allowed range,
+then ask whether it is inside now, how often and when it left the range, and whether the
+stored Holt-Winters forecasts say it will. Writes need `Authorization: Bearer <SLA_API_TOKEN>`;
+reads are open. Times are Unix seconds (UTC).
+"""
+
+
+def _version() -> str:
+    try:
+        return metadata.version("sla-monitor")
+    except metadata.PackageNotFoundError:
+        return "0.0.0"
+
+
+def create_app(settings: SlaSettings, metrics: SlaMetrics | None = None) -> FastAPI:
+    """The app; its MySQL connections open on first use (the schema must exist: see
+    :func:`sla_common.mysql_startup.wait_and_migrate`, which ``python -m sla_manager`` runs)."""
+    services = Services(settings, metrics or SlaMetrics())
+    if settings.api_token() is None:
+        log.warning(
+            "SLA_API_TOKEN is not set: reads work, every POST/PUT/DELETE /slis is refused "
+            "with 403. Set it to enable writes, e.g. SLA_API_TOKEN=$(python -c "
+            "'import secrets; print(secrets.token_urlsafe(32))')"
+        )
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        log.info(
+            "SLA manager serving: Prometheus %s, MySQL %s:%d/%s",
+            settings.prometheus_url,
+            settings.mysql_host,
+            settings.mysql_port,
+            settings.mysql_database,
+        )
+        try:
+            yield
+        finally:
+            services.close()
+            log.info("SLA manager stopped")
+
+    app = FastAPI(
+        title="SLA Monitor: SLA manager",
+        version=_version(),
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    install_handlers(app, services.metrics, settings.sla_retry_after_s)
+    app.add_middleware(MetricsMiddleware, metrics=services.metrics)
+    for module in (slis, evaluations, etl, health):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,230 @@
+"""Pure evaluation of SLI values against their allowed range: no I/O, numpy in, frozen out.
+
+Rules (the REST API documents the same ones):
+
+- A value is **outside** when ``value < min`` or ``value > max``; the bounds themselves are
+  inside. NaN is neither inside nor outside ("undefined"): it is never a violation.
+- **Violation intervals** of a range query: consecutive evaluation steps that are outside
+  merge into one interval. Consecutive means adjacent in the query's step grid: a step for
+  which Prometheus returned no value (no sample within its 5 min look-back) ends the run.
+  ``start``/``end`` are the first and last violating evaluation timestamps and
+  ``duration_s = end - start + step``: each violating evaluation stands for one step of
+  time, so a single violating sample lasts one step and the durations of a series add up
+  to ``violating samples × step``. ``worst`` is the sample farthest outside the range
+  (the earliest one on ties). ``open_start``/``open_end`` say that the interval touches the
+  first/last evaluation of the query, i.e. it may extend beyond the queried range.
+- **Forecast points** leave the range by their point forecast (``point``), else by their
+  80 % interval (``interval80``: ``lower80 < min`` or ``upper80 > max``), else by their
+  95 % interval (``interval95``); the first that applies is the point's kind, and
+  ``point`` > ``interval80`` > ``interval95`` in severity.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+T = TypeVar("T")
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+
+State = Literal["inside", "below", "above", "undefined"]
+Breach = Literal["point", "interval80", "interval95"]
+SEVERITY: dict[Breach, int] = {"interval95": 1, "interval80": 2, "point": 3}
+
+# A gap in the returned timestamps larger than this many steps ends a run. Timestamps of a
+# range query are start + k·step rounded to milliseconds, so adjacent ones differ by
+# step ± 1 ms; anything from 1.5 steps on is a missing evaluation.
+_GAP_STEPS = 1.5
+
+DURATION_PATTERN = r"^[1-9][0-9]{0,6}[smhdw]?$"
+_DURATION = re.compile(r"^([1-9][0-9]{0,6})([smhdw]?)$")
+_UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+
+
+def parse_duration(text: str) -> int:
+    """``"90"``/``"90s"``, ``"15m"``, ``"1h"``, ``"1d"``, ``"1w"`` → seconds (ValueError if not)."""
+    m = _DURATION.fullmatch(text)  # not .match: "$" also matches before a final newline
+    if m is None:
+        raise ValueError(
+            f"{text!r} is not a duration: a positive whole number with an optional unit "
+            "s, m, h, d or w, e.g. 30m, 1h, 12h"
+        )
+    return int(m.group(1)) * _UNIT_S[m.group(2)]
+
+
+def finite_or_none(value: float) -> float | None:
+    """JSON has no NaN or infinity: such values are reported as null."""
+    return value if math.isfinite(value) else None
+
+
+def narrow(
+    items: Sequence[T],
+    labels_of: Callable[[T], Mapping[str, str]],
+    wanted: Mapping[str, str],
+    limit: int,
+) -> tuple[list[T], int]:
+    """The items whose labels include every ``wanted`` label with exactly that value, in
+    label-set order, at most ``limit`` of them; and how many matched in all."""
+    kept = [i for i in items if all(labels_of(i).get(k) == v for k, v in wanted.items())]
+    kept.sort(key=lambda i: sorted(labels_of(i).items()))
+    return kept[:limit], len(kept)
+
+
+@dataclass(frozen=True)
+class Bounds:
+    min: float | None
+    max: float | None
+
+    def __post_init__(self) -> None:
+        if self.min is None and self.max is None:
+            raise ValueError("an SLI range needs min, max or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) must not exceed max ({self.max})")
+
+    def below(self, values: FloatArray) -> BoolArray:
+        if self.min is None:
+            return np.zeros(values.shape, dtype=np.bool_)
+        return np.asarray(values < self.min)  # NaN compares False: never a violation
+
+    def above(self, values: FloatArray) -> BoolArray:
+        if self.max is None:
+            return np.zeros(values.shape, dtype=np.bool_)
+        return np.asarray(values > self.max)
+
+    def outside(self, values: FloatArray) -> BoolArray:
+        return self.below(values) | self.above(values)
+
+    def excess(self, values: FloatArray) -> FloatArray:
+        """How far each value is outside the range (0 inside, and for NaN)."""
+        out = np.zeros(values.shape, dtype=np.float64)
+        with np.errstate(invalid="ignore"):
+            if self.min is not None:
+                out = np.where(values < self.min, self.min - values, out)
+            if self.max is not None:
+                out = np.where(values > self.max, values - self.max, out)
+        return out
+
+    def state(self, value: float) -> State:
+        if math.isnan(value):
+            return "undefined"
+        if self.min is not None and value < self.min:
+            return "below"
+        if self.max is not None and value > self.max:
+            return "above"
+        return "inside"
+
+
+@dataclass(frozen=True)
+class Interval:
+    start: float
+    end: float
+    samples: int
+    duration_s: float
+    worst_value: float
+    worst_at: float
+    open_start: bool
+    open_end: bool
+
+
+@dataclass(frozen=True)
+class SeriesViolations:
+    evaluations: int
+    violating: npt.NDArray[np.intp]  # indices of the violating samples
+    intervals: tuple[Interval, ...]
+
+    @property
+    def time_outside_s(self) -> float:
+        return sum(i.duration_s for i in self.intervals)
+
+
+def last_evaluation(start: float, end: float, step: float) -> float:
+    """The last timestamp a range query [start, end] at ``step`` evaluates (≤ end)."""
+    return start + math.floor((end - start) / step + 1e-9) * step
+
+
+def evaluation_count(start: float, end: float, step: float) -> int:
+    """How many evaluations a range query makes per series: both ends included."""
+    return math.floor((end - start) / step + 1e-9) + 1
+
+
+def violations(
+    timestamps: FloatArray,
+    values: FloatArray,
+    bounds: Bounds,
+    step: float,
+    query_start: float,
+    query_end: float,
+) -> SeriesViolations:
+    """Violating samples and merged intervals of one series of a range query."""
+    ts = np.asarray(timestamps, dtype=np.float64)
+    vs = np.asarray(values, dtype=np.float64)
+    mask = bounds.outside(vs)
+    idx = np.flatnonzero(mask)
+    if idx.size == 0:
+        return SeriesViolations(len(ts), idx, ())
+    excess = bounds.excess(vs)
+    # A run breaks where the next violating sample is not the next sample, or where the
+    # next sample is more than a step away (Prometheus returned nothing in between).
+    breaks = (np.diff(idx) != 1) | (np.diff(ts[idx]) > _GAP_STEPS * step)
+    starts = np.concatenate(([0], np.flatnonzero(breaks) + 1))
+    ends = np.concatenate((starts[1:], [idx.size]))
+    tolerance = 1e-3  # timestamps come back rounded to milliseconds
+    first_eval, last_eval = query_start, last_evaluation(query_start, query_end, step)
+    intervals = []
+    for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+        run = idx[a:b]
+        worst = int(run[int(np.argmax(excess[run]))])
+        t0, t1 = float(ts[run[0]]), float(ts[run[-1]])
+        intervals.append(
+            Interval(
+                start=t0,
+                end=t1,
+                samples=int(run.size),
+                duration_s=t1 - t0 + step,
+                worst_value=float(vs[worst]),
+                worst_at=float(ts[worst]),
+                open_start=t0 <= first_eval + tolerance,
+                open_end=t1 >= last_eval - tolerance,
+            )
+        )
+    return SeriesViolations(len(ts), idx, tuple(intervals))
+
+
+def forecast_breaches(
+    bounds: Bounds,
+    value: FloatArray,
+    lower80: FloatArray,
+    upper80: FloatArray,
+    lower95: FloatArray,
+    upper95: FloatArray,
+) -> list[Breach | None]:
+    """Per forecast point: how it leaves the range (see the module doc), or None."""
+    point = bounds.outside(value)
+    band80 = bounds.below(lower80) | bounds.above(upper80)
+    band95 = bounds.below(lower95) | bounds.above(upper95)
+    out: list[Breach | None] = []
+    for p, b80, b95 in zip(point.tolist(), band80.tolist(), band95.tolist(), strict=True):
+        if p:
+            out.append("point")
+        elif b80:
+            out.append("interval80")
+        elif b95:
+            out.append("interval95")
+        else:
+            out.append(None)
+    return out
+
+
+def worst_breach(kinds: list[Breach | None]) -> Breach | None:
+    best: Breach | None = None
+    for k in kinds:
+        if k is not None and (best is None or SEVERITY[k] > SEVERITY[best]):
+            best = k
+    return best

@@ -1,0 +1,374 @@
+"""Request and response models of the REST API (pydantic; the OpenAPI schema comes from here).
+
+Requests are strict: unknown fields are refused (``extra="forbid"``), numbers must be JSON
+numbers and finite. Responses carry epoch seconds (UTC) and report values JSON cannot hold
+(NaN, ±Inf) as ``null``, with ``state`` still saying where the value lies.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal, Self
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictStr,
+    WithJsonSchema,
+    model_validator,
+)
+
+from sla_manager.evaluation import DURATION_PATTERN, Bounds, Breach, State, parse_duration
+
+SLUG_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
+LABEL_NAME_PATTERN = r"^[a-zA-Z_][a-zA-Z0-9_]*$"
+MAX_EPOCH_S = 32_503_680_000  # year 3000: catches milliseconds passed as seconds
+MAX_WINDOW_S = 7 * 86_400
+MAX_HORIZON_S = 86_400
+MAX_STEP_S = 86_400
+# Prometheus' own limit on points per series of one range query.
+MAX_POINTS_PER_SERIES = 11_000
+
+_SLUG = re.compile(SLUG_PATTERN)
+_SLUG_RULE = (
+    "lower-case letters, digits and '-', starting with a letter or digit; at most 63 characters"
+)
+
+
+def _slug(text: str) -> str:
+    if not _SLUG.fullmatch(text):
+        raise ValueError(f"{text!r} is not a valid name: {_SLUG_RULE}")
+    return text
+
+
+def _duration(text: str) -> str:
+    parse_duration(text)  # its ValueError says what a duration looks like
+    return text
+
+
+# The checks are validators rather than `pattern=` so that the 422 says what is expected
+# in words; the JSON schema still carries the pattern, for clients and generators.
+Slug = Annotated[
+    StrictStr,
+    AfterValidator(_slug),
+    WithJsonSchema(
+        {"type": "string", "pattern": SLUG_PATTERN, "description": _SLUG_RULE},
+    ),
+    Field(examples=["fd-allocated"]),
+]
+LabelName = Annotated[StrictStr, Field(pattern=LABEL_NAME_PATTERN, max_length=128)]
+LabelValue = Annotated[StrictStr, Field(max_length=1024)]
+Epoch = Annotated[
+    float,
+    Field(ge=0, le=MAX_EPOCH_S, allow_inf_nan=False, description="Unix time in seconds (UTC)"),
+]
+Duration = Annotated[
+    str,
+    AfterValidator(_duration),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": DURATION_PATTERN,
+            "description": "a whole number with an optional unit s, m, h, d or w (e.g. 1h)",
+        }
+    ),
+]
+Bound = Annotated[StrictFloat, Field(allow_inf_nan=False)]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class _Response(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+# --------------------------------------------------------------------------- SLIs
+
+
+class SliSpec(_Request):
+    """What PUT /slis/{name} replaces (a rename is DELETE + POST)."""
+
+    # "min, max or both" in the schema too, so that clients and generators can see it;
+    # min <= max cannot be said in JSON Schema and is checked below.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["min"], "properties": {"min": {"type": "number"}}},
+                {"required": ["max"], "properties": {"max": {"type": "number"}}},
+            ]
+        }
+    )
+
+    selector: StrictStr = Field(
+        min_length=1,
+        max_length=4096,
+        pattern=r"\S",
+        description="PromQL selector or expression returning an instant vector or a scalar; "
+        "checked by Prometheus when stored",
+        examples=['node_filefd_allocated{job="host"}'],
+    )
+    min: Bound | None = Field(default=None, description="values below it violate")
+    max: Bound | None = Field(default=None, description="values above it violate")
+    description: StrictStr = Field(default="", max_length=2048)
+    labels: dict[LabelName, LabelValue] = Field(
+        default_factory=dict,
+        max_length=32,
+        description="narrow the SLI to the series having all these label values "
+        "(exact match on the query's result, so it works for any expression)",
+        examples=[{"device": "/dev/sda2"}],
+    )
+
+    @model_validator(mode="after")
+    def _range(self) -> Self:
+        if self.min is None and self.max is None:
+            raise ValueError("give min, max or both: an SLI needs an allowed range")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) must not exceed max ({self.max})")
+        return self
+
+    def bounds(self) -> Bounds:
+        return Bounds(self.min, self.max)
+
+
+class SliCreate(SliSpec):
+    name: Slug
+
+
+class Sli(_Response):
+    name: str
+    selector: str
+    min: float | None
+    max: float | None
+    description: str
+    labels: dict[str, str]
+    created_at: int
+    updated_at: int
+
+    def bounds(self) -> Bounds:
+        return Bounds(self.min, self.max)
+
+
+# --------------------------------------------------------------------------- query parameters
+
+
+class ListQuery(_Request):
+    limit: int = Field(default=100, ge=1, le=1000, description="at most this many, by name")
+    after: Annotated[str | None, Field(max_length=63, description="page after this name")] = None
+
+
+class StatusQuery(_Request):
+    time: Epoch | None = Field(default=None, description="evaluate at this time (default now)")
+
+
+class ViolationsQuery(_Request):
+    window: Duration | None = Field(
+        default=None, description="the range ending at `end`, e.g. 1h, 3h, 12h (default 1h)"
+    )
+    start: Epoch | None = Field(default=None, description="instead of `window`")
+    end: Epoch | None = Field(default=None, description="default now")
+    step: Duration | None = Field(
+        default=None, description="evaluation step (default SLA_VIOLATION_STEP_S, 60 s)"
+    )
+    samples: bool = Field(default=True, description="list each violating sample")
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.window is not None and self.start is not None:
+            raise ValueError("give either window or start, not both")
+        if self.window is not None and not 1 <= parse_duration(self.window) <= MAX_WINDOW_S:
+            raise ValueError(f"window must be at most {MAX_WINDOW_S // 86_400} days")
+        if self.step is not None and parse_duration(self.step) > MAX_STEP_S:
+            raise ValueError(f"step must be at most {MAX_STEP_S} s")
+        if self.start is not None and self.end is not None and self.start >= self.end:
+            raise ValueError(f"start ({self.start}) must be before end ({self.end})")
+        return self
+
+
+class ForecastQuery(_Request):
+    horizon: Duration = Field(default="10m", description="how far ahead of `at` to look")
+    at: Epoch | None = Field(default=None, description="evaluate as of this time (default now)")
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if parse_duration(self.horizon) > MAX_HORIZON_S:
+            raise ValueError(f"horizon must be at most {MAX_HORIZON_S // 3600} h")
+        return self
+
+
+class ExecutionTimeQuery(_Request):
+    window: Duration = Field(default="12h", description="the range ending at `end`")
+    end: Epoch | None = Field(default=None, description="default now")
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if parse_duration(self.window) > 31 * 86_400:
+            raise ValueError("window must be at most 31 days")
+        return self
+
+
+# --------------------------------------------------------------------------- evaluations
+
+
+class SeriesRef(_Response):
+    metric: str | None = Field(description="the __name__ label, when the result has one")
+    labels: dict[str, str] = Field(description="the other labels")
+
+
+class SeriesStatus(SeriesRef):
+    timestamp: float
+    value: float | None = Field(description="null when NaN or ±Inf")
+    state: State
+    inside: bool | None = Field(description="null when the value is NaN")
+
+
+class StatusResponse(_Response):
+    sli: str
+    min: float | None
+    max: float | None
+    evaluated_at: float
+    series_total: int = Field(description="series the selector returned, after `labels`")
+    truncated: bool = Field(description="more than SLA_MAX_SERIES series: the rest are left out")
+    inside: int
+    outside: int
+    undefined: int
+    series: list[SeriesStatus]
+
+
+class ViolatingSample(_Response):
+    timestamp: float
+    value: float | None
+    state: Literal["below", "above"]
+
+
+class ViolationInterval(_Response):
+    start: float = Field(description="first violating evaluation")
+    end: float = Field(description="last violating evaluation")
+    samples: int
+    duration_s: float = Field(description="end - start + step")
+    worst_value: float | None = Field(description="the value farthest outside the range")
+    worst_at: float
+    open_start: bool = Field(description="starts at the first evaluation: may begin earlier")
+    open_end: bool = Field(description="ends at the last evaluation: may still go on")
+
+
+class SeriesViolationsOut(SeriesRef):
+    evaluations: int = Field(description="evaluations with a value")
+    violating: int = Field(description="evaluations outside the range")
+    time_outside_s: float
+    samples: list[ViolatingSample] | None = Field(description="null when samples=false")
+    intervals: list[ViolationInterval]
+
+
+class ViolationsResponse(_Response):
+    sli: str
+    min: float | None
+    max: float | None
+    window: str | None
+    start: float
+    end: float
+    step_s: int
+    evaluations_per_series: int = Field(description="evaluation timestamps in [start, end]")
+    series_total: int
+    truncated: bool
+    violating_series: int
+    series: list[SeriesViolationsOut]
+
+
+class ForecastPointOut(_Response):
+    ts: int
+    value: float
+    lower80: float
+    upper80: float
+    lower95: float
+    upper95: float
+    leaves_by: Breach = Field(
+        description="point: the point forecast is outside; interval80 / interval95: only "
+        "that prediction interval leaves the range"
+    )
+
+
+class ForecastInfo(_Response):
+    produced_at: int
+    window_end: int = Field(description="end of the history window the forecast came from")
+    age_s: float = Field(description="at - produced_at")
+    stale: bool = Field(description="older than two ETL cycles (2 × ETL_INTERVAL_S)")
+    model: str | None
+
+
+class SeriesForecastOut(SeriesRef):
+    series_key: str
+    transform: str | None = Field(description="how the ETL analysed it (rate for counters)")
+    forecast: ForecastInfo | None = Field(description="null: no stored forecast")
+    points: int = Field(description="stored forecast points in (at, at + horizon]")
+    covered_until: int | None = Field(description="the last of those points")
+    violations: list[ForecastPointOut]
+    first_breach_at: int | None = Field(description="first point leaving the range at all")
+    first_point_breach_at: int | None = Field(description="first point forecast outside")
+    leaves_by: Breach | None = Field(description="the most severe way any point leaves")
+
+
+class ForecastViolationsResponse(_Response):
+    sli: str
+    min: float | None
+    max: float | None
+    at: float
+    horizon: str
+    horizon_s: int
+    stale_after_s: float
+    series_total: int
+    truncated: bool
+    series_without_forecast: int
+    stale_series: int
+    violating_series: int
+    series: list[SeriesForecastOut]
+
+
+# --------------------------------------------------------------------------- ETL, health
+
+
+class ExecutionStats(_Response):
+    count: float | None = Field(description="runs in the window (Prometheus increase())")
+    p50_s: float | None
+    p95_s: float | None
+    max_s: float | None
+
+
+class AnalysisExecution(ExecutionStats):
+    analysis: str
+
+
+class ExecutionTimeResponse(_Response):
+    window: str
+    window_s: int
+    end: float
+    cycle: ExecutionStats
+    analyses: list[AnalysisExecution]
+
+
+class DependencyHealth(_Response):
+    ok: bool
+    latency_ms: float
+    error: str | None
+
+
+class HealthResponse(_Response):
+    status: Literal["ok", "degraded"]
+    mysql: DependencyHealth
+    prometheus: DependencyHealth
+
+
+class ErrorBody(_Response):
+    detail: str
+
+
+class BadRequestBody(ErrorBody):
+    """400: Prometheus rejected the query (its words in ``prometheus_error``), or the body
+    could not be read at all (not UTF-8: FastAPI's own 400, without the Prometheus fields)."""
+
+    error_type: str | None = Field(default=None, description="Prometheus' errorType")
+    prometheus_error: str | None = Field(default=None, description="Prometheus' own text")

@@ -1,0 +1,116 @@
+"""SLA manager settings: the shared names plus what only the REST service reads.
+
+Like ``backend/app/core/config.py`` of full-stack-fastapi-template: one class, built once at
+start-up, that refuses to run in production without a real secret.
+
+The write token (``SLA_API_TOKEN``):
+
+- ``ENVIRONMENT=production``: required, at least 16 characters, not a placeholder; the
+  service does not start otherwise (exit 2, naming the variable). A placeholder
+  (``changethis``...) is refused in ``test`` too and only warned about in ``local``.
+- ``local`` / ``test``: optional. Without it the service still serves every read, and
+  refuses every write with 403 and a message saying how to set it. There is deliberately
+  no built-in default token: a default would be a well-known password on any instance that
+  forgot to set one, whereas "no token, no writes" fails safe.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Self
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from sla_common.mysql import DEFAULT_MIGRATIONS_DIR, MysqlSettings
+
+log = logging.getLogger(__name__)
+
+PLACEHOLDER_TOKENS = frozenset({"changethis", "changeme", "secret", "token", "password"})
+MIN_PRODUCTION_TOKEN_CHARS = 16
+
+
+class SlaSettings(MysqlSettings):
+    http_port: int = Field(default=8000, ge=0, le=65535)
+
+    # A REST request waits for these, so they are shorter than the batch services' defaults.
+    mysql_connect_timeout_s: float = Field(default=3.0, gt=0)
+    mysql_read_timeout_s: float = Field(default=10.0, gt=0)
+    mysql_write_timeout_s: float = Field(default=10.0, gt=0)
+
+    sla_api_token: SecretStr | None = Field(
+        default=None, description="bearer token for POST/PUT/DELETE /slis"
+    )
+    sla_violation_step_s: int = Field(
+        default=60, ge=1, le=86_400, description="default step of /violations range queries"
+    )
+    # The ETL's cycle: a stored forecast older than two cycles is flagged as stale.
+    etl_interval_s: float = Field(default=60.0, gt=0)
+    sla_retry_after_s: int = Field(
+        default=5, ge=1, le=3600, description="Retry-After of 503 answers"
+    )
+    sla_startup_wait_s: float = Field(
+        default=60.0, gt=0, description="how long to wait for MySQL at start before giving up"
+    )
+    sla_mysql_pool_size: int = Field(default=10, ge=1, le=500)
+    sla_max_series: int = Field(
+        default=500, ge=1, le=100_000, description="series reported per SLI and request"
+    )
+    # Label matchers that select the ETL's own metrics as Prometheus scrapes them.
+    sla_etl_matchers: str = Field(
+        default='job="sla-monitor",service="etl_data_pipeline"', max_length=1000
+    )
+    sla_apply_migrations: bool = True
+    sla_access_log: bool = False
+    mysql_migrations_dir: Path = DEFAULT_MIGRATIONS_DIR
+
+    @field_validator("sla_api_token", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, v: object) -> object:
+        # `SLA_API_TOKEN=` in an env file means "not set", not "the empty token".
+        if isinstance(v, str) and not v.strip():
+            return None
+        return v
+
+    @field_validator("sla_etl_matchers")
+    @classmethod
+    def _no_braces(cls, v: str) -> str:
+        if any(c in v for c in "{}"):
+            raise ValueError('label matchers without braces, e.g. job="sla-monitor"')
+        return v
+
+    @model_validator(mode="after")
+    def _token_policy(self) -> Self:
+        token = self.sla_api_token.get_secret_value() if self.sla_api_token else None
+        if self.environment == "production" and token is None:
+            raise ValueError(
+                "SLA_API_TOKEN must be set when ENVIRONMENT=production "
+                "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
+        if token is not None and token.lower() in PLACEHOLDER_TOKENS:
+            # As the template's _check_default_secret: a warning on a laptop, an error anywhere
+            # else.
+            if self.environment != "local":
+                raise ValueError(
+                    f"SLA_API_TOKEN is the placeholder {token!r}: use a random one outside "
+                    "ENVIRONMENT=local"
+                )
+            log.warning("SLA_API_TOKEN is the placeholder %r: refused outside local use", token)
+        if (
+            self.environment == "production"
+            and token is not None
+            and len(token) < MIN_PRODUCTION_TOKEN_CHARS
+        ):
+            raise ValueError(
+                f"SLA_API_TOKEN is shorter than {MIN_PRODUCTION_TOKEN_CHARS} characters; "
+                "use a random one in production"
+            )
+        return self
+
+    @property
+    def stale_after_s(self) -> float:
+        """A forecast older than this (two ETL cycles) is reported as stale."""
+        return 2 * self.etl_interval_s
+
+    def api_token(self) -> str | None:
+        return self.sla_api_token.get_secret_value() if self.sla_api_token else None

@@ -1,0 +1,170 @@
+"""Helpers for the SLA manager's tests: the app run for real, on a free loopback port.
+
+- :class:`AppProcess`: ``python -m sla_manager`` as a subprocess (what production runs:
+  settings from the environment, the start-up wait and migrations, uvicorn, SIGTERM);
+  :class:`EtlProcess` the same for the ETL.
+- :class:`ServerThread`: ``create_app(settings)`` under uvicorn in a thread of the test
+  process, for tests that build the settings themselves.
+- :func:`scratch_database`: a uniquely named database, dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, Self
+
+import httpx
+import pymysql
+import uvicorn
+
+from sla_manager.app import create_app
+from sla_manager.settings import SlaSettings
+from tests.integration.stackutil import HOST, REPO, free_port, wait_until
+
+START_TIMEOUT_S = 30.0
+
+
+def _answers(base_url: str) -> bool:
+    try:
+        return httpx.get(f"{base_url}/metrics", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+class ServiceProcess:
+    """``python -m <module>`` of the suite with ``env``, serving HTTP (its /metrics at least)
+    on HTTP_HOST:HTTP_PORT = loopback:``port``; its output goes to ``log``."""
+
+    module: str
+
+    def __init__(self, env: Mapping[str, str], log: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.base_url = f"http://{HOST}:{self.port}"
+        self.log = log
+        self._fh = log.open("w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", self.module],
+            env={**env, "HTTP_HOST": HOST, "HTTP_PORT": str(self.port), "PYTHONUNBUFFERED": "1"},
+            cwd=REPO,
+            stdout=self._fh,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = START_TIMEOUT_S) -> Self:
+        def ready() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(
+                    f"{self.module} exited {self.proc.returncode}:\n{self.output()}"
+                )
+            return _answers(self.base_url)
+
+        try:
+            wait_until(ready, timeout=timeout, what=f"{self.module} on {self.base_url}")
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n---- {self.module} log\n{self.output()}") from None
+        return self
+
+    def wait_exit(self, timeout: float) -> int:
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"{self.module} still running after {timeout} s:\n{self.output()}"
+            ) from None
+
+    def stop(self) -> int:
+        """SIGTERM, then SIGKILL after 20 s; the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._fh.close()
+        return self.proc.returncode
+
+
+class AppProcess(ServiceProcess):
+    """``python -m sla_manager``: what production runs (settings from the environment, the
+    start-up wait and migrations, uvicorn, SIGTERM)."""
+
+    module = "sla_manager"
+
+
+class EtlProcess(ServiceProcess):
+    """``python -m etl_data_pipeline``, whose timings the SLA manager reports."""
+
+    module = "etl_data_pipeline"
+
+
+class ServerThread:
+    """``create_app(settings)`` served by uvicorn in a daemon thread on a free port."""
+
+    def __init__(self, settings: SlaSettings) -> None:
+        self.port = free_port()
+        self.base_url = f"http://{HOST}:{self.port}"
+        config = uvicorn.Config(
+            create_app(settings), host=HOST, port=self.port, log_config=None, access_log=False
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="uvicorn", daemon=True)
+
+    def __enter__(self) -> ServerThread:
+        self.thread.start()
+        wait_until(
+            lambda: self.server.started,
+            timeout=START_TIMEOUT_S,
+            what="uvicorn thread",
+            interval=0.02,
+        )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+def mysql_admin(host: str, port: int, user: str, password: str) -> pymysql.Connection[Any]:
+    return pymysql.connect(
+        host=host, port=port, user=user, password=password, autocommit=True, connect_timeout=5
+    )
+
+
+@contextlib.contextmanager
+def scratch_database(
+    host: str, port: int, user: str = "root", password: str = "", prefix: str = "sla_test"
+) -> Iterator[str]:
+    """A fresh database name (created by whoever migrates it); dropped on exit."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    try:
+        yield name
+    finally:
+        with contextlib.suppress(pymysql.err.Error):
+            conn = mysql_admin(host, port, user, password)
+            try:
+                with conn.cursor() as cur:
+                    cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+            finally:
+                conn.close()
+
+
+def app_env(base: Mapping[str, str], **extra: str) -> dict[str, str]:
+    """The environment for a service under test: ``base`` and ``extra``, and no SLA_* / ETL_*
+    settings leaking in from the caller's shell."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLA_", "ETL_"))}
+    env.update(base)
+    env.update(extra)
+    return env

@@ -1,0 +1,203 @@
+"""The REST app without its dependencies: contract, auth, validation and 503s.
+
+The app is served by uvicorn in a thread on a free port and pointed at ports where nothing
+listens for MySQL and Prometheus (no mocks): whatever needs MySQL or
+Prometheus answers 503, and everything decided before that (auth, validation, the OpenAPI
+schema, /metrics) is checked here. tests/integration/test_sla_*.py run it for real.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from sla_manager.settings import SlaSettings
+from tests.integration.slautil import ServerThread
+
+TOKEN = "unit-test-token-0123456789"
+SLI = {"name": "fd", "selector": "node_filefd_allocated", "max": 20000}
+
+
+def _dead_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+def _settings(token: str | None = TOKEN) -> SlaSettings:
+    return SlaSettings(
+        environment="test",
+        prometheus_url=f"http://127.0.0.1:{_dead_port()}",
+        prometheus_timeout_s=2,
+        mysql_host="127.0.0.1",
+        mysql_port=_dead_port(),
+        mysql_connect_timeout_s=1,
+        sla_api_token=token,
+        sla_retry_after_s=7,
+    )
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[httpx.Client]:
+    with ServerThread(_settings()) as server, httpx.Client(base_url=server.base_url) as c:
+        yield c
+
+
+@pytest.fixture
+def fresh_client() -> Iterator[httpx.Client]:
+    """An app of its own, for tests that read its counters."""
+    with ServerThread(_settings()) as server, httpx.Client(base_url=server.base_url) as c:
+        yield c
+
+
+def _auth(token: str = TOKEN) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_openapi_has_the_contract_and_guards_only_writes(client: httpx.Client) -> None:
+    doc = client.get("/openapi.json").json()
+    paths = doc["paths"]
+    assert set(paths) >= {
+        "/slis",
+        "/slis/{name}",
+        "/slis/{name}/status",
+        "/slis/{name}/violations",
+        "/slis/{name}/forecast-violations",
+        "/etl/execution-time",
+        "/healthz",
+    }
+    assert "/metrics" not in paths
+    guarded = {
+        (method.upper(), path)
+        for path, ops in paths.items()
+        for method, op in ops.items()
+        if op.get("security")
+    }
+    assert guarded == {("POST", "/slis"), ("PUT", "/slis/{name}"), ("DELETE", "/slis/{name}")}
+    for path, ops in paths.items():
+        for method, op in ops.items():
+            if (method.upper(), path) in guarded:
+                assert {"401", "403"} <= set(op["responses"]), (method, path)
+            if path.startswith(("/slis", "/etl")):
+                assert "503" in op["responses"], (method, path)
+    assert client.get("/docs").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [("POST", "/slis", SLI), ("PUT", "/slis/fd", SLI), ("DELETE", "/slis/fd", None)],
+)
+def test_writes_need_the_token(
+    client: httpx.Client, method: str, path: str, body: dict[str, object] | None
+) -> None:
+    missing = client.request(method, path, json=body)
+    assert missing.status_code == 401
+    assert missing.headers["WWW-Authenticate"] == "Bearer"
+    assert "Authorization: Bearer" in missing.json()["detail"]
+    basic = client.request(method, path, json=body, headers={"Authorization": "Basic eDp5"})
+    assert basic.status_code == 401
+    wrong = client.request(method, path, json=body, headers=_auth("unit-test-token-012345678X"))
+    assert wrong.status_code == 403
+    assert wrong.json() == {"detail": "wrong token"}
+
+
+def test_auth_comes_before_validation(client: httpx.Client) -> None:
+    r = client.post("/slis", json={"name": "Not A Slug"})
+    assert r.status_code == 401  # an anonymous client learns nothing about the body
+
+
+def test_no_token_configured_means_no_writes() -> None:
+    with (
+        ServerThread(_settings(token=None)) as server,
+        httpx.Client(base_url=server.base_url) as c,
+    ):
+        r = c.post("/slis", json=SLI, headers=_auth())
+    assert r.status_code == 403
+    assert "no SLA_API_TOKEN" in r.json()["detail"]
+
+
+def test_bad_bodies_get_422_without_touching_a_dependency(client: httpx.Client) -> None:
+    cases = [
+        ({**SLI, "name": "Bad_Name"}, "name"),
+        ({**SLI, "min": 5, "max": 1}, "must not exceed"),
+        ({"name": "x", "selector": "up"}, "give min, max or both"),
+        ({**SLI, "unknown": 1}, "Extra inputs are not permitted"),
+    ]
+    for body, message in cases:
+        r = client.post("/slis", json=body, headers=_auth())
+        assert r.status_code == 422, body
+        assert message in r.text, r.text
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("window=2x", "'2x' is not a duration"),
+        ("window=1h&start=1000", "either window or start"),
+        ("window=12h&step=1", "at most 11000"),
+        ("window=30d", "at most 7 days"),
+        ("window=1h&bogus=1", "Extra inputs"),
+    ],
+)
+def test_bad_violation_parameters_get_422_before_any_lookup(
+    client: httpx.Client, query: str, message: str
+) -> None:
+    # MySQL is down: had the SLI been looked up first this would be a 503.
+    r = client.get(f"/slis/fd/violations?{query}")
+    assert r.status_code == 422, r.text
+    assert message in r.text
+
+
+def test_bad_horizon_window_and_name_get_422(client: httpx.Client) -> None:
+    assert client.get("/slis/fd/forecast-violations?horizon=soon").status_code == 422
+    assert client.get("/etl/execution-time?window=40d").status_code == 422
+    assert client.get("/slis/Not_A_Slug").status_code == 422
+
+
+def test_dependencies_down_give_503_with_retry_after(fresh_client: httpx.Client) -> None:
+    client = fresh_client
+    for r in (
+        client.get("/slis"),  # MySQL
+        client.get("/slis/fd/status"),  # MySQL first
+        client.post("/slis", json=SLI, headers=_auth()),  # Prometheus checks the selector
+        client.get("/etl/execution-time"),  # Prometheus only
+    ):
+        assert r.status_code == 503, r.text
+        assert r.headers["Retry-After"] == "7"
+        assert r.json()["detail"].startswith(("MySQL unavailable", "Prometheus unavailable"))
+    metrics = client.get("/metrics").text
+    assert 'sla_manager_dependency_failures_total{dependency="mysql"} 2.0' in metrics
+    assert 'sla_manager_dependency_failures_total{dependency="prometheus"} 2.0' in metrics
+
+
+def test_healthz_says_which_dependency_answers_and_readyz_gates(client: httpx.Client) -> None:
+    health = client.get("/healthz")
+    assert health.status_code == 200
+    body = health.json()
+    assert body["status"] == "degraded"
+    assert body["mysql"]["ok"] is False and "OperationalError" in body["mysql"]["error"]
+    assert body["prometheus"]["ok"] is False
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and ready.headers["Retry-After"] == "7"
+
+
+def test_metrics_label_requests_by_route_template(fresh_client: httpx.Client) -> None:
+    client = fresh_client
+    client.get("/slis/fd/violations?window=2x")
+    client.get("/slis/other/violations?window=2x")
+    client.get("/no/such/path")
+    client.get("/openapi.json")
+    r = client.get("/metrics")
+    assert r.headers["content-type"].startswith("text/plain")
+    text = r.text
+    assert (
+        'sla_manager_http_requests_total{method="GET",route="/slis/{name}/violations",'
+        'status="422"} 2.0' in text
+    )
+    assert 'route="<unmatched>",status="404"' in text
+    assert 'route="/openapi.json",status="200"' in text
+    assert "sla_manager_http_request_duration_seconds_bucket" in text
