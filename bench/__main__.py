@@ -1,8 +1,9 @@
-"""``python -m bench [analyses|kafka ...]``: run the benchmarks, print a summary, save JSON.
+"""``python -m bench [analyses|kafka|storage|retrieval|sla ...]``: run the benchmarks.
 
-Kafka benchmarks use KAFKA_BOOTSTRAP_SERVERS (``make bench`` starts the local stack and
-sources its stack.env first). Results go to bench/results/<UTC timestamp>.json; copy the
-figures into BENCHMARKS.md with the machine and date.
+Kafka benchmarks use KAFKA_BOOTSTRAP_SERVERS, storage ones MYSQL_* too (``make bench``
+starts the local stack and sources its stack.env first). Results go to
+bench/results/<UTC timestamp>.json; copy the figures into BENCHMARKS.md with the machine
+and date.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import bench_analyses, bench_kafka
+from bench import bench_analyses, bench_kafka, bench_retrieval, bench_sla, bench_storage
 
 
 def machine() -> dict[str, Any]:
@@ -38,7 +39,9 @@ def machine() -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
-    parser.add_argument("which", nargs="*", default=["analyses", "kafka"])
+    parser.add_argument(
+        "which", nargs="*", default=["analyses", "kafka", "storage", "retrieval", "sla"]
+    )
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
     results: dict[str, Any] = {"machine": machine()}
@@ -64,6 +67,25 @@ def main(argv: list[str] | None = None) -> int:
                 f"batched {k['batched_msg_per_s_median']:.0f} msg/s, "
                 f"flush-each {k['flush_each_msg_per_s_median']:.0f} msg/s, ratio {k['ratio']:.1f}x"
             )
+    if "storage" in args.which:
+        bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+        results["storage"] = st = bench_storage.measure(bootstrap, args.repeats)
+        d = st["drain"]
+        print(
+            f"storage: batched upserts {st['batched_rows_per_s_median']:.0f} rows/s, naive "
+            f"insert+commit per row {st['naive_rows_per_s_median']:.0f} rows/s, ratio "
+            f"{st['ratio']:.1f}x; backlog of {d['messages']} small messages drained in "
+            f"{d['drain_s']:.1f} s ({d['until_first_commit_s']:.1f} s to the first commit, "
+            f"then {d['messages_per_s_after_first_commit']:.0f} msg/s, "
+            f"{d['rows_per_s_after_first_commit']:.0f} rows/s), "
+            f"peak RSS {d['peak_rss_mib']:.0f} MiB"
+        )
+    if "retrieval" in args.which:
+        results["retrieval"] = bench_retrieval.measure(args.repeats)
+        print(bench_retrieval.summary(results["retrieval"]))
+    if "sla" in args.which:
+        results["sla"] = bench_sla.measure(args.repeats)
+        print(bench_sla.summary(results["sla"]))
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     path = out / time.strftime("%Y%m%dT%H%M%SZ.json", time.gmtime())

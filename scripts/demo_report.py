@@ -11,6 +11,7 @@ import os
 import re
 import sys
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -95,10 +96,138 @@ def table(rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+GIB = 2**30
+# Demo SLIs on the demo incidents (sla_common/demo.py), plus one set at the current value
+# of free memory, which its 10-minute forecast is bound to cross.
+DEMO_SLIS: list[dict[str, Any]] = [
+    {
+        "name": "fd-allocated",
+        "selector": 'node_filefd_allocated{job="host"}',
+        "max": 20000,
+        "description": "file descriptors below 20k (demo: a spike 50-30 min before)",
+    },
+    {
+        "name": "memory-available",
+        "selector": 'node_memory_MemAvailable_bytes{job="host"}',
+        "min": 2 * GIB,
+        "description": "at least 2 GiB available (demo: a leak 5h20-4h30 before)",
+    },
+    {
+        "name": "root-disk-free",
+        "selector": 'node_filesystem_avail_bytes{job="host"}',
+        "labels": {"device": "/dev/sda2"},
+        "min": 10 * GIB,
+        "description": "10 GiB free on / (demo: filling up 2h40-2h before)",
+    },
+]
+
+
+def request(method: str, url: str, token: str | None = None, body: Any = None) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method)  # noqa: S310 (loopback)
+    req.add_header("Content-Type", "application/json")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:  # noqa: S310 (loopback)
+            return r.status, json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
+
+
+def current_value(prom: str, selector: str) -> float | None:
+    url = f"{prom}/api/v1/query?query={urllib.parse.quote(selector)}"
+    try:
+        result = json.loads(http_text(url))["data"]["result"]
+    except (OSError, ValueError, KeyError):
+        return None
+    return float(result[0]["value"][1]) if result else None
+
+
+def put_slis(api: str, token: str, prom: str) -> list[dict[str, Any]]:
+    slis = list(DEMO_SLIS)
+    free = current_value(prom, 'node_memory_MemFree_bytes{job="host"}')
+    if free is not None:
+        slis.append(
+            {
+                "name": "memory-free-headroom",
+                "selector": 'node_memory_MemFree_bytes{job="host"}',
+                "max": round(free),
+                "description": "free memory not above its value at demo start",
+            }
+        )
+    for sli in slis:
+        code, doc = request("POST", f"{api}/slis", token, sli)
+        if code == 409:
+            spec = {k: v for k, v in sli.items() if k != "name"}
+            code, doc = request("PUT", f"{api}/slis/{sli['name']}", token, spec)
+        if code not in (200, 201):
+            print(f"  could not create SLI {sli['name']}: {code} {doc}")
+    return slis
+
+
+def sli_rows(api: str, slis: list[dict[str, Any]]) -> list[list[str]]:
+    rows = []
+    for sli in slis:
+        name = sli["name"]
+        lo = human(sli["min"]) if "min" in sli else ""
+        hi = human(sli["max"]) if "max" in sli else ""
+        rng = f"{lo}..{hi}"
+        _c, status = request("GET", f"{api}/slis/{name}/status")
+        now = "-"
+        if isinstance(status, dict) and status.get("series"):
+            now = "ok" if status["outside"] == 0 else f"OUT ({status['outside']})"
+        counts = []
+        for window in ("1h", "3h", "12h"):
+            _c, v = request("GET", f"{api}/slis/{name}/violations?window={window}&samples=false")
+            counts.append(
+                str(sum(s["violating"] for s in v["series"])) if isinstance(v, dict) else "?"
+            )
+        _c, f = request("GET", f"{api}/slis/{name}/forecast-violations?horizon=10m")
+        predicted = "-"
+        if isinstance(f, dict):
+            hits = [s for s in f["series"] if s["violations"]]
+            if hits:
+                first = min(s["first_breach_at"] for s in hits)
+                how = hits[0]["leaves_by"]
+                predicted = f"YES at {time.strftime('%H:%M', time.gmtime(first))} UTC ({how})"
+            elif f["series_without_forecast"] == f["series_total"]:
+                predicted = "no forecast yet"
+            else:
+                predicted = "no"
+        rows.append([name, rng, now, *counts, predicted])
+    return rows
+
+
+def sli_table(rows: list[list[str]]) -> str:
+    head = ["SLI", "range", "now", "1h", "3h", "12h", "violation predicted in 10 min"]
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    lines = [fmt.format(*head), fmt.format(*("-" * w for w in widths))]
+    return "\n".join(lines + [fmt.format(*r) for r in rows])
+
+
+def wait_stored(api: str, wanted: int) -> None:
+    """Until the SLA manager sees stored forecasts for the demo host (storage has caught up)."""
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        _c, f = request("GET", f"{api}/slis/fd-allocated/forecast-violations?horizon=10m")
+        if (
+            isinstance(f, dict)
+            and f.get("series_total", 0) >= wanted
+            and (f["series_without_forecast"] == 0)
+        ):
+            return
+        time.sleep(1)
+
+
 def main() -> int:
     state = Path(os.environ.get("STACK_DIR") or REPO / ".stack")
     facts: dict[str, Any] = json.loads((state / "stack.json").read_text())
+    env = facts["env"]
     etl_port = facts["suite_ports"]["etl_data_pipeline"]
+    api = f"http://127.0.0.1:{facts['suite_ports']['sla_manager']}"
+    token = env["SLA_API_TOKEN"]
     metrics_url = f"http://127.0.0.1:{etl_port}/metrics"
     topic = os.environ.get("KAFKA_TOPIC", "prometheusdata")
     prom = facts["prometheus"]["url"]
@@ -106,9 +235,8 @@ def main() -> int:
     deadline = time.monotonic() + WAIT_S
     while successes(metrics_url) < 1:
         if time.monotonic() > deadline:
-            print(
-                f"no successful ETL cycle after {WAIT_S} s; see {state}/logs/etl_data_pipeline.log"
-            )
+            log = state / "logs" / "etl_data_pipeline.log"
+            print(f"no successful ETL cycle after {WAIT_S} s; see {log}")
             return 1
         time.sleep(1)
     msgs = latest_messages(facts["kafka"]["bootstrap_servers"], topic)
@@ -124,11 +252,33 @@ def main() -> int:
         "(5h30-4h30 ago),\na disk filling up (2h40-2h ago) and a file-descriptor spike "
         "(50-30 min ago); the real\nnode-exporter of this machine (job=node) is analysed too.\n"
     )
+    slis = put_slis(api, token, prom)
+    wait_stored(api, 1)
+    print("SLIs (violations = evaluations outside the range, one a minute):\n")
+    print(sli_table(sli_rows(api, slis)))
     q = urllib.parse.quote(
         "histogram_quantile(0.95, sum by (le, analysis) "
         "(rate(sla_etl_analysis_duration_seconds_bucket[12h])))"
     )
-    print("Where to look:")
+    grpc_target = env.get("GRPC_TARGET", "127.0.0.1:50051")
+    print("\nWhere to look:")
+    print(f"  REST API (OpenAPI)   {api}/docs")
+    print(f"  write token          {token}   (SLA_API_TOKEN in {state}/stack.env)")
+    print(f"  violations           curl -s '{api}/slis/fd-allocated/violations?window=1h'")
+    print(f"  predicted            curl -s '{api}/slis/memory-free-headroom/forecast-violations'")
+    print(f"  ETL execution time   curl -s '{api}/etl/execution-time?window=12h'")
+    print(
+        f"  new SLI              curl -s -XPOST {api}/slis -H 'Authorization: Bearer {token}' "
+        '-H \'Content-Type: application/json\' -d \'{"name":"my-sli","selector":'
+        '"node_filefd_allocated","max":10000}\''
+    )
+    print(
+        f"  gRPC client (menu)   .venv/bin/python -m data_retrieval.client --target {grpc_target}"
+    )
+    print(
+        f"  gRPC client (JSON)   .venv/bin/python -m data_retrieval.client --target {grpc_target} "
+        "series --json"
+    )
     print(f"  ETL metrics          {metrics_url}")
     print(f"  ETL timings (p95)    {prom}/graph?g0.expr={q}&g0.tab=1")
     print(f"  Prometheus           {prom}   (targets: {prom}/targets)")

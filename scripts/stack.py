@@ -28,6 +28,7 @@ import functools
 import hashlib
 import json
 import os
+import secrets
 import shlex
 import shutil
 import signal
@@ -123,6 +124,7 @@ class Config:
     mysql_port: int
     mysql_mode: str
     suite_ports: dict[str, int]
+    grpc_port: int
     components: tuple[str, ...]
     ready_timeout: float
     stop_timeout: float
@@ -217,6 +219,7 @@ def load_config() -> Config:
         mysql_port=_env_int("STACK_MYSQL_PORT", 3306, 1),
         mysql_mode=mode,
         suite_ports=suite,
+        grpc_port=_env_int("STACK_RETRIEVAL_GRPC_PORT", 50051, 1),
         components=components,
         ready_timeout=_env_float("STACK_READY_TIMEOUT", 30.0),
         stop_timeout=_env_float("STACK_STOP_TIMEOUT", 20.0),
@@ -869,6 +872,12 @@ def write_facts(
     }
     for service, var, _default in SUITE_PORTS:
         env[var] = str(cfg.suite_ports[service])
+    # The gRPC server listens here; its client finds it through GRPC_TARGET.
+    env["GRPC_PORT"] = str(cfg.grpc_port)
+    env["GRPC_TARGET"] = f"{HOST}:{cfg.grpc_port}"
+    # The local stack's own write token for the SLA manager: random, made once per state
+    # dir, never a default (production sets SLA_API_TOKEN itself).
+    env["SLA_API_TOKEN"] = local_api_token(cfg)
 
     facts: dict[str, Any] = {
         "state_dir": str(cfg.state_dir),
@@ -910,6 +919,14 @@ def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(text)
     tmp.replace(path)
+
+
+def local_api_token(cfg: Config) -> str:
+    path = cfg.state_dir / "sla_api_token"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(24) + "\n")
+        path.chmod(0o600)
+    return path.read_text().strip()
 
 
 def print_where(cfg: Config, comps: dict[str, Component], facts: dict[str, Any]) -> None:
