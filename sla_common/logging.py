@@ -21,6 +21,27 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc)
 
 
+class RepeatFilter(logging.Filter):
+    """Let one record per (logger, message template) through every ``interval_s`` seconds.
+
+    kafka-python logs the same connection error about ten times a second while a broker is
+    down; one line per half minute says as much and keeps the log readable.
+    """
+
+    def __init__(self, interval_s: float = 30.0) -> None:
+        super().__init__()
+        self.interval_s = interval_s
+        self._last: dict[tuple[str, str], float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, str(record.msg))
+        last = self._last.get(key)
+        if last is not None and record.created - last < self.interval_s:
+            return False
+        self._last[key] = record.created
+        return True
+
+
 def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
@@ -33,3 +54,9 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     # kafka-python logs every connection attempt and httpx every request at INFO.
     for chatty in ("kafka", "httpx", "httpcore"):
         logging.getLogger(chatty).setLevel(max(logging.WARNING, root.level))
+    handler.addFilter(_KafkaRepeats())
+
+
+class _KafkaRepeats(RepeatFilter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.name.startswith("kafka") or super().filter(record)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import httpx
 import numpy as np
@@ -12,6 +13,7 @@ from pydantic import ValidationError
 from etl_data_pipeline.analyses import analyse, prepare
 from etl_data_pipeline.pipeline import analysis_config, build_message
 from etl_data_pipeline.settings import DEFAULT_SELECTORS, EtlSettings
+from sla_common.logging import RepeatFilter
 from sla_common.messages import AnalysisMessage, SeriesRef
 from sla_common.prometheus import (
     MAX_POINTS_PER_QUERY,
@@ -154,3 +156,21 @@ def test_parse_matrix_and_chunking() -> None:
     ]
     (merged,) = merge_chunks(parts)
     assert merged.timestamps.tolist() == [T0, T0 + 15, T0 + 30]
+
+
+def test_repeat_filter_lets_one_record_per_interval_through() -> None:
+    f = RepeatFilter(interval_s=30)
+
+    def rec(msg: str, at: float) -> logging.LogRecord:
+        r = logging.LogRecord("kafka.conn", logging.ERROR, __file__, 1, msg, None, None)
+        r.created = at
+        return r
+
+    assert [f.filter(rec("down %s", t)) for t in (0, 1, 29, 31, 32)] == [
+        True,
+        False,
+        False,
+        True,
+        False,
+    ]
+    assert f.filter(rec("other %s", 2))  # a different message is not held back
