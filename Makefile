@@ -63,3 +63,8 @@ demo:
 clean:
 	scripts/down --purge
 	rm -rf .stack .mypy_cache .ruff_cache .pytest_cache .hypothesis
+
+# gRPC stubs of protos/ into data_retrieval/_pb (committed; a unit test checks they match).
+.PHONY: protos
+protos:
+	$(BIN)/python -m data_retrieval.protogen

@@ -1,0 +1,39 @@
+"""``python -m data_retrieval``: the gRPC retrieval service (RetrievalService, health,
+reflection) on GRPC_HOST:GRPC_PORT, its /metrics on HTTP_HOST:HTTP_PORT.
+
+Reads MySQL (MYSQL_*); starts even while MySQL is down (calls answer UNAVAILABLE until it
+is back). SIGTERM/SIGINT: health NOT_SERVING, GRPC_SHUTDOWN_DRAIN_S of drain, then
+GRPC_SHUTDOWN_GRACE_S for the calls in flight. The client is ``python -m
+data_retrieval.client``.
+
+Exit codes: 0 stopped by a signal, 1 cannot listen, 2 invalid settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from data_retrieval.server import serve
+from data_retrieval.settings import RetrievalSettings
+from sla_common.cli import EXIT_BAD_SETTINGS, settings_and_logging
+
+log = logging.getLogger("data_retrieval")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argparse.ArgumentParser(
+        prog="python -m data_retrieval",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    ).parse_args(argv)
+    settings = settings_and_logging(RetrievalSettings, log)
+    if settings is None:
+        return EXIT_BAD_SETTINGS
+    return asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

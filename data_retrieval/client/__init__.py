@@ -1,0 +1,1 @@
+"""``python -m data_retrieval.client``: the async client of the retrieval service."""

@@ -1,0 +1,177 @@
+"""The async client of RetrievalService (grpc.aio), and the parsing of what users type.
+
+Every call carries a deadline (GRPC_TIMEOUT_S / --timeout). A failed call raises
+:class:`ClientError` with the gRPC status and the server's message, which says what to fix.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import grpc
+
+from data_retrieval._pb.sla_monitor.retrieval.v1 import retrieval_pb2 as pb
+from data_retrieval._pb.sla_monitor.retrieval.v1 import retrieval_pb2_grpc as pb_grpc
+
+M = TypeVar("M")
+
+_DURATION = re.compile(r"^(\d+)([smhd])$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+
+
+class ClientError(Exception):
+    """A call failed: ``code`` and the server's ``details``."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(f"{code.name}: {details}")
+        self.code = code
+        self.details = details
+
+
+class InputError(ValueError):
+    """Something the user typed cannot be used; the message says what is expected."""
+
+
+# --------------------------------------------------------------------------- parsing input
+
+
+def parse_label(text: str) -> tuple[str, str]:
+    """``name=value`` (the value may contain '=')."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise InputError(f"label {text!r} is not name=value")
+    return name.strip(), value
+
+
+def parse_time(text: str, *, now: float | None = None) -> int:
+    """Epoch seconds from epoch seconds, an ISO 8601 time (UTC unless it says otherwise), or
+    ``-DURATION`` before now (e.g. ``-3h``)."""
+    text = text.strip()
+    back = _DURATION.match(text[1:]) if text.startswith("-") else None
+    if back is not None:
+        base = datetime.now(UTC).timestamp() if now is None else now
+        return int(base) - int(back.group(1)) * _UNIT_S[back.group(2)]
+    if re.fullmatch(r"\d{1,12}", text):
+        return int(text)
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise InputError(
+            f"time {text!r}: give epoch seconds, an ISO 8601 time such as "
+            "2026-01-01T12:00:00Z, or a duration back from now such as -3h"
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return int(parsed.timestamp())
+
+
+def selector(
+    *, metric: str | None = None, labels: Mapping[str, str] | None = None, key: str | None = None
+) -> pb.SeriesSelector:
+    return pb.SeriesSelector(metric=metric or "", labels=dict(labels or {}), series_key=key or "")
+
+
+def time_range(start: int | None = None, end: int | None = None) -> pb.TimeRange | None:
+    if start is None and end is None:
+        return None
+    tr = pb.TimeRange()
+    if start is not None:
+        tr.start.seconds = start
+    if end is not None:
+        tr.end.seconds = end
+    return tr
+
+
+# --------------------------------------------------------------------------- the client
+
+
+class RetrievalClient:
+    """One channel to the service; use ``async with``."""
+
+    def __init__(self, target: str, *, timeout_s: float = 30.0) -> None:
+        self.target = target
+        self.timeout_s = timeout_s
+        self.channel = grpc.aio.insecure_channel(target)
+        self.stub = pb_grpc.RetrievalServiceStub(self.channel)
+
+    async def __aenter__(self) -> RetrievalClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self.channel.close(None)
+
+    async def _stream(
+        self, method: Callable[..., Any], request: Any
+    ) -> AsyncIterator[Any]:  # one message per page
+        call = method(request, timeout=self.timeout_s)
+        try:
+            async for msg in call:
+                yield msg
+        except grpc.aio.AioRpcError as e:
+            raise ClientError(e.code(), e.details() or "") from None
+        finally:
+            call.cancel()  # no-op when finished; stops the server's work when abandoned
+
+    async def series(self, sel: pb.SeriesSelector | None = None) -> list[pb.Series]:
+        """Every series stored (matching ``sel``), in the server's order."""
+        out: list[pb.Series] = []
+        async for page in self._stream(self.stub.ListSeries, pb.ListSeriesRequest(selector=sel)):
+            out.extend(page.series)
+        return out
+
+    async def dickey_fuller(self, sel: pb.SeriesSelector, at: int | None = None) -> pb.DickeyFuller:
+        request = pb.GetDickeyFullerRequest(selector=sel)
+        if at is not None:
+            request.at.seconds = at
+        try:
+            result: pb.DickeyFuller = await self.stub.GetDickeyFuller(
+                request, timeout=self.timeout_s
+            )
+        except grpc.aio.AioRpcError as e:
+            raise ClientError(e.code(), e.details() or "") from None
+        return result
+
+    def hodrick_prescott(
+        self, sel: pb.SeriesSelector, tr: pb.TimeRange | None = None, limit: int = 0
+    ) -> AsyncIterator[pb.ListHodrickPrescottResponse]:
+        request = pb.ListHodrickPrescottRequest(selector=sel, time_range=tr, limit=limit)
+        return self._stream(self.stub.ListHodrickPrescott, request)
+
+    def decomposition(
+        self, sel: pb.SeriesSelector, tr: pb.TimeRange | None = None, limit: int = 0
+    ) -> AsyncIterator[pb.ListDecompositionResponse]:
+        request = pb.ListDecompositionRequest(selector=sel, time_range=tr, limit=limit)
+        return self._stream(self.stub.ListDecomposition, request)
+
+    def autocorrelation(
+        self, sel: pb.SeriesSelector, tr: pb.TimeRange | None = None, limit: int = 0
+    ) -> AsyncIterator[pb.ListAutocorrelationResponse]:
+        request = pb.ListAutocorrelationRequest(selector=sel, time_range=tr, limit=limit)
+        return self._stream(self.stub.ListAutocorrelation, request)
+
+    def aggregates(
+        self, sel: pb.SeriesSelector, tr: pb.TimeRange | None = None, limit: int = 0
+    ) -> AsyncIterator[pb.ListAggregatesResponse]:
+        request = pb.ListAggregatesRequest(selector=sel, time_range=tr, limit=limit)
+        return self._stream(self.stub.ListAggregates, request)
+
+    def forecast(
+        self, sel: pb.SeriesSelector, tr: pb.TimeRange | None = None, limit: int = 0
+    ) -> AsyncIterator[pb.ListForecastResponse]:
+        request = pb.ListForecastRequest(selector=sel, time_range=tr, limit=limit)
+        return self._stream(self.stub.ListForecast, request)
+
+
+async def collect(pages: AsyncIterator[M]) -> list[M]:
+    return [page async for page in pages]
+
+
+def points_of(pages: Sequence[Any], field: str = "points") -> list[Any]:
+    """The items of every page, in order (``field``: points, lags or aggregates)."""
+    return [item for page in pages for item in getattr(page, field)]
