@@ -803,11 +803,13 @@ def test_sigkill_in_the_middle_of_a_batch_then_restart_stores_everything_once(
 def test_sigterm_finishes_and_commits_the_current_batch_then_exits_0(
     stack: Stack, db: StorageSettings, service: Service
 ) -> None:
-    msgs = realistic(series=6, runs=5, end=now_end(), prefix="term")
+    # Enough small batches (two messages each) that the write is still going on when the
+    # probe looks, however fast the machine is at the moment.
+    msgs = realistic(series=6, runs=12, end=now_end(), prefix="term")
     topic = new_topic(stack.kafka_bootstrap, "term")
     produce_messages(stack.kafka_bootstrap, topic, msgs)
     group = f"group-{topic}"
-    svc = service(db, topic, group=group, STORAGE_BATCH_MAX_ROWS="25000")
+    svc = service(db, topic, group=group, STORAGE_BATCH_MAX_ROWS="12000")
     svc.wait_stored(4)
     probe = open_write_transaction(db)
     try:
