@@ -14,17 +14,14 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-import threading
-from types import FrameType
 
 from prometheus_client import start_http_server
 
 from data_storage.consumer import StorageConsumer
 from data_storage.metrics import StorageMetrics
 from data_storage.settings import StorageSettings
-from sla_common.logging import setup_logging
+from sla_common.cli import EXIT_BAD_SETTINGS, settings_and_logging, stop_on_signals
 from sla_common.mysql import (
     DEFAULT_DATABASE_SQL,
     Backoff,
@@ -34,21 +31,8 @@ from sla_common.mysql import (
     render_database_sql,
 )
 from sla_common.mysql_startup import MYSQL_ERRORS, wait_and_migrate
-from sla_common.settings import SettingsError, load_settings
 
 log = logging.getLogger("data_storage")
-
-
-def _stop_on_signals() -> threading.Event:
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal %d: finishing and committing the current batch, then stopping", signum)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    return stop
 
 
 def cmd_run(settings: StorageSettings) -> int:
@@ -57,7 +41,11 @@ def cmd_run(settings: StorageSettings) -> int:
         settings.http_port, addr=settings.http_host, registry=metrics.registry
     )
     log.info("metrics on http://%s:%d/metrics", settings.http_host, server.server_address[1])
-    consumer = StorageConsumer(settings, metrics, stop=_stop_on_signals())
+    consumer = StorageConsumer(
+        settings,
+        metrics,
+        stop=stop_on_signals(log, "finishing and committing the current batch, then stopping"),
+    )
     try:
         consumer.run()
     except MigrationError as e:
@@ -75,7 +63,7 @@ def cmd_migrate(settings: StorageSettings, wait_s: float) -> int:
             settings,
             deadline_s=wait_s,
             migrations_dir=settings.mysql_migrations_dir,
-            stop=_stop_on_signals(),
+            stop=stop_on_signals(log, "finishing and committing the current batch, then stopping"),
             backoff=Backoff(settings.storage_backoff_base_s, settings.storage_max_backoff_s),
         )
     except MigrationError as e:
@@ -132,13 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     group.add_argument("--check", action="store_true", help="exit 1 if it is out of date")
     args = parser.parse_args(argv)
 
-    try:
-        settings = load_settings(StorageSettings)
-    except SettingsError as e:
-        setup_logging()
-        log.error("%s", e)
-        return 2
-    setup_logging(settings.log_level, settings.log_format)
+    settings = settings_and_logging(StorageSettings, log)
+    if settings is None:
+        return EXIT_BAD_SETTINGS
     try:
         if args.command == "migrate":
             return cmd_migrate(settings, args.wait)

@@ -9,18 +9,14 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-import threading
-from types import FrameType
 
 from prometheus_client import start_http_server
 
 from etl_data_pipeline.metrics import EtlMetrics
 from etl_data_pipeline.pipeline import Pipeline
 from etl_data_pipeline.settings import EtlSettings
-from sla_common.logging import setup_logging
-from sla_common.settings import SettingsError, load_settings
+from sla_common.cli import EXIT_BAD_SETTINGS, settings_and_logging, stop_on_signals
 
 log = logging.getLogger("etl_data_pipeline")
 
@@ -40,13 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.end is not None and not args.once:
         parser.error("--end needs --once")
-    try:
-        settings = load_settings(EtlSettings)
-    except SettingsError as e:
-        setup_logging()
-        log.error("%s", e)
-        return 2
-    setup_logging(settings.log_level, settings.log_format)
+    settings = settings_and_logging(EtlSettings, log)
+    if settings is None:
+        return EXIT_BAD_SETTINGS
 
     metrics = EtlMetrics()
     if not (args.once or args.no_http):
@@ -69,14 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.once:
             return 0 if pipeline.run_cycle(end=args.end).ok else 1
-        stop = threading.Event()
-
-        def on_signal(signum: int, _frame: FrameType | None) -> None:
-            log.info("signal %d: finishing the current cycle, then stopping", signum)
-            stop.set()
-
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
+        stop = stop_on_signals(log, "finishing the current cycle, then stopping")
         pipeline.run_forever(stop)
         return 0
     finally:

@@ -5,6 +5,9 @@ caller exits with :data:`EXIT_BAD_SETTINGS`."""
 from __future__ import annotations
 
 import logging
+import signal
+import threading
+from types import FrameType
 from typing import TypeVar
 
 from sla_common.logging import setup_logging
@@ -25,3 +28,16 @@ def settings_and_logging(cls: type[S], log: logging.Logger) -> S | None:
         return None
     setup_logging(settings.log_level, settings.log_format)
     return settings
+
+
+def stop_on_signals(log: logging.Logger, what: str) -> threading.Event:
+    """An event SIGTERM and SIGINT set (logging ``what`` the service does before it stops)."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %d: %s", signum, what)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return stop

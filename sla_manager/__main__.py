@@ -18,10 +18,9 @@ from types import FrameType
 
 import uvicorn
 
-from sla_common.logging import setup_logging
+from sla_common.cli import settings_and_logging
 from sla_common.mysql import MigrationError, close_quietly, connect, retry
 from sla_common.mysql_startup import MYSQL_ERRORS, wait_and_migrate
-from sla_common.settings import SettingsError, load_settings
 from sla_manager.app import create_app
 from sla_manager.settings import SlaSettings
 
@@ -68,13 +67,9 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.parse_args(argv)
-    try:
-        settings = load_settings(SlaSettings)
-    except SettingsError as e:
-        setup_logging()
-        log.error("%s", e)
+    settings = settings_and_logging(SlaSettings, log)
+    if settings is None:
         return EXIT_SETTINGS
-    setup_logging(settings.log_level, settings.log_format)
     try:
         prepare_database(settings)
     except MigrationError as e:
