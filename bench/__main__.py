@@ -17,7 +17,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import bench_analyses, bench_kafka, bench_retrieval, bench_sla, bench_storage
+from bench import (
+    bench_analyses,
+    bench_e2e,
+    bench_kafka,
+    bench_retrieval,
+    bench_sla,
+    bench_storage,
+)
 
 
 def machine() -> dict[str, Any]:
@@ -40,7 +47,7 @@ def machine() -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument(
-        "which", nargs="*", default=["analyses", "kafka", "storage", "retrieval", "sla"]
+        "which", nargs="*", default=["analyses", "kafka", "storage", "retrieval", "sla", "e2e"]
     )
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
@@ -86,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     if "sla" in args.which:
         results["sla"] = bench_sla.measure(args.repeats)
         print(bench_sla.summary(results["sla"]))
+    if "e2e" in args.which:
+        results["e2e"] = bench_e2e.measure(args.repeats)
+        print(bench_e2e.summary(results["e2e"]))
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     path = out / time.strftime("%Y%m%dT%H%M%SZ.json", time.gmtime())
