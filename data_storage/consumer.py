@@ -47,7 +47,7 @@ from data_storage.rows import row_count
 from data_storage.settings import StorageSettings
 from data_storage.validate import Rejected, check
 from data_storage.writer import Writer, WriteResult
-from sla_common.kafka import ensure_topics, make_producer
+from sla_common.kafka import TopicWatch, close_producer, ensure_topics, make_producer
 from sla_common.messages import AnalysisMessage
 from sla_common.mysql import Backoff, Stopped, is_data_error, retry
 from sla_common.mysql_startup import MYSQL_ERRORS, wait_and_migrate
@@ -165,6 +165,7 @@ class StorageConsumer:
         self._consumer: Any = None
         self._producer: Any = None
         self._revocations = _Revocations()
+        self._watch: TopicWatch | None = None
         self._last_purge = time.monotonic()
         self._last_summary = time.monotonic()
         self._since_summary = [0, 0, 0]  # messages, rows, dead letters
@@ -232,6 +233,14 @@ class StorageConsumer:
             backoff=self.backoff(),
             stop=self.stop,
         )
+        if s.storage_topic_check_s > 0:
+            self._watch = TopicWatch(
+                s.kafka_bootstrap_servers,
+                s.kafka_topic,
+                s.storage_topic_check_s,
+                s.kafka_request_timeout_ms,
+                self.stop,
+            ).start()
         log.info(
             "consuming %s as group %s from %s into MySQL %s:%d/%s",
             s.kafka_topic,
@@ -260,6 +269,9 @@ class StorageConsumer:
             max_partition_fetch_bytes=2 * s.storage_max_message_bytes,
             fetch_max_bytes=4 * s.storage_max_message_bytes,
             reconnect_backoff_max_ms=int(s.storage_max_backoff_s * 1000),
+            # A topic a restarted broker forgot is re-created by ensure_topics (here or in
+            # the ETL) with our partition count, never by a fetch with the broker's default.
+            allow_auto_create_topics=False,
         )
         consumer.subscribe([s.kafka_topic], listener=self._revocations)
         return consumer
@@ -273,11 +285,8 @@ class StorageConsumer:
             except KafkaError as e:
                 log.warning("closing the Kafka consumer: %s", e)
         producer, self._producer = self._producer, None
-        if producer is not None:
-            try:
-                producer.close(timeout=5)
-            except KafkaError as e:
-                log.warning("closing the dead-letter producer: %s", e)
+        if producer is not None and not close_producer(producer, 5.0):
+            log.warning("the dead-letter producer closed with records unsent")
         self.writer.close()
 
     # ------------------------------------------------------------------ main loop
@@ -305,6 +314,8 @@ class StorageConsumer:
         max_wait = s.storage_batch_max_wait_ms / 1000
         while not self.stop.is_set():
             self._apply_revocations()
+            if self._rewind_if_recreated():
+                return
             b = self.batch
             room_msgs = s.storage_batch_max_messages - len(b.items)
             room_rows = s.storage_batch_max_rows - b.rows
@@ -328,6 +339,47 @@ class StorageConsumer:
             for records in polled.values():
                 for record in records:
                     self._add(record)
+
+    def _rewind_if_recreated(self) -> bool:
+        """When the topic was re-created: store the batch uncommitted, read from the start.
+
+        True when it did so (the caller's batch is then empty and committed nothing). The
+        batch's records come from the topic that is gone: they are written (they are real
+        analyses) but their offsets mean nothing in the new topic, so none is committed.
+        Reading the new topic from its beginning may re-read records a rejoin already
+        delivered: the upserts make that harmless.
+        """
+        change = self._watch.take() if self._watch is not None else None
+        if change is None:
+            return False
+        topic = self.settings.kafka_topic
+        self.metrics.topic_recreations.inc()
+        held = len(self.batch.items)
+        log.warning(
+            "topic %s was re-created (id %s -> %s; a restarted broker that lost it?): "
+            "reading it again from its beginning; %d fetched record(s) of the old topic "
+            "written without an offset commit",
+            topic,
+            change[0],
+            change[1],
+            held,
+        )
+        if held:
+            try:
+                result = self._write_with_retry()
+                self._dead_letter_with_retry()
+                self._account(result)
+            except BatchAbandoned:
+                log.warning("stopping before %d record(s) of the old topic were written", held)
+            finally:
+                self.batch.clear()
+        try:
+            mine = [tp for tp in self._consumer.assignment() if tp.topic == topic]
+            if mine:
+                self._consumer.seek_to_beginning(*mine)
+        except KafkaError as e:  # e.g. mid-rebalance: the rejoin resets positions anyway
+            log.warning("rewinding %s after its re-creation: %s: %s", topic, type(e).__name__, e)
+        return True
 
     def _add(self, record: Any) -> None:
         self.metrics.messages_consumed.inc()

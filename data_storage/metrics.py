@@ -97,6 +97,12 @@ class StorageMetrics:
             "1 while the last MySQL operation succeeded, 0 while MySQL is failing.",
             registry=r,
         )
+        self.topic_recreations = Counter(
+            "sla_storage_topic_recreations",
+            "Times the consumed topic was found re-created (new topic id) and read again from "
+            "its beginning.",
+            registry=r,
+        )
         self.purged_rows = Counter(
             "sla_storage_purged_rows",
             "Rows deleted by the retention purge, per table.",

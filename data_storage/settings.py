@@ -34,6 +34,10 @@ class StorageSettings(MysqlSettings):
     storage_purge_batch_rows: int = Field(default=5000, ge=1)
     storage_purge_budget_s: float = Field(default=2.0, gt=0, description="per purge pass")
 
+    # How often the topic's id is checked: a re-created topic (a restarted tansu) is read
+    # again from its beginning instead of from offsets of the topic that is gone. 0: never.
+    storage_topic_check_s: float = Field(default=5.0, ge=0)
+
     storage_backoff_base_s: float = Field(default=0.5, gt=0)
     storage_max_backoff_s: float = Field(default=30.0, gt=0)
     storage_apply_migrations: bool = True

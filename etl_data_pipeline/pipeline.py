@@ -37,7 +37,7 @@ from etl_data_pipeline.analyses import (
 from etl_data_pipeline.metrics import EtlMetrics
 from etl_data_pipeline.settings import EtlSettings
 from sla_common import messages as m
-from sla_common.kafka import ensure_topics, make_producer
+from sla_common.kafka import close_producer, ensure_topics, make_producer
 from sla_common.prometheus import PrometheusClient, PrometheusError, PrometheusUnavailable
 from sla_common.series import series_key, shard_of
 
@@ -275,11 +275,8 @@ class Pipeline:
 
     def _drop_producer(self) -> None:
         producer, self._producer = self._producer, None
-        if producer is not None:
-            try:
-                producer.close(timeout=1)
-            except KafkaError as e:
-                log.debug("closing producer: %s", e)
+        if producer is not None and not close_producer(producer, 1.0):
+            log.info("dropped the Kafka producer with unacknowledged records (the cycle failed)")
 
     def close(self) -> None:
         if self._producer is not None:
@@ -349,7 +346,16 @@ class Pipeline:
             )
         else:
             self.metrics.cycles.labels("failed").inc()
-            log.error("cycle %s failed after %.2fs: %s", run_id, report.duration_s, report.error)
+            # "published" counts records the broker acknowledged before the failure: those
+            # are stored even though the cycle as a whole failed (the next cycle re-analyses).
+            log.error(
+                "cycle %s failed: window end %d, %d series published, after %.2fs: %s",
+                run_id,
+                report.end,
+                report.published,
+                report.duration_s,
+                report.error,
+            )
         return report
 
     def _run(self, run_id: str, start: int, end: int) -> CycleReport:
@@ -394,12 +400,16 @@ class Pipeline:
                 keys.append(msg.series.key)
             producer.flush(timeout=self.s.kafka_flush_timeout_s)
         except KafkaError as e:
-            self._drop_producer()
+            self._drop_producer()  # fails what is still unacknowledged, for good
+            acked = sum(1 for f in futures if f.is_done and f.succeeded())
+            self.metrics.messages_published.inc(acked)
             return CycleReport(
                 run_id,
                 start,
                 end,
                 ok=False,
+                published=acked,
+                failed_series=len(failed),
                 selector_errors=tuple(selector_errors),
                 error=f"publish failed: {type(e).__name__}: {e}",
             )

@@ -8,10 +8,12 @@ reconnect, and its ``end_offsets`` is unreliable, so nothing here derives lag fr
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterable
+from typing import Any
 
 from kafka import KafkaAdminClient, KafkaProducer
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 
 log = logging.getLogger(__name__)
 
@@ -24,11 +26,13 @@ def ensure_topics(
 ) -> list[str]:
     """Create the topics that do not exist yet; return the names created.
 
-    Raises ``kafka.errors.KafkaError`` (e.g. ``NoBrokersAvailable``) when the broker is down.
+    Raises ``kafka.errors.KafkaError`` (e.g. ``NoBrokersAvailable``) when the broker is down,
+    after about ``timeout_ms``.
     """
     admin = KafkaAdminClient(
         bootstrap_servers=bootstrap_servers,
         request_timeout_ms=timeout_ms,
+        bootstrap_timeout_ms=timeout_ms,
         client_id="sla-monitor-admin",
     )
     try:
@@ -63,7 +67,14 @@ def make_producer(
 ) -> KafkaProducer:
     """A batching, acks=all producer whose calls never block longer than ``max_block_ms``.
 
-    Raises ``kafka.errors.NoBrokersAvailable`` when the broker cannot be reached.
+    It never creates a topic by itself: a broker that auto-creates topics would create a
+    missing one with its own default partition count (tansu: 4, where ours are 3). Sending
+    to a topic a restarted broker forgot fails after ``max_block_ms`` instead, and the
+    caller re-creates its topics with :func:`ensure_topics` before a new producer.
+    Close it with :func:`close_producer`.
+
+    Raises ``kafka.errors.NoBrokersAvailable`` when the broker cannot be reached within
+    about ``max_block_ms``.
     """
     return KafkaProducer(
         bootstrap_servers=bootstrap_servers,
@@ -72,12 +83,124 @@ def make_producer(
         linger_ms=linger_ms,
         batch_size=256 * 1024,
         max_block_ms=max_block_ms,
+        bootstrap_timeout_ms=max_block_ms,  # kafka-python waits 30 s for a broker otherwise
         request_timeout_ms=request_timeout_ms,
         compression_type=compression_type,
         max_request_size=max_request_size,
         retries=3,
         retry_backoff_ms=200,
+        allow_auto_create_topics=False,
     )
 
 
-__all__ = ["KafkaError", "ensure_topics", "make_producer"]
+def close_producer(producer: Any, timeout_s: float) -> bool:
+    """Close ``producer`` within about ``timeout_s``; True if everything buffered was sent.
+
+    kafka-python 3.0's ``close(timeout)`` flushes first and raises ``KafkaTimeoutError``
+    when the flush times out, *before* stopping its sender thread: the producer stays
+    alive, keeps its connections and would deliver the buffered records whenever the
+    broker comes back, long after its caller reported them as failed. Here, in that case,
+    the sender is force-closed, which fails the records still buffered, then the producer
+    is closed for good.
+    """
+    try:
+        producer.close(timeout=timeout_s)
+        return True
+    except KafkaTimeoutError:
+        pass
+    sender = getattr(producer, "_sender", None)  # kafka-python 3.0.x (pinned) internals
+    if sender is not None:
+        sender.force_close()
+        sender.join(timeout_s)
+    try:
+        producer.close(timeout=timeout_s)
+    except KafkaError as e:
+        log.warning("Kafka producer did not close cleanly: %s: %s", type(e).__name__, e)
+    return False
+
+
+class TopicWatch:
+    """Notices, on a daemon thread, when ``topic`` is re-created (its topic id changes).
+
+    A consumer's fetch positions survive a topic being deleted and created again (tansu
+    forgets every topic on restart; the ETL re-creates them). Apache Kafka answers a fetch
+    past the new log's end with OFFSET_OUT_OF_RANGE and the consumer resets; tansu 0.6
+    answers with an empty batch, so the consumer would wait at its old offset until the new
+    log grew past it and skip everything before. Whoever consumes ``topic`` polls
+    :meth:`take` and, when it returns a change, rewinds. The check is a Metadata request
+    for ``topic`` through an admin client every ``interval_s`` (it never creates the
+    topic); while the broker is down it fails quietly and is tried again.
+    """
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        topic: str,
+        interval_s: float,
+        timeout_ms: int,
+        stop: threading.Event,
+    ) -> None:
+        self.bootstrap_servers, self.topic = bootstrap_servers, topic
+        self.interval_s, self.timeout_ms, self._stop = interval_s, timeout_ms, stop
+        self._lock = threading.Lock()
+        self._seen: str | None = None
+        self._change: tuple[str, str] | None = None
+        self._thread = threading.Thread(target=self._run, name=f"topic-watch-{topic}", daemon=True)
+
+    def start(self) -> TopicWatch:
+        self._thread.start()
+        return self
+
+    def take(self) -> tuple[str, str] | None:
+        """(old id, new id) if the topic was re-created since the last call, else None."""
+        with self._lock:
+            change, self._change = self._change, None
+        return change
+
+    def current_id(self) -> str | None:
+        with self._lock:
+            return self._seen
+
+    def check(self, admin: Any) -> None:
+        """One look at the topic's id through ``admin``; raises KafkaError when it fails."""
+        rows = admin.describe_topics([self.topic])
+        row = rows[0] if rows else {}
+        topic_id = row.get("topic_id") if row.get("error_code") == 0 else None
+        if topic_id is None:  # missing at the moment: the id it comes back with decides
+            return
+        topic_id = str(topic_id)
+        with self._lock:
+            if self._seen is not None and topic_id != self._seen:
+                first = self._change[0] if self._change else self._seen
+                self._change = (first, topic_id)
+            self._seen = topic_id
+
+    def _run(self) -> None:
+        admin: Any = None
+        while not self._stop.is_set():
+            try:
+                if admin is None:
+                    admin = KafkaAdminClient(
+                        bootstrap_servers=self.bootstrap_servers,
+                        request_timeout_ms=self.timeout_ms,
+                        bootstrap_timeout_ms=self.timeout_ms,
+                        client_id="sla-monitor-topic-watch",
+                    )
+                self.check(admin)
+            except (KafkaError, OSError) as e:
+                log.debug("topic watch of %s: %s: %s", self.topic, type(e).__name__, e)
+                _close_quietly(admin)
+                admin = None
+            self._stop.wait(self.interval_s)
+        _close_quietly(admin)
+
+
+def _close_quietly(admin: Any) -> None:
+    if admin is not None:
+        try:
+            admin.close()
+        except (KafkaError, OSError) as e:
+            log.debug("closing an admin client: %s", e)
+
+
+__all__ = ["KafkaError", "TopicWatch", "close_producer", "ensure_topics", "make_producer"]

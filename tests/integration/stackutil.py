@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = REPO / "scripts"
 HOST = "127.0.0.1"
@@ -248,3 +250,60 @@ def prom_query_range(
     data = prom_get(base_url, "/api/v1/query_range", query=query, start=start, end=end, step=step)
     result: list[dict[str, Any]] = data["result"]
     return result
+
+
+def kafka_topics(bootstrap: str) -> list[str]:
+    """The broker's topic names (a Metadata request for all topics: creates nothing)."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        return list(admin.list_topics())
+    finally:
+        admin.close()
+
+
+def delete_topic(bootstrap: str, topic: str) -> None:
+    """Delete ``topic`` and wait until the broker no longer lists it."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.delete_topics([topic])
+    finally:
+        admin.close()
+    wait_until(lambda: topic not in kafka_topics(bootstrap), timeout=10, what=f"{topic} deleted")
+
+
+def consume_records(
+    bootstrap: str,
+    topic: str,
+    expect: int,
+    timeout: float = 30.0,
+    partitions: Sequence[int] | None = None,
+) -> list[Any]:
+    """Every record of ``topic`` from the beginning, without a group (no join delay).
+
+    Polls until ``expect`` records came or ``timeout`` passed, then once more for a second:
+    records beyond the expected count (duplicates) show up too. ``partitions``: all of the
+    topic's when None (waiting for the topic to exist).
+    """
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        if partitions is None:
+            partitions = sorted(
+                wait_until(
+                    lambda: consumer.partitions_for_topic(topic),
+                    timeout=timeout,
+                    what=f"topic {topic}",
+                )
+            )
+        tps = [TopicPartition(topic, p) for p in partitions]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        out: list[Any] = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and len(out) < expect:
+            for records in consumer.poll(timeout_ms=500).values():
+                out.extend(records)
+        for records in consumer.poll(timeout_ms=1000).values():
+            out.extend(records)
+        return out
+    finally:
+        consumer.close()

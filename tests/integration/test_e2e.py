@@ -364,6 +364,8 @@ def test_one_cycle_reaches_grpc_and_the_sla_manager(chain: Chain) -> None:
 # --------------------------------------------------------------------------- faults
 
 OK_LINE = re.compile(r"cycle (\w+) ok: window end (\d+), (\d+) series published")
+# A failed cycle may still have had some records acknowledged (and so stored).
+FAILED_LINE = re.compile(r"cycle (\w+) failed: window end (\d+), (\d+) series published")
 
 
 def _side(tmp: Path, **env: str) -> dict[str, str]:
@@ -416,8 +418,10 @@ def test_chain_keeps_every_published_cycle_through_broker_db_and_consumer_faults
                 return set()
             return {int(str(r[0])) for r in rows}
 
+        at_risk: set[int] = set()
+
         def drained() -> bool:
-            return {end for _r, end, _n in reported()} <= stored_ends()
+            return {end for _r, end, _n in reported()} - at_risk <= stored_ends()
 
         def step(what: str, action: list[str]) -> None:
             proc = run_bounded([REPO / "scripts" / action[0], *action[1:]], timeout=120, env=side)
@@ -430,15 +434,17 @@ def test_chain_keeps_every_published_cycle_through_broker_db_and_consumer_faults
             interval=1,
         )
 
-        # 1. the broker restarts (memory-only: drained first, so nothing unconsumed is lost).
-        # tansu forgets topics and groups; kafka-python's consumer does not always rejoin a
-        # group its coordinator forgot (README: known limitation), so the consumer restarts
-        # with the broker here, as an operator would (with Kafka this situation does not arise).
+        # 1. the broker restarts. It keeps nothing (memory only): what it had not yet
+        # delivered to storage is lost (README). So: the cycles reported but not stored
+        # when it is gone are "at risk" (allowed missing, never duplicated); everything
+        # reported after it is back must be stored, with nobody restarting the consumer
+        # (it rejoins the group the broker forgot, and rewinds on the re-created topic).
         step("broker down", ["down", "--only", "kafka"])
-        time.sleep(6)
+        time.sleep(2)  # storage finishes a batch it already holds (MySQL is up)
+        at_risk = {end for _r, end, _n in reported()} - stored_ends()
+        assert len(at_risk) <= 2, at_risk  # at most what was in flight at the restart
+        time.sleep(4)
         step("broker up", ["up"])
-        chain.services["storage"].stop()
-        chain.services["storage"].start()
         n = len(reported())
         wait_until(
             lambda: len(reported()) >= n + 2 and drained(),
@@ -468,12 +474,20 @@ def test_chain_keeps_every_published_cycle_through_broker_db_and_consumer_faults
         assert etl.stop() == 0
         runs = reported()
         wait_until(drained, timeout=60, what="the last cycles stored", interval=1)
-        # exactly once in effect: every reported cycle's series, and nothing else, once each
+        # exactly once in effect: every reported cycle's series once each (the at-risk ones
+        # at most once); besides, only what failed cycles had acknowledged before failing
         rows = chain.rows("SELECT window_end, COUNT(*) FROM analyses GROUP BY window_end")
         per_end = {int(str(e)): int(str(c)) for e, c in rows}
         for _run, end, count in runs:
-            assert per_end.get(end) == count, (end, count, per_end.get(end))
-        assert set(per_end) == {end for _r, end, _n in runs}
+            if end in at_risk:
+                assert per_end.get(end, 0) <= count, (end, count, per_end.get(end))
+            else:
+                assert per_end.get(end) == count, (end, count, per_end.get(end))
+        partial = {
+            int(m[2]): int(m[3]) for m in FAILED_LINE.finditer(etl.output()) if int(m[3]) > 0
+        }
+        for end in set(per_end) - {end for _r, end, _n in runs}:
+            assert end in partial and per_end[end] <= partial[end], (end, per_end[end], partial)
         dupes = chain.rows(
             "SELECT series_id, ts, COUNT(*) FROM hp_points"
             " GROUP BY series_id, ts HAVING COUNT(*) > 1"

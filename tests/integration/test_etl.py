@@ -10,12 +10,10 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import numpy as np
 import pytest
-from kafka import KafkaConsumer, TopicPartition
 from statsmodels.tsa.stattools import adfuller
 
 from etl_data_pipeline.analyses import analyse, prepare
@@ -28,6 +26,7 @@ from sla_common.series import series_key
 from tests.integration.stackutil import (
     REPO,
     Stack,
+    consume_records,
     dump_logs,
     free_port,
     run_bounded,
@@ -56,24 +55,7 @@ def consume_all(
     bootstrap: str, topic: str, expect: int, timeout: float = 30.0
 ) -> list[AnalysisMessage]:
     """Every message of ``topic`` from the beginning (no consumer group: no join delay)."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    try:
-        parts = wait_until(
-            lambda: consumer.partitions_for_topic(topic), timeout=timeout, what=f"topic {topic}"
-        )
-        tps = [TopicPartition(topic, p) for p in parts]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        raw: list[Any] = []
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and len(raw) < expect:
-            for records in consumer.poll(timeout_ms=500).values():
-                raw.extend(records)
-        # one more short poll: catches messages beyond the expected count (duplicates)
-        for records in consumer.poll(timeout_ms=1000).values():
-            raw.extend(records)
-    finally:
-        consumer.close()
+    raw = consume_records(bootstrap, topic, expect, timeout)
     msgs = [AnalysisMessage.from_bytes(r.value) for r in raw]
     for r, msg in zip(raw, msgs, strict=True):
         assert r.key == msg.kafka_key()

@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 import pytest
-from kafka import KafkaConsumer, TopicPartition
+from kafka import TopicPartition
 from kafka.admin import KafkaAdminClient
 
 from data_storage.samples import analysed, moved, ref
@@ -45,6 +45,8 @@ from tests.integration.stackutil import (
     SCRIPTS,
     Runner,
     Stack,
+    consume_records,
+    delete_topic,
     dump_logs,
     free_port,
     run_bounded,
@@ -144,22 +146,7 @@ def committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:
 
 
 def consume_all(bootstrap: str, topic: str, expect: int, timeout: float = 30.0) -> list[Any]:
-    """Every record of ``topic`` from the beginning, without a group (no join delay)."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    try:
-        tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        out: list[Any] = []
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and len(out) < expect:
-            for records in consumer.poll(timeout_ms=500).values():
-                out.extend(records)
-        for records in consumer.poll(timeout_ms=1000).values():  # anything beyond: duplicates
-            out.extend(records)
-        return out
-    finally:
-        consumer.close()
+    return consume_records(bootstrap, topic, expect, timeout, partitions=range(PARTITIONS))
 
 
 # --------------------------------------------------------------------------- the service
@@ -1011,3 +998,37 @@ def test_invalid_settings_fail_at_start_naming_the_variable(stack: Stack, run: R
     proc = run([PY, "-m", "data_storage"], timeout=30, env=env)
     assert proc.returncode == 2
     assert "STORAGE_BATCH_MAX_ROWS" in proc.stdout and "Traceback" not in proc.stdout
+
+
+@pytest.mark.timeout(120)
+def test_a_deleted_and_recreated_topic_is_read_again_from_its_beginning(
+    stack: Stack, db: StorageSettings, service: Service
+) -> None:
+    # tansu answers a fetch past the end of a (new, shorter) log with an empty batch, not
+    # OFFSET_OUT_OF_RANGE: a consumer keeping its old positions would wait there and skip
+    # every record before them. A restarted tansu re-creates topics the same way (it
+    # forgets them); here the broker stays up, so the group and its positions survive and
+    # only the topic watch (STORAGE_TOPIC_CHECK_S) can notice.
+    bootstrap = stack.kafka_bootstrap
+    topic = new_topic(bootstrap, "recreated")
+    before = small(30, now_end(), prefix="before", series=15)  # ~10 per partition
+    produce_messages(bootstrap, topic, before)
+    svc = service(
+        db,
+        topic,
+        STORAGE_TOPIC_CHECK_S="1",
+    )
+    svc.wait_stored(30)
+
+    delete_topic(bootstrap, topic)
+    ensure_topics(bootstrap, [topic], partitions=PARTITIONS)
+    after = small(6, now_end() + 600, prefix="after", series=6)  # ~2 per partition
+    produce_messages(bootstrap, topic, after)
+    wait_until(
+        lambda: {(m.series.key, m.window.end) for m in after} <= stored_windows(db),
+        timeout=45,
+        what=f"the 6 messages of the new topic stored; log:\n{svc.output()[-3000:]}",
+    )
+    assert stored_windows(db) == {(m.series.key, m.window.end) for m in before + after}
+    assert svc.metric("sla_storage_topic_recreations_total") >= 1
+    assert svc.alive()
