@@ -1032,3 +1032,58 @@ def test_a_deleted_and_recreated_topic_is_read_again_from_its_beginning(
     assert stored_windows(db) == {(m.series.key, m.window.end) for m in before + after}
     assert svc.metric("sla_storage_topic_recreations_total") >= 1
     assert svc.alive()
+
+
+ASSIGNED = re.compile(r"assigned partitions \[(.*)\]")
+
+
+def assignment(svc: Storage) -> set[int] | None:
+    """The partitions of the service's latest assignment (its log), None before the first."""
+    found = ASSIGNED.findall(svc.output())
+    if not found:
+        return None
+    return {int(p) for p in re.findall(r"'[^']+', (\d+)\)", found[-1])}
+
+
+@pytest.mark.timeout(180)
+def test_two_consumers_in_one_group_split_the_partitions_and_one_takes_over_from_the_other(
+    stack: Stack, db: StorageSettings, service: Service
+) -> None:
+    bootstrap = stack.kafka_bootstrap
+    topic = new_topic(bootstrap, "pair")
+    group = f"group-{topic}"
+    a = service(db, topic, group=group)  # both migrate the same database at start: one does
+    b = service(db, topic, group=group)
+
+    def split() -> bool:
+        pa, pb = assignment(a), assignment(b)
+        return bool(pa and pb and not pa & pb and pa | pb == set(range(PARTITIONS)))
+
+    wait_until(split, timeout=60, what=f"a stable split; logs:\n{a.output()}\n{b.output()}")
+    first = small(60, now_end(), prefix="pair", series=30)
+    produce_messages(bootstrap, topic, first)
+    wait_until(
+        lambda: stored_windows(db) == {(m.series.key, m.window.end) for m in first},
+        timeout=60,
+        what="the first 60 stored",
+    )
+    assert split()  # no rebalance meanwhile, so each message was handled by one of them once
+    wait_until(lambda: a.stored() + b.stored() == 60, timeout=10, what="both counters")
+    assert a.stored() > 0 and b.stored() > 0
+
+    os.kill(a.pid, signal.SIGKILL)  # no LeaveGroup: b takes over after a session timeout
+    second = small(30, now_end() + 600, prefix="pair2", series=15)
+    produce_messages(bootstrap, topic, second)
+    wait_until(
+        lambda: assignment(b) == set(range(PARTITIONS)),
+        timeout=60,
+        what=f"b owning every partition; log:\n{b.output()[-3000:]}",
+    )
+    wait_until(
+        lambda: stored_windows(db) == {(m.series.key, m.window.end) for m in first + second},
+        timeout=60,
+        what="every message stored after the take-over",
+    )
+    assert count(db, "analyses") == 90
+    assert b.alive()
+    a.stop()
