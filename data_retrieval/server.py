@@ -75,6 +75,37 @@ class RetrievalServer:
         await self.server.wait_for_termination()
 
 
+GRPC_CORE_LOGGER = "grpc._cython.cygrpc"
+CLIENT_GONE = "ExecuteBatchError raised in core by servicer method"
+
+
+class ClientGoneFilter(logging.Filter):
+    """grpc.aio's ERROR + traceback for a stream whose client left is one DEBUG line here.
+
+    When a client cancels or its deadline passes while a streaming handler is producing,
+    grpc's core fails the next send (``ExecuteBatchError``) and grpc logs it as an error
+    with a traceback, although nothing failed on the server: the handler is closed, the
+    RPC is counted as CANCELLED (``sla_retrieval_requests_total``). Any other record of
+    grpc's logger passes unchanged.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR and str(record.msg).startswith(CLIENT_GONE):
+            original = record.getMessage()
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            record.msg = "stream ended by its client (cancelled or deadline passed): %s"
+            record.args = (original,)
+            record.exc_info, record.exc_text = None, None
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
+
+
+def _quiet_client_gone() -> None:
+    logger = logging.getLogger(GRPC_CORE_LOGGER)
+    if not any(isinstance(f, ClientGoneFilter) for f in logger.filters):
+        logger.addFilter(ClientGoneFilter())
+
+
 def create_server(
     settings: RetrievalSettings,
     *,
@@ -85,6 +116,7 @@ def create_server(
 
     Raises RuntimeError when the address cannot be bound.
     """
+    _quiet_client_gone()
     metrics = metrics or RetrievalMetrics()
     database = database or Database(settings, metrics)
     # No SO_REUSEPORT (grpc's default on Linux): a second server on a taken port must fail,

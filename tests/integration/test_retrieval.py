@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import re
 import signal
@@ -690,8 +691,16 @@ def _rows_settle(server: ServerThread, rpc: str) -> float:
     return last
 
 
+def grpc_errors(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name.startswith("grpc") and r.levelno >= logging.WARNING
+    ]
+
+
 def test_a_cancelled_stream_stops_reading_the_database(
-    server: ServerThread, db: TempDatabase
+    server: ServerThread, db: TempDatabase, caplog: pytest.LogCaptureFixture
 ) -> None:
     rpc = "ListDecomposition"
     total = len(stored(db, rpc, FS))
@@ -715,10 +724,11 @@ def test_a_cancelled_stream_stops_reading_the_database(
     assert server.value("sla_retrieval_requests_total", method=rpc, code="CANCELLED") == (
         cancelled + 1
     )
+    assert grpc_errors(caplog) == []  # a client leaving is no server error
 
 
 def test_a_passed_deadline_ends_the_stream_and_its_reading(
-    server: ServerThread, db: TempDatabase
+    server: ServerThread, db: TempDatabase, caplog: pytest.LogCaptureFixture
 ) -> None:
     rpc = "ListHodrickPrescott"
     before = server.value("sla_retrieval_rows_fetched_total", method=rpc)
@@ -740,6 +750,7 @@ def test_a_passed_deadline_ends_the_stream_and_its_reading(
     assert asyncio.run(slow_reader()) == grpc.StatusCode.DEADLINE_EXCEEDED
     _wait_streams_done(server, rpc)
     assert _rows_settle(server, rpc) - before <= PAGES_IN_FLIGHT * PAGE < len(stored(db, rpc, FS))
+    assert grpc_errors(caplog) == []
 
 
 # --------------------------------------------------------------------------- the process

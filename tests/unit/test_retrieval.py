@@ -7,6 +7,7 @@ import asyncio
 import logging
 import math
 import re
+import sys
 from collections.abc import AsyncGenerator, Iterator, Sequence
 from typing import Any
 
@@ -37,6 +38,7 @@ from data_retrieval.paging import (
     in_order,
     with_tokens,
 )
+from data_retrieval.server import CLIENT_GONE, GRPC_CORE_LOGGER, ClientGoneFilter
 from data_retrieval.service import status_of
 from data_retrieval.settings import RetrievalSettings
 from data_retrieval.validation import (
@@ -636,3 +638,36 @@ def test_acf_summary_counts_significant_lags() -> None:
     text = render.acf_block(None, 0.1, lags)
 
     assert "3 lags" in text and "significant beyond +/-0.1: 2 lags: 1, 3" in text
+
+
+def _record(level: int, msg: str, *args: object, exc: bool = False) -> logging.LogRecord:
+    exc_info = None
+    if exc:
+        try:
+            raise RuntimeError("boom")
+        except RuntimeError:
+            exc_info = sys.exc_info()
+    return logging.LogRecord(GRPC_CORE_LOGGER, level, "x.py", 1, msg, args, exc_info)
+
+
+def test_client_gone_filter_turns_grpcs_send_error_into_debug_and_passes_the_rest() -> None:
+    f = ClientGoneFilter()
+    logger = logging.getLogger(GRPC_CORE_LOGGER)
+    old = logger.level
+    try:
+        logger.setLevel(logging.INFO)
+        gone = _record(logging.ERROR, CLIENT_GONE + " [%s]", "/svc/List", exc=True)
+        assert f.filter(gone) is False  # DEBUG now, below the logger's level: dropped
+        assert gone.levelno == logging.DEBUG and gone.exc_info is None
+        assert "/svc/List" in gone.getMessage()
+
+        logger.setLevel(logging.DEBUG)
+        gone = _record(logging.ERROR, CLIENT_GONE + " [%s]", "/svc/List", exc=True)
+        assert f.filter(gone) is True  # shown when DEBUG is asked for, without traceback
+        assert gone.levelname == "DEBUG" and gone.exc_info is None
+
+        other = _record(logging.ERROR, "Unexpected [%s] raised by servicer", "ValueError")
+        assert f.filter(other) is True
+        assert other.levelno == logging.ERROR  # a real server error stays an error
+    finally:
+        logger.setLevel(old)
