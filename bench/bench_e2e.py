@@ -29,6 +29,7 @@ from typing import Any
 import httpx
 
 from sla_common.mysql import MysqlSettings, close_quietly, connect
+from tests.integration.stackutil import free_port, start_module, stop_process
 
 SELECTOR = '{__name__=~"node_memory_.+|node_filefd_allocated|node_filesystem_.+",job=~"host|node"}'
 MAX_SERIES = 50
@@ -36,24 +37,10 @@ TOKEN = secrets.token_urlsafe(24)  # this run's own SLA manager
 TICK_S = os.sysconf("SC_CLK_TCK")
 
 
-def _free_port() -> int:
-    import socket  # noqa: PLC0415
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class _Proc:
     def __init__(self, module: str, env: dict[str, str], log_dir: Path) -> None:
         self.log = log_dir / f"{module}.log"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", module],
-            env=env,
-            stdout=self.log.open("wb"),
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
+        self.proc = start_module(module, env, self.log)
 
     def cpu_s(self) -> float:
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -66,13 +53,7 @@ class _Proc:
         return 0.0
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
 
 def _wait(probe: Any, timeout: float, what: str) -> None:
@@ -93,7 +74,7 @@ def _fresh(api: str, since: int) -> tuple[int, int]:
 def measure(repeats: int = 3, steady_minutes: float = 3.0) -> dict[str, Any]:
     tag = uuid.uuid4().hex[:8]
     db, topic = f"bench_e2e_{tag}", f"bench-e2e-{tag}"
-    sla_port = _free_port()
+    sla_port = free_port()
     api = f"http://127.0.0.1:{sla_port}"
     base = {
         **os.environ,
@@ -107,7 +88,7 @@ def measure(repeats: int = 3, steady_minutes: float = 3.0) -> dict[str, Any]:
     logs = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
     storage = _Proc(
         "data_storage",
-        {**base, "HTTP_PORT": str(_free_port()), "KAFKA_GROUP_ID": f"bench-{tag}"},
+        {**base, "HTTP_PORT": str(free_port()), "KAFKA_GROUP_ID": f"bench-{tag}"},
         logs,
     )
     sla = _Proc(
@@ -165,7 +146,7 @@ def measure(repeats: int = 3, steady_minutes: float = 3.0) -> dict[str, Any]:
         result["series_with_forecast"] = counts[-1]
 
         # steady state: the ETL as a service, a cycle a minute
-        etl_proc = _Proc("etl_data_pipeline", {**base, "HTTP_PORT": str(_free_port())}, logs)
+        etl_proc = _Proc("etl_data_pipeline", {**base, "HTTP_PORT": str(free_port())}, logs)
         procs.append(etl_proc)
         time.sleep(10)  # start-up (imports) is not steady state
         t0 = time.monotonic()

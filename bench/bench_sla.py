@@ -25,9 +25,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -41,6 +39,7 @@ import httpx
 import numpy as np
 
 from sla_common.mysql import MysqlSettings, close_quietly, connect
+from tests.integration.stackutil import free_port, start_module, stop_process
 
 REPO = Path(__file__).resolve().parent.parent
 SLIS = 50
@@ -61,19 +60,12 @@ _TEMPLATES: tuple[tuple[str, dict[str, str], dict[str, float]], ...] = (
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
-
-
 class _App:
     """``python -m sla_manager`` on a fresh database; stopped (SIGTERM) and dropped on close."""
 
     def __init__(self, token: str) -> None:
         self.database = f"sla_bench_{uuid.uuid4().hex[:10]}"
-        self.port = _free_port()
+        self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log = Path(tempfile.mkstemp(prefix="bench_sla_", suffix=".log")[1])
         env = {k: v for k, v in os.environ.items() if not k.startswith("SLA_")}
@@ -86,15 +78,7 @@ class _App:
             LOG_LEVEL="WARNING",
             PYTHONUNBUFFERED="1",
         )
-        with self.log.open("w") as fh:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "sla_manager"],
-                env=env,
-                cwd=REPO,
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
+        self.proc = start_module("sla_manager", env, self.log)
         deadline = time.monotonic() + START_TIMEOUT_S
         while not self._answers():
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -109,13 +93,7 @@ class _App:
             return False
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         settings = MysqlSettings()
         with contextlib.suppress(Exception):
             conn = connect(settings, database="", autocommit=True)

@@ -21,14 +21,11 @@ KAFKA_BOOTSTRAP_SERVERS from the environment (``make bench`` sources the stack's
 from __future__ import annotations
 
 import os
-import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -58,6 +55,7 @@ from sla_common.mysql import (
     ensure_database,
     load_migrations,
 )
+from tests.integration.stackutil import free_port, metric_value
 
 REPO = Path(__file__).resolve().parent.parent
 SERIES_COUNT = 16
@@ -154,23 +152,6 @@ def naive_rate(msg: AnalysisMessage) -> tuple[float, int]:
 # --------------------------------------------------------------------------- backlog
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _stored(port: int) -> float:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
-            text = resp.read().decode()
-    except OSError:
-        return -1.0
-    m = re.search(r"^sla_storage_messages_stored_total (\S+)$", text, re.M)
-    return float(m.group(1)) if m else -1.0
-
-
 def _vm_hwm_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -210,7 +191,7 @@ def drain(bootstrap: str, end: int) -> dict[str, Any]:
     rows = sum(row_count(m) for m in msgs)
 
     with fresh_database("bench_storage_drain") as s:
-        port = _free_port()
+        port = free_port()
         env = {
             **os.environ,
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
@@ -235,7 +216,7 @@ def drain(bootstrap: str, end: int) -> dict[str, Any]:
         hwm = -1
         try:
             while time.monotonic() - t0 < DRAIN_TIMEOUT_S and proc.poll() is None:
-                n = _stored(port)
+                n = metric_value(port, "sla_storage_messages_stored_total")
                 if n > 0 and first is None:
                     first = time.monotonic() - t0
                 if n >= BACKLOG:

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
-import sys
 import threading
 import uuid
 from collections.abc import Iterator, Mapping
@@ -27,7 +25,13 @@ import uvicorn
 
 from sla_manager.app import create_app
 from sla_manager.settings import SlaSettings
-from tests.integration.stackutil import HOST, REPO, free_port, wait_until
+from tests.integration.stackutil import (
+    HOST,
+    free_port,
+    start_module,
+    stop_process,
+    wait_until,
+)
 
 START_TIMEOUT_S = 30.0
 
@@ -49,14 +53,10 @@ class ServiceProcess:
         self.port = port or free_port()
         self.base_url = f"http://{HOST}:{self.port}"
         self.log = log
-        self._fh = log.open("w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", self.module],
-            env={**env, "HTTP_HOST": HOST, "HTTP_PORT": str(self.port), "PYTHONUNBUFFERED": "1"},
-            cwd=REPO,
-            stdout=self._fh,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
+        self.proc = start_module(
+            self.module,
+            {**env, "HTTP_HOST": HOST, "HTTP_PORT": str(self.port), "PYTHONUNBUFFERED": "1"},
+            log,
         )
 
     def output(self) -> str:
@@ -86,15 +86,7 @@ class ServiceProcess:
 
     def stop(self) -> int:
         """SIGTERM, then SIGKILL after 20 s; the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._fh.close()
-        return self.proc.returncode
+        return stop_process(self.proc, timeout=20)
 
 
 class AppProcess(ServiceProcess):

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.parse
 import urllib.request
@@ -307,3 +309,41 @@ def consume_records(
         return out
     finally:
         consumer.close()
+
+
+def start_module(module: str, env: Mapping[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """``python -m module`` from the repo root with ``env``, its output appended to ``log``."""
+    with log.open("ab") as fh:
+        return subprocess.Popen(
+            [sys.executable, "-m", module],
+            env=dict(env),
+            cwd=REPO,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+
+
+def stop_process(
+    proc: subprocess.Popen[bytes], timeout: float = 30.0, sig: int = signal.SIGTERM
+) -> int:
+    """``sig`` (SIGTERM), then SIGKILL when it has not exited after ``timeout`` s; its code."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+    return proc.returncode
+
+
+def metric_value(port: int, name: str, labels: str = "") -> float:
+    """One sample of a service's /metrics on loopback:``port``; -1 when absent or unreachable."""
+    try:
+        with urllib.request.urlopen(f"http://{HOST}:{port}/metrics", timeout=2) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return -1.0
+    m = re.search(rf"^{re.escape(name + labels)} (\S+)$", text, re.M)
+    return float(m.group(1)) if m else -1.0

@@ -34,6 +34,8 @@ from tests.integration.stackutil import (
     free_port,
     run_bounded,
     scripts_env,
+    start_module,
+    stop_process,
     wait_until,
 )
 
@@ -56,15 +58,7 @@ class Service:
         self.start()
 
     def start(self) -> None:
-        with self.log.open("ab") as fh:
-            self.proc = subprocess.Popen(
-                [PY, "-m", self.module],
-                env=self.env,
-                cwd=REPO,
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
+        self.proc = start_module(self.module, self.env, self.log)
 
     def kill9(self) -> None:
         assert self.proc is not None
@@ -72,16 +66,7 @@ class Service:
         self.proc.wait(timeout=10)
 
     def stop(self) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        return None if self.proc is None else stop_process(self.proc)
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 import subprocess
 import sys
 import time
@@ -11,7 +10,6 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 from statsmodels.tsa.stattools import adfuller
@@ -29,8 +27,11 @@ from tests.integration.stackutil import (
     consume_records,
     dump_logs,
     free_port,
+    metric_value,
     run_bounded,
     scripts_env,
+    start_module,
+    stop_process,
     wait_until,
 )
 
@@ -260,38 +261,13 @@ def test_invalid_settings_fail_at_start_naming_the_field(stack: Stack) -> None:
 class EtlProcess:
     def __init__(self, env: dict[str, str], log: Path) -> None:
         self.log = log
-        self._fh = log.open("w")
-        self.proc = subprocess.Popen(
-            [PY, "-m", "etl_data_pipeline"],
-            env=env,
-            cwd=REPO,
-            stdout=self._fh,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
+        self.proc = start_module("etl_data_pipeline", env, log)
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
     def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._fh.close()
-        return self.proc.returncode
-
-
-def metric_value(port: int, name: str, labels: str = "") -> float:
-    try:
-        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
-    except httpx.HTTPError:
-        return -1.0
-    m = re.search(rf"^{re.escape(name + labels)} (\S+)$", text, re.M)
-    return float(m.group(1)) if m else -1.0
+        return stop_process(self.proc, timeout=60)
 
 
 @pytest.fixture

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from kafka import TopicPartition
 from kafka.admin import KafkaAdminClient
@@ -41,7 +40,6 @@ from sla_common.mysql import (
     split_sql,
 )
 from tests.integration.stackutil import (
-    REPO,
     SCRIPTS,
     Runner,
     Stack,
@@ -49,8 +47,11 @@ from tests.integration.stackutil import (
     delete_topic,
     dump_logs,
     free_port,
+    metric_value,
     run_bounded,
     scripts_env,
+    start_module,
+    stop_process,
     wait_until,
 )
 
@@ -163,16 +164,7 @@ class Storage:
 
     def start(self) -> Storage:
         self.env["HTTP_PORT"] = str(self.port)
-        fh = self.log.open("ab")
-        self.proc = subprocess.Popen(
-            [PY, "-m", "data_storage"],
-            env=self.env,
-            cwd=REPO,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-        fh.close()
+        self.proc = start_module("data_storage", self.env, self.log)
         return self
 
     @property
@@ -187,12 +179,7 @@ class Storage:
         return self.log.read_text(errors="replace")
 
     def metric(self, name: str, labels: str = "") -> float:
-        try:
-            text = httpx.get(f"http://127.0.0.1:{self.port}/metrics", timeout=2).text
-        except httpx.HTTPError:
-            return -1.0
-        m = re.search(rf"^{re.escape(name + labels)} (\S+)$", text, re.M)
-        return float(m.group(1)) if m else -1.0
+        return metric_value(self.port, name, labels)
 
     def stored(self) -> float:
         return self.metric("sla_storage_messages_stored_total")
@@ -206,16 +193,7 @@ class Storage:
         assert self.alive(), self.output()[-3000:]
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        return self.proc.returncode
+        return None if self.proc is None else stop_process(self.proc, timeout, sig)
 
 
 @dataclass
