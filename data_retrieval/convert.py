@@ -109,10 +109,10 @@ def fill_forecast(msg: pb.ListForecastResponse, rows: Iterable[Row]) -> None:
 
 
 def head_forecast(msg: pb.ListForecastResponse, header: Row) -> None:
-    (
-        model,
+    (  # queries.FORECAST_SUMMARY_COLUMNS
         window_end,
         horizon_s,
+        model,
         step_s,
         history,
         h_start,

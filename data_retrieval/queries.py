@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from data_retrieval.validation import Selector, TimeRange
+from sla_common import schema
 from sla_common.mysql import Connection, series_key_hash
 
 Row = tuple[Any, ...]
@@ -391,21 +392,7 @@ def acf_header(conn: Connection, series_id: int) -> Row:
     )
 
 
-FORECAST_SUMMARY_COLUMNS = (
-    "model",
-    "window_end",
-    "horizon_s",
-    "step_s",
-    "history_points",
-    "horizon_start",
-    "horizon_end",
-    "point_count",
-    "max_value",
-    "min_value",
-    "mean_value",
-    "run_id",
-    "produced_at",
-)
+FORECAST_SUMMARY_COLUMNS = schema.FORECAST_SUMMARY_COLUMNS[1:]  # all but series_id
 
 
 def forecast_header(conn: Connection, series_id: int) -> Row:

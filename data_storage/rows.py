@@ -20,6 +20,7 @@ from typing import Any
 
 from sla_common.messages import AnalysisMessage
 from sla_common.mysql import series_key_hash
+from sla_common.schema import FORECAST_SUMMARY_COLUMNS
 
 Row = tuple[Any, ...]
 
@@ -206,22 +207,7 @@ FORECAST_POINTS = Table(
 )
 FORECAST_SUMMARY = Table(
     "forecast_summary",
-    (
-        "series_id",
-        "window_end",
-        "horizon_s",
-        "model",
-        "step_s",
-        "history_points",
-        "horizon_start",
-        "horizon_end",
-        "point_count",
-        "max_value",
-        "min_value",
-        "mean_value",
-        "run_id",
-        "produced_at",
-    ),
+    FORECAST_SUMMARY_COLUMNS,
     key=("series_id", "window_end", "horizon_s"),
     version="produced_at",
     time_column="window_end",

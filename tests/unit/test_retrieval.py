@@ -432,7 +432,7 @@ def test_forecast_summary_only_when_stored() -> None:
     assert not msg.HasField("summary")
 
     convert.head_forecast(
-        msg, ("ets", T0, 600, 60, 720, T0 + 60, T0 + 600, 10, 3.0, 1.0, 2.0, "run", T0 + 5)
+        msg, (T0, 600, "ets", 60, 720, T0 + 60, T0 + 600, 10, 3.0, 1.0, 2.0, "run", T0 + 5)
     )
     assert msg.summary.model == "ets"
     assert msg.summary.horizon_end.seconds == T0 + 600

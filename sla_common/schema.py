@@ -1,0 +1,24 @@
+"""Column lists of tables that one service writes and another reads, in one place.
+
+The tables themselves are defined by ``db/migrations``; these tuples are the order in which
+data_storage writes a row and data_retrieval reads it back (positionally).
+"""
+
+from __future__ import annotations
+
+FORECAST_SUMMARY_COLUMNS = (
+    "series_id",
+    "window_end",
+    "horizon_s",
+    "model",
+    "step_s",
+    "history_points",
+    "horizon_start",
+    "horizon_end",
+    "point_count",
+    "max_value",
+    "min_value",
+    "mean_value",
+    "run_id",
+    "produced_at",
+)
