@@ -88,18 +88,7 @@ ACF = PointTable(
 )
 AGGREGATES = PointTable(
     "aggregates",
-    (
-        "window_end",
-        "window_name",
-        "window_start",
-        "sample_count",
-        "max_value",
-        "min_value",
-        "mean_value",
-        "std_value",
-        "run_id",
-        "produced_at",
-    ),
+    ("window_end", "window_name", *schema.AGGREGATE_VALUE_COLUMNS),
     ("window_end", "window_name"),
     (int, str),
     "window_end",
@@ -296,13 +285,21 @@ def series_condition(conn: Connection, sel: Selector) -> tuple[list[str], list[A
     return terms, args
 
 
-def find_series(conn: Connection, sel: Selector, after_id: int | None, n: int) -> list[SeriesRow]:
-    """Up to ``n`` series matching ``sel`` with ``id > after_id``, by id."""
+def series_page_where(
+    conn: Connection, sel: Selector, after_id: int | None
+) -> tuple[str, list[Any]]:
+    """The WHERE clause (empty, or ending in a space) and its arguments for one page of the
+    series ``sel`` names: those of :func:`series_condition`, with ``id > after_id``."""
     terms, args = series_condition(conn, sel)
     if after_id is not None:
         terms.append("s.id > %s")
         args.append(after_id)
-    where = f"WHERE {' AND '.join(terms)} " if terms else ""
+    return (f"WHERE {' AND '.join(terms)} " if terms else ""), args
+
+
+def find_series(conn: Connection, sel: Selector, after_id: int | None, n: int) -> list[SeriesRow]:
+    """Up to ``n`` series matching ``sel`` with ``id > after_id``, by id."""
+    where, args = series_page_where(conn, sel, after_id)
     sql = (
         "SELECT s.id, s.series_key, s.metric, s.labels "  # noqa: S608 (terms from code)
         f"FROM series s {where}ORDER BY s.id LIMIT %s"
@@ -314,11 +311,7 @@ def find_series(conn: Connection, sel: Selector, after_id: int | None, n: int) -
 
 def list_series(conn: Connection, sel: Selector, after_id: int | None, n: int) -> list[SeriesInfo]:
     """Like :func:`find_series`, with what ListSeries shows of each series."""
-    terms, args = series_condition(conn, sel)
-    if after_id is not None:
-        terms.append("s.id > %s")
-        args.append(after_id)
-    where = f"WHERE {' AND '.join(terms)} " if terms else ""
+    where, args = series_page_where(conn, sel, after_id)
     sql = (
         "SELECT s.id, s.series_key, s.metric, s.labels, s.selector, s.transform, "  # noqa: S608
         "s.first_seen, s.last_seen, a.window_start FROM series s "

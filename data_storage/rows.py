@@ -20,7 +20,7 @@ from typing import Any
 
 from sla_common.messages import AnalysisMessage
 from sla_common.mysql import series_key_hash
-from sla_common.schema import FORECAST_SUMMARY_COLUMNS
+from sla_common.schema import AGGREGATE_VALUE_COLUMNS, FORECAST_SUMMARY_COLUMNS
 
 Row = tuple[Any, ...]
 
@@ -170,19 +170,7 @@ DECOMPOSITION_POINTS = Table(
 )
 AGGREGATES = Table(
     "aggregates",
-    (
-        "series_id",
-        "window_name",
-        "window_end",
-        "window_start",
-        "sample_count",
-        "max_value",
-        "min_value",
-        "mean_value",
-        "std_value",
-        "run_id",
-        "produced_at",
-    ),
+    ("series_id", "window_name", "window_end", *AGGREGATE_VALUE_COLUMNS),
     key=("series_id", "window_name", "window_end"),
     version="produced_at",
     time_column="window_end",

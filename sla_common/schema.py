@@ -6,6 +6,18 @@ data_storage writes a row and data_retrieval reads it back (positionally).
 
 from __future__ import annotations
 
+# aggregates: after its key (series_id, window_name, window_end), whatever the key's order.
+AGGREGATE_VALUE_COLUMNS = (
+    "window_start",
+    "sample_count",
+    "max_value",
+    "min_value",
+    "mean_value",
+    "std_value",
+    "run_id",
+    "produced_at",
+)
+
 FORECAST_SUMMARY_COLUMNS = (
     "series_id",
     "window_end",
