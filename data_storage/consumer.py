@@ -365,14 +365,7 @@ class StorageConsumer:
             held,
         )
         if held:
-            try:
-                result = self._write_with_retry()
-                self._dead_letter_with_retry()
-                self._account(result)
-            except BatchAbandoned:
-                log.warning("stopping before %d record(s) of the old topic were written", held)
-            finally:
-                self.batch.clear()
+            self.process_batch(commit=False)
         try:
             mine = [tp for tp in self._consumer.assignment() if tp.topic == topic]
             if mine:
@@ -402,19 +395,20 @@ class StorageConsumer:
                     dropped,
                 )
 
-    def process_batch(self) -> None:
-        """Steps 3-6 for the current batch."""
+    def process_batch(self, commit: bool = True) -> None:
+        """Steps 3-6 for the current batch (5. left out when not ``commit``)."""
         b = self.batch
         try:
             self.metrics.batch_messages.observe(len(b.items))
             result = self._write_with_retry()  # 3.
             self._dead_letter_with_retry()  # 4.
-            if self._commit_with_retry():  # 5.
+            if not commit or self._commit_with_retry():  # 5.
                 self._account(result)
         except BatchAbandoned:
             log.warning(
-                "stopping with an uncommitted batch of %d record(s); they will be consumed again",
+                "stopping with an uncommitted batch of %d record(s)%s",
                 len(b.items),
+                "; they will be consumed again" if commit else " of a topic that is gone",
             )
         finally:
             b.clear()  # 6.

@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -64,7 +64,6 @@ class CycleReport:
     selector_errors: tuple[str, ...] = ()
     error: str | None = None
     duration_s: float = 0.0
-    keys: tuple[str, ...] = field(default=(), repr=False)
 
 
 def analysis_config(s: EtlSettings) -> AnalysisConfig:
@@ -391,55 +390,33 @@ class Pipeline:
                 error=f"Kafka unavailable: {type(e).__name__}: {e}",
             )
         futures = []
-        keys = []
+        error: str | None = None
         try:
             for msg in self._messages(run_id, series, start, end, failed):
                 futures.append(
                     producer.send(self.s.kafka_topic, key=msg.kafka_key(), value=msg.to_bytes())
                 )
-                keys.append(msg.series.key)
             producer.flush(timeout=self.s.kafka_flush_timeout_s)
         except KafkaError as e:
+            error = f"publish failed: {type(e).__name__}: {e}"
             self._drop_producer()  # fails what is still unacknowledged, for good
-            acked = sum(1 for f in futures if f.is_done and f.succeeded())
-            self.metrics.messages_published.inc(acked)
-            return CycleReport(
-                run_id,
-                start,
-                end,
-                ok=False,
-                published=acked,
-                failed_series=len(failed),
-                selector_errors=tuple(selector_errors),
-                error=f"publish failed: {type(e).__name__}: {e}",
-            )
         finally:
             self.metrics.stage_duration.labels("analyse_publish").observe(time.perf_counter() - t)
         acked = sum(1 for f in futures if f.is_done and f.succeeded())
         self.metrics.messages_published.inc(acked)
-        failed_series = len(failed)
-        if acked != len(futures):
+        if error is None and acked != len(futures):
             first = next((f.exception for f in futures if f.is_done and f.failed()), None)
+            error = f"{len(futures) - acked} of {len(futures)} not acknowledged: {first}"
             self._drop_producer()
-            return CycleReport(
-                run_id,
-                start,
-                end,
-                ok=False,
-                published=acked,
-                failed_series=failed_series,
-                selector_errors=tuple(selector_errors),
-                error=f"{len(futures) - acked} of {len(futures)} not acknowledged: {first}",
-            )
         return CycleReport(
             run_id,
             start,
             end,
-            ok=True,
+            ok=error is None,
             published=acked,
-            failed_series=failed_series,
+            failed_series=len(failed),
             selector_errors=tuple(selector_errors),
-            keys=tuple(keys),
+            error=error,
         )
 
     # ------------------------------------------------------------------ loop

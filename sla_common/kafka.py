@@ -29,12 +29,7 @@ def ensure_topics(
     Raises ``kafka.errors.KafkaError`` (e.g. ``NoBrokersAvailable``) when the broker is down,
     after about ``timeout_ms``.
     """
-    admin = KafkaAdminClient(
-        bootstrap_servers=bootstrap_servers,
-        request_timeout_ms=timeout_ms,
-        bootstrap_timeout_ms=timeout_ms,
-        client_id="sla-monitor-admin",
-    )
+    admin = make_admin(bootstrap_servers, "sla-monitor-admin", timeout_ms)
     try:
         existing = set(admin.list_topics())
         missing = [t for t in dict.fromkeys(topics) if t not in existing]
@@ -55,6 +50,16 @@ def ensure_topics(
         admin.close()
 
 
+def make_admin(bootstrap_servers: str, client_id: str, timeout_ms: int) -> KafkaAdminClient:
+    """An admin client whose bootstrap and requests each give up after ``timeout_ms``."""
+    return KafkaAdminClient(
+        bootstrap_servers=bootstrap_servers,
+        request_timeout_ms=timeout_ms,
+        bootstrap_timeout_ms=timeout_ms,  # kafka-python waits 30 s for a broker otherwise
+        client_id=client_id,
+    )
+
+
 def make_producer(
     bootstrap_servers: str,
     client_id: str,
@@ -67,11 +72,11 @@ def make_producer(
 ) -> KafkaProducer:
     """A batching, acks=all producer whose calls never block longer than ``max_block_ms``.
 
-    It never creates a topic by itself: a broker that auto-creates topics would create a
-    missing one with its own default partition count (tansu: 4, where ours are 3). Sending
-    to a topic a restarted broker forgot fails after ``max_block_ms`` instead, and the
-    caller re-creates its topics with :func:`ensure_topics` before a new producer.
-    Close it with :func:`close_producer`.
+    It asks the broker not to create a missing topic (``allow_auto_create_topics=False``):
+    Apache Kafka then fails a send to a topic it lost after ``max_block_ms``, and the
+    caller re-creates its topics with :func:`ensure_topics` (our partition count) before a
+    new producer. tansu 0.6 ignores the flag and creates the topic with its default of 4
+    partitions. Close it with :func:`close_producer`.
 
     Raises ``kafka.errors.NoBrokersAvailable`` when the broker cannot be reached within
     about ``max_block_ms``.
@@ -180,11 +185,8 @@ class TopicWatch:
         while not self._stop.is_set():
             try:
                 if admin is None:
-                    admin = KafkaAdminClient(
-                        bootstrap_servers=self.bootstrap_servers,
-                        request_timeout_ms=self.timeout_ms,
-                        bootstrap_timeout_ms=self.timeout_ms,
-                        client_id="sla-monitor-topic-watch",
+                    admin = make_admin(
+                        self.bootstrap_servers, "sla-monitor-topic-watch", self.timeout_ms
                     )
                 self.check(admin)
             except (KafkaError, OSError) as e:
@@ -203,4 +205,11 @@ def _close_quietly(admin: Any) -> None:
             log.debug("closing an admin client: %s", e)
 
 
-__all__ = ["KafkaError", "TopicWatch", "close_producer", "ensure_topics", "make_producer"]
+__all__ = [
+    "KafkaError",
+    "TopicWatch",
+    "close_producer",
+    "ensure_topics",
+    "make_admin",
+    "make_producer",
+]
