@@ -1,8 +1,8 @@
 """No secret setting ever shows in an error, a log line, a repr or a /metrics page (issue 11.9).
 
 The secrets are found, not listed: every field typed ``SecretStr`` in the settings classes of
-every service (a directory with ``settings.py`` and ``__main__.py``), so a token a service
-adds later is covered too; and a field whose name says it is a secret must be typed so.
+every entry point (a package with ``settings.py`` and ``__main__.py``: the services and the
+gRPC client), so a token added later is covered too; and a field whose name says it is a secret must be typed so.
 Each test sets every secret to a distinctive value and provokes the settings' error paths:
 a bad ordinary value, a wrong type (a secret among the bad input), a missing secret in
 production, a model-level check, a bad secret itself; in process (``load_settings``, the
@@ -34,28 +34,29 @@ from sla_manager.settings import SlaSettings
 from tests.integration.slautil import ServerThread
 
 REPO = Path(__file__).resolve().parents[2]
-SERVICES = sorted(
-    p.parent.name
-    for p in REPO.glob("*/settings.py")
-    if (p.parent / "__main__.py").exists() and p.parent.name != "sla_common"
+# Entry points with settings of their own: a package with settings.py and __main__.py
+# (the services, and a client inside one of them).
+ENTRY_POINTS = sorted(
+    ".".join(p.parent.relative_to(REPO).parts)
+    for p in [*REPO.glob("*/settings.py"), *REPO.glob("*/*/settings.py")]
+    if (p.parent / "__main__.py").exists()
+    and p.parts[len(REPO.parts)] not in {"sla_common", "tests", "bench", "scripts"}
+    and not p.parts[len(REPO.parts)].startswith(".")
 )
 SECRET_NAME = re.compile(r"(token|password|passwd|secret|api_key|credential)", re.I)
 EXIT_BAD_SETTINGS = 2
 
 
-def _settings_classes() -> list[type[CommonSettings]]:
-    found: list[type[CommonSettings]] = []
-    for service in SERVICES:
-        module = importlib.import_module(f"{service}.settings")
-        found += [
-            obj
-            for _, obj in inspect.getmembers(module, inspect.isclass)
-            if issubclass(obj, CommonSettings) and obj.__module__ == module.__name__
-        ]
-    return found
+def _settings_classes(entry_point: str) -> list[type[CommonSettings]]:
+    module = importlib.import_module(f"{entry_point}.settings")
+    return [
+        obj
+        for _, obj in inspect.getmembers(module, inspect.isclass)
+        if issubclass(obj, CommonSettings) and obj.__module__ == module.__name__
+    ]
 
 
-CLASSES = _settings_classes()
+CLASSES = [cls for entry_point in ENTRY_POINTS for cls in _settings_classes(entry_point)]
 ALL_SECRET_FIELDS = sorted({name for cls in CLASSES for name in secret_fields(cls)})
 
 
@@ -111,7 +112,13 @@ MODEL_CHECKS: dict[str, list[dict[str, str]]] = {
 
 
 def test_the_services_and_their_secrets_are_found() -> None:
-    assert set(SERVICES) >= {"etl_data_pipeline", "data_storage", "data_retrieval", "sla_manager"}
+    assert set(ENTRY_POINTS) >= {
+        "etl_data_pipeline",
+        "data_storage",
+        "data_retrieval",
+        "data_retrieval.client",
+        "sla_manager",
+    }
     assert {c.__name__ for c in CLASSES} >= set(MODEL_CHECKS)
     assert {"mysql_password", "sla_api_token"} <= set(ALL_SECRET_FIELDS)
 
@@ -218,18 +225,17 @@ def test_a_placeholder_token_is_only_warned_about_locally_and_not_logged(
     assert "changethis" not in caplog.text.lower()
 
 
-def _entry_point_cases(service: str, secrets_env: dict[str, str]) -> list[dict[str, str]]:
+def _entry_point_cases(entry_point: str, secrets_env: dict[str, str]) -> list[dict[str, str]]:
     bad_value = {**secrets_env, "HTTP_PORT": "not-a-port"}
-    production = {**secrets_env, "ENVIRONMENT": "production", "MYSQL_PASSWORD": ""}
-    wrong_secret = {**secrets_env, "ENVIRONMENT": "production", "HTTP_PORT": "99999"}
-    cases = [bad_value, wrong_secret]
-    if service != "etl_data_pipeline":  # the ETL does not use MySQL
-        cases.append(production)
+    in_production = {**secrets_env, "ENVIRONMENT": "production", "HTTP_PORT": "99999"}
+    cases = [bad_value, in_production]
+    if any(issubclass(c, MysqlSettings) for c in _settings_classes(entry_point)):
+        cases.append({**secrets_env, "ENVIRONMENT": "production", "MYSQL_PASSWORD": ""})
     return cases
 
 
 def test_entry_points_exit_2_without_showing_a_secret(tmp_path: Path) -> None:
-    """``python -m <service>`` with bad settings: exit code 2, one line, no secret."""
+    """``python -m <entry point>`` with bad settings: exit code 2, one line, no secret."""
     base = {
         k: v
         for k, v in os.environ.items()
@@ -238,11 +244,12 @@ def test_entry_points_exit_2_without_showing_a_secret(tmp_path: Path) -> None:
     }
     secrets_env = {name.upper(): _distinctive() for name in ALL_SECRET_FIELDS}
     procs: list[tuple[str, dict[str, str], subprocess.Popen[str]]] = []
-    for service in SERVICES:
+    for service in ENTRY_POINTS:
         for case in _entry_point_cases(service, secrets_env):
             proc = subprocess.Popen(
                 [sys.executable, "-m", service],
                 cwd=REPO,
+                stdin=subprocess.DEVNULL,
                 env={**base, **case},
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
