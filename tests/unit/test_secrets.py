@@ -2,7 +2,8 @@
 
 The secrets are found, not listed: every field typed ``SecretStr`` in the settings classes of
 every entry point (a package with ``settings.py`` and ``__main__.py``: the services and the
-gRPC client), so a token added later is covered too; and a field whose name says it is a secret must be typed so.
+gRPC client), so a token added later is covered too; and a field whose name says it is a
+secret must be typed so.
 Each test sets every secret to a distinctive value and provokes the settings' error paths:
 a bad ordinary value, a wrong type (a secret among the bad input), a missing secret in
 production, a model-level check, a bad secret itself; in process (``load_settings``, the
