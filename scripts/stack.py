@@ -916,16 +916,21 @@ def write_facts(
 
 
 def _atomic_write(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text``, readable by its owner only (0600) from its creation:
+    these files hold the write token, so there is no moment at which another user could
+    open them (no chmod after the fact; a stale temporary file is removed, not reused)."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
     tmp.replace(path)
 
 
 def local_api_token(cfg: Config) -> str:
     path = cfg.state_dir / "sla_api_token"
     if not path.exists():
-        path.write_text(secrets.token_urlsafe(24) + "\n")
-        path.chmod(0o600)
+        _atomic_write(path, secrets.token_urlsafe(24) + "\n")
     return path.read_text().strip()
 
 

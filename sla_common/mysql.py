@@ -79,7 +79,7 @@ class MysqlSettings(CommonSettings):
 
     @model_validator(mode="after")
     def _no_default_password_in_production(self) -> Self:
-        if self.environment == "production" and not self.mysql_password:
+        if self.environment == "production" and not self.mysql_password.get_secret_value():
             raise ValueError("MYSQL_PASSWORD must be set when ENVIRONMENT=production")
         return self
 
@@ -97,7 +97,7 @@ def connect(
         host=s.mysql_host,
         port=s.mysql_port,
         user=s.mysql_user,
-        password=s.mysql_password,
+        password=s.mysql_password.get_secret_value(),
         database=db or None,
         charset="utf8mb4",
         autocommit=autocommit,

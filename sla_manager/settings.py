@@ -92,10 +92,9 @@ class SlaSettings(MysqlSettings):
             # else.
             if self.environment != "local":
                 raise ValueError(
-                    f"SLA_API_TOKEN is the placeholder {token!r}: use a random one outside "
-                    "ENVIRONMENT=local"
+                    "SLA_API_TOKEN is a placeholder: use a random one outside ENVIRONMENT=local"
                 )
-            log.warning("SLA_API_TOKEN is the placeholder %r: refused outside local use", token)
+            log.warning("SLA_API_TOKEN is a placeholder: refused outside local use")
         if (
             self.environment == "production"
             and token is not None

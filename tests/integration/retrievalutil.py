@@ -259,7 +259,7 @@ class ServerProcess:
             "MYSQL_HOST": mysql.mysql_host,
             "MYSQL_PORT": str(mysql.mysql_port),
             "MYSQL_USER": mysql.mysql_user,
-            "MYSQL_PASSWORD": mysql.mysql_password,
+            "MYSQL_PASSWORD": mysql.mysql_password.get_secret_value(),
             "MYSQL_DATABASE": mysql.mysql_database,
             "GRPC_HOST": HOST,
             "GRPC_PORT": str(self.port),

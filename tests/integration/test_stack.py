@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import stat
 import subprocess
 import time
 import uuid
@@ -114,6 +115,12 @@ def test_stack_env_matches_stack_json(stack: Stack) -> None:
     assert exported["STACK_DEMO_SEED"] == "42"
     assert exported["STACK_DEMO_END"] == str(stack.demo_end)
     assert exported["ETL_HTTP_PORT"] == str(stack.etl_http_port)
+
+
+def test_files_holding_the_token_are_private(stack: Stack) -> None:
+    for name in ("stack.env", "stack.json", "sla_api_token"):
+        mode = stat.S_IMODE((stack.state_dir / name).stat().st_mode)
+        assert mode == 0o600, f"{name} is {oct(mode)}"
 
 
 def test_prometheus_scrapes_node_exporter(stack: Stack) -> None:

@@ -146,3 +146,50 @@ def test_dockerfile_is_slim_non_root_and_locked() -> None:
     assert "uv sync --frozen --no-dev" in text
     users = [line for line in text.splitlines() if line.startswith("USER ")]
     assert users and users[-1].split(maxsplit=1)[1] not in {"root", "0"}
+
+
+# What may be published to every interface: the REST API and the gRPC API (issue 11.11).
+# Anything else (Prometheus, Kafka, MySQL, node-exporter, the services' /metrics) is not
+# published, or only on the host's loopback.
+PUBLIC_APIS = {"sla-manager": "HTTP_PORT", "retrieval": "GRPC_PORT"}
+LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+ALL_INTERFACES = "0.0.0.0"  # noqa: S104 (what compose binds a port without an address to)
+
+
+def _published(port: str | int | dict[str, Any]) -> tuple[str, int]:
+    """(host address, container port) of one `ports:` entry, short or long syntax."""
+    if isinstance(port, dict):
+        return str(port.get("host_ip") or ALL_INTERFACES), int(str(port["target"]).split("/")[0])
+    parts = str(port).split("/")[0].rsplit(":", 2)
+    host = parts[0] if len(parts) == 3 else ALL_INTERFACES
+    return host.strip("[]"), int(parts[-1].split("-")[0])
+
+
+def test_published_port_parser() -> None:
+    assert _published("127.0.0.1:9090:9090/tcp") == ("127.0.0.1", 9090)
+    assert _published("9090:9090") == (ALL_INTERFACES, 9090)
+    assert _published("9090") == (ALL_INTERFACES, 9090)  # a random host port, on all interfaces
+    assert _published({"published": 8000, "target": 8000}) == (ALL_INTERFACES, 8000)
+    assert _published({"host_ip": "127.0.0.1", "target": 1}) == ("127.0.0.1", 1)
+
+
+def test_only_the_apis_are_published_to_all_interfaces(config: dict[str, Any]) -> None:
+    exposed = []
+    for name, svc in config["services"].items():
+        assert svc.get("network_mode") != "host", f"{name} shares the host's network"
+        api_var = PUBLIC_APIS.get(name)
+        api_port = int(svc["environment"][api_var]) if api_var else None
+        for entry in svc.get("ports", []):
+            host, target = _published(entry)
+            if host not in LOOPBACK and target != api_port:
+                exposed.append(f"{name}: {entry}")
+    assert not exposed, f"published to every interface: {exposed}"
+    published = {n for n, s in config["services"].items() if s.get("ports")}
+    assert set(PUBLIC_APIS) <= published
+
+
+def test_prometheus_with_lifecycle_is_not_reachable_from_outside(config: dict[str, Any]) -> None:
+    prometheus = config["services"]["prometheus"]
+    if "--web.enable-lifecycle" in prometheus["command"]:  # POST /-/quit, /-/reload
+        hosts = {_published(p)[0] for p in prometheus.get("ports", [])}
+        assert hosts <= LOOPBACK, f"Prometheus (lifecycle API on) is published on {hosts}"

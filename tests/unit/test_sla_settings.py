@@ -78,3 +78,15 @@ def test_invalid_values_name_the_variable(monkeypatch: pytest.MonkeyPatch) -> No
 def test_etl_matchers_are_matchers_not_a_selector() -> None:
     with pytest.raises(ValueError, match="without braces"):
         SlaSettings(sla_etl_matchers='{job="x"}')
+
+
+def test_the_missing_password_error_does_not_show_the_token(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The case issue 11.9 found: the model-level check's input is the whole environment."""
+    monkeypatch.setenv("ENVIRONMENT", "production")
+    monkeypatch.setenv("SLA_API_TOKEN", "Zk3v9Qm2L8x4Tt7Rr1Yy")
+    with pytest.raises(SettingsError) as e:
+        load_settings(SlaSettings)
+    assert "MYSQL_PASSWORD must be set" in str(e.value)
+    assert "Zk3v9" not in str(e.value)

@@ -424,7 +424,7 @@ def test_settings_errors_name_the_variable(clean_env: pytest.MonkeyPatch) -> Non
     with pytest.raises(SettingsError, match="MYSQL_PASSWORD must be set"):
         load_settings(StorageSettings)
     clean_env.setenv("MYSQL_PASSWORD", "s3cret")
-    assert load_settings(StorageSettings).mysql_password == "s3cret"
+    assert load_settings(StorageSettings).mysql_password.get_secret_value() == "s3cret"
 
 
 def test_each_metrics_instance_has_its_own_registry() -> None:
