@@ -1,10 +1,12 @@
 """``python -m data_retrieval``: the gRPC retrieval service (RetrievalService, health,
 reflection) on GRPC_HOST:GRPC_PORT, its /metrics on HTTP_HOST:HTTP_PORT.
 
-Reads MySQL (MYSQL_*); starts even while MySQL is down (calls answer UNAVAILABLE until it
-is back). SIGTERM/SIGINT: health NOT_SERVING, GRPC_SHUTDOWN_DRAIN_S of drain, then
-GRPC_SHUTDOWN_GRACE_S for the calls in flight. The client is ``python -m
-data_retrieval.client``.
+Every call but health checking needs ``authorization: Bearer <GRPC_API_TOKEN>`` when the
+token is set (required with ENVIRONMENT=production); GRPC_TLS_CERT_FILE and
+GRPC_TLS_KEY_FILE serve TLS. Reads MySQL (MYSQL_*); starts even while MySQL is down (calls
+answer UNAVAILABLE until it is back). SIGTERM/SIGINT: health NOT_SERVING,
+GRPC_SHUTDOWN_DRAIN_S of drain, then GRPC_SHUTDOWN_GRACE_S for the calls in flight. The
+client is ``python -m data_retrieval.client``.
 
 Exit codes: 0 stopped by a signal, 1 cannot listen, 2 invalid settings.
 """

@@ -204,6 +204,17 @@ def fetch_page(
     return RawPage(count, (int(last),) if count else (), packed=text or "")
 
 
+def latest_time(conn: Connection, spec: PointTable, series_id: int) -> int | None:
+    """The newest value of the table's time column for a series (None: it has no rows)."""
+    row = _one(
+        conn,
+        f"SELECT MAX({spec.time_column}) FROM {spec.table} WHERE series_id = %s",  # noqa: S608
+        series_id,
+        width=1,
+    )
+    return None if row[0] is None else int(row[0])
+
+
 def rows(spec: PointTable, page: RawPage) -> Iterable[Row]:
     """The rows of a page, in key order."""
     if page.rows is not None:

@@ -1,5 +1,9 @@
 """The grpc.aio server: RetrievalService, standard health checking and reflection.
 
+Every call passes two interceptors (:mod:`data_retrieval.interceptors`): the bearer token
+(GRPC_API_TOKEN; health checking needs none) and the refusal of requests that do not
+parse (INVALID_ARGUMENT). With GRPC_TLS_CERT_FILE/GRPC_TLS_KEY_FILE the port serves TLS.
+
 :func:`create_server` builds and binds it (port 0: any free port, which tests use) without
 serving; :meth:`RetrievalServer.start` serves; :meth:`RetrievalServer.stop` is the graceful
 shutdown of grpc's health ``_async.py``: every service NOT_SERVING first, a drain delay for
@@ -25,6 +29,7 @@ from data_retrieval import queries
 from data_retrieval._pb.sla_monitor.retrieval.v1 import retrieval_pb2 as pb
 from data_retrieval._pb.sla_monitor.retrieval.v1 import retrieval_pb2_grpc as pb_grpc
 from data_retrieval.db import Database, DatabaseUnavailable
+from data_retrieval.interceptors import BearerToken, UndecodableRequests
 from data_retrieval.metrics import RetrievalMetrics
 from data_retrieval.service import RetrievalServicer
 from data_retrieval.settings import RetrievalSettings
@@ -106,6 +111,37 @@ def _quiet_client_gone() -> None:
         logger.addFilter(ClientGoneFilter())
 
 
+def _interceptors(
+    settings: RetrievalSettings, metrics: RetrievalMetrics
+) -> list[grpc.aio.ServerInterceptor]:  # type: ignore[type-arg]
+    prefix = f"/{SERVICE_NAME}/"
+
+    def refused(method: str, code: grpc.StatusCode) -> None:
+        if method.startswith(prefix):  # our own methods only: a bounded set of labels
+            metrics.requests.labels(method[len(prefix) :], code.name).inc()
+
+    # The token first: a caller without it gets UNAUTHENTICATED, its bytes never parsed.
+    chain: list[grpc.aio.ServerInterceptor] = []  # type: ignore[type-arg]
+    token = settings.api_token()
+    if token is not None:
+        chain.append(
+            BearerToken(token, open_prefixes=(f"/{HEALTH_SERVICE_NAME}/",), on_refused=refused)
+        )
+    chain.append(UndecodableRequests(on_refused=refused))
+    return chain
+
+
+def _tls_credentials(settings: RetrievalSettings) -> grpc.ServerCredentials | None:
+    if settings.grpc_tls_cert_file is None or settings.grpc_tls_key_file is None:
+        return None
+    try:
+        chain = settings.grpc_tls_cert_file.read_bytes()
+        key = settings.grpc_tls_key_file.read_bytes()
+    except OSError as e:
+        raise RuntimeError(f"cannot read the TLS certificate or key: {e}") from e
+    return grpc.ssl_server_credentials([(key, chain)])
+
+
 def create_server(
     settings: RetrievalSettings,
     *,
@@ -121,7 +157,9 @@ def create_server(
     database = database or Database(settings, metrics)
     # No SO_REUSEPORT (grpc's default on Linux): a second server on a taken port must fail,
     # not silently share the port with the first one.
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    server = grpc.aio.server(
+        options=[("grpc.so_reuseport", 0)], interceptors=_interceptors(settings, metrics)
+    )
     pb_grpc.add_RetrievalServiceServicer_to_server(
         RetrievalServicer(settings, database, metrics), server
     )
@@ -131,7 +169,11 @@ def create_server(
         (SERVICE_NAME, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME), server
     )
     address = f"{settings.grpc_host}:{settings.grpc_port}"
-    port = server.add_insecure_port(address)
+    credentials = _tls_credentials(settings)
+    if credentials is None:
+        port = server.add_insecure_port(address)
+    else:
+        port = server.add_secure_port(address, credentials)
     if port == 0:  # older grpc returned 0 instead of raising
         raise RuntimeError(f"cannot bind {address}")
     return RetrievalServer(server, health, database, metrics, settings), port
@@ -162,14 +204,21 @@ async def serve(settings: RetrievalSettings) -> int:
             loop.add_signal_handler(sig, stop.set)
         await server.start()
         log.info(
-            "data_retrieval serving %s on %s:%d (MySQL %s:%d/%s)",
+            "data_retrieval serving %s on %s:%d (%s, %s; MySQL %s:%d/%s)",
             SERVICE_NAME,
             settings.grpc_host,
             port,
+            "TLS" if settings.tls else "plaintext",
+            "bearer token required" if settings.api_token() else "no token required",
             settings.mysql_host,
             settings.mysql_port,
             settings.mysql_database,
         )
+        if settings.environment == "production" and not settings.tls:
+            log.warning(
+                "gRPC without TLS in production: the token travels in clear text; set "
+                "GRPC_TLS_CERT_FILE and GRPC_TLS_KEY_FILE, or terminate TLS in front of it"
+            )
         try:
             await server.database.run(_ping, timeout=STARTUP_CHECK_TIMEOUT_S)
         except (DatabaseUnavailable, TimeoutError) as e:

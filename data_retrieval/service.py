@@ -54,6 +54,7 @@ from data_retrieval.validation import (
     Selector,
     TimeRange,
     invalid,
+    latest_range,
     not_found,
     parse_at,
     parse_limit,
@@ -323,7 +324,7 @@ class RetrievalServicer(pb_grpc.RetrievalServiceServicer):
         time_range = TimeRange()
         if not isinstance(request, pb.ListSeriesRequest) and request.HasField("time_range"):
             time_range = parse_time_range(request.time_range, self.settings.retrieval_max_range_s)
-        limit = parse_limit(request.limit)
+        limit = parse_limit(request.limit, self.settings.retrieval_max_limit)
         cursor = None
         if request.page_token:
             cursor = decode_token(request.page_token, method, fingerprint(request), position_types)
@@ -345,7 +346,7 @@ class RetrievalServicer(pb_grpc.RetrievalServiceServicer):
     async def _series_list_pages(
         self, q: ListQuery, call: Calls
     ) -> AsyncGenerator[Chunk[pb.ListSeriesResponse] | More, None]:
-        remaining = q.limit
+        remaining = q.limit if q.limit is not None else self.settings.retrieval_max_limit
         after_id = q.cursor.series_id if q.cursor is not None else None
         page = min(self.settings.retrieval_page_size, SERIES_PAGE)
         fetched = self.metrics.rows_fetched.labels("ListSeries")
@@ -357,13 +358,12 @@ class RetrievalServicer(pb_grpc.RetrievalServiceServicer):
                 if probe:
                     yield MORE
                 return
-            n = page if remaining is None else min(page, remaining)
+            n = min(page, remaining)
             infos = await call(partial(queries.list_series, sel=q.selector, after_id=after_id, n=n))
             fetched.inc(len(infos))
             if infos:
                 after_id = infos[-1].row.id
-                if remaining is not None:
-                    remaining -= len(infos)
+                remaining -= len(infos)
                 msg = pb.ListSeriesResponse(series=[convert.series(i) for i in infos])
                 yield Chunk(msg, len(infos), Cursor(after_id))
             if len(infos) < n:
@@ -450,10 +450,14 @@ class RetrievalServicer(pb_grpc.RetrievalServiceServicer):
 
         With a ``limit`` the series are read one after the other (how many items a series
         may still give depends on the ones before it); without, ``retrieval_db_threads``
-        series at a time, so MySQL formats one series' pages while another's are sent.
+        series at a time, so MySQL formats one series' pages while another's are sent, and
+        the server's cap (RETRIEVAL_MAX_LIMIT) ends the stream before the first page that
+        would exceed it (the settings keep the cap at least a page).
         """
         budget = _Budget(q.limit)
         ahead = 1 if q.limit is not None else self.settings.retrieval_db_threads
+        cap = None if q.limit is not None else self.settings.retrieval_max_limit
+        sent = 0
         raws = in_order(self._per_series_pages(spec, q, call, budget), ahead=ahead)
         async with contextlib.aclosing(raws):
             async for item in raws:
@@ -461,6 +465,11 @@ class RetrievalServicer(pb_grpc.RetrievalServiceServicer):
                     yield item
                     return
                 series, header, raw = item
+                if cap is not None:
+                    if sent + raw.count > cap:
+                        yield MORE  # the token of the page before resumes here
+                        return
+                    sent += raw.count
                 ref = convert.series_ref(series)
                 msg = await asyncio.to_thread(self._build, spec, ref, header, raw)
                 yield Chunk(msg, raw.count, Cursor(series.id, raw.last))
@@ -491,11 +500,13 @@ class RetrievalServicer(pb_grpc.RetrievalServiceServicer):
         the budget is spent and this series still has items."""
         page_size = self.settings.retrieval_page_size
         header: Row | None = None
+        # No bounds: this series' own newest RETRIEVAL_MAX_RANGE_S, found with its first page.
+        bounded = time_range if time_range.bounded else None
         while True:
             probing = budget.remaining == 0
             n = page_size if budget.remaining is None else max(1, min(page_size, budget.remaining))
-            fetch = partial(self._fetch_page, spec, series.id, time_range, after, n, header)
-            raw, header = await call(fetch)
+            fetch = partial(self._fetch_page, spec, series.id, bounded, after, n, header)
+            raw, header, bounded = await call(fetch)
             if probing:
                 if raw.count:
                     yield MORE
@@ -512,14 +523,20 @@ class RetrievalServicer(pb_grpc.RetrievalServiceServicer):
         self,
         spec: StreamSpec[R],
         series_id: int,
-        time_range: TimeRange,
+        time_range: TimeRange | None,
         after: Position | None,
         n: int,
         header: Row | None,
         conn: Connection,
-    ) -> tuple[queries.RawPage, Row | None]:
-        """In a database thread: one page of one series, and the series' header values
-        (read with its first non-empty page)."""
+    ) -> tuple[queries.RawPage, Row | None, TimeRange]:
+        """In a database thread: one page of one series, the series' header values (read
+        with its first non-empty page), and the range read (None: the series' newest
+        RETRIEVAL_MAX_RANGE_S, found here)."""
+        if time_range is None:
+            latest = queries.latest_time(conn, spec.table, series_id)
+            if latest is None:
+                return queries.RawPage(0, ()), header, TimeRange(0, 0)
+            time_range = latest_range(latest, self.settings.retrieval_max_range_s)
         raw = queries.fetch_page(
             conn,
             spec.table,
@@ -532,7 +549,7 @@ class RetrievalServicer(pb_grpc.RetrievalServiceServicer):
         self.metrics.rows_fetched.labels(spec.method).inc(raw.count)
         if header is None and raw.count:
             header = spec.header(conn, series_id)
-        return raw, header
+        return raw, header, time_range
 
     @staticmethod
     def _build(spec: StreamSpec[R], ref: pb.SeriesRef, header: Row, raw: queries.RawPage) -> R:

@@ -84,6 +84,10 @@ class TimeRange:
     start: int | None = None
     end: int | None = None
 
+    @property
+    def bounded(self) -> bool:
+        return self.start is not None and self.end is not None
+
     def contains(self, t: int) -> bool:
         return (self.start is None or t >= self.start) and (self.end is None or t < self.end)
 
@@ -144,7 +148,9 @@ def _ceil_seconds(ts: Timestamp, field: str) -> int:
 
 
 def parse_time_range(tr: pb.TimeRange | None, max_range_s: int) -> TimeRange:
-    """Both bounds optional; with both, end >= start and the span at most ``max_range_s``."""
+    """Never wider than ``max_range_s``: with both bounds, end >= start and the span at most
+    that; with one, the other is set that far from it; with none, the range stays open here
+    and each series is read over ``max_range_s`` up to its newest item (see the servicer)."""
     if tr is None:
         return TimeRange()
     start = _ceil_seconds(tr.start, "time_range.start") if tr.HasField("start") else None
@@ -158,10 +164,19 @@ def parse_time_range(tr: pb.TimeRange | None, max_range_s: int) -> TimeRange:
         if end - start > max_range_s:
             raise invalid(
                 f"time_range spans {end - start} s, more than the {max_range_s} s this server "
-                "allows (RETRIEVAL_MAX_RANGE_S): narrow it, or leave a bound unset to read "
-                "everything stored on that side"
+                "allows (RETRIEVAL_MAX_RANGE_S): narrow it, and page through a longer history "
+                "one range at a time"
             )
+    elif start is not None:
+        end = start + max_range_s
+    elif end is not None:
+        start = end - max_range_s
     return TimeRange(start, end)
+
+
+def latest_range(latest: int, max_range_s: int) -> TimeRange:
+    """The range of a request without bounds, for a series whose newest item is ``latest``."""
+    return TimeRange(latest + 1 - max_range_s, latest + 1)
 
 
 def parse_at(request: pb.GetDickeyFullerRequest) -> int | None:
@@ -173,7 +188,9 @@ def parse_at(request: pb.GetDickeyFullerRequest) -> int | None:
     return at.seconds  # a window ending at a whole second <= at
 
 
-def parse_limit(limit: int) -> int | None:
+def parse_limit(limit: int, max_limit: int) -> int | None:
+    """The client's limit, at most ``max_limit``; None for 0 (the server's own cap, which a
+    stream applies at page boundaries: see the servicer)."""
     if limit < 0:
-        raise invalid(f"limit={limit} must be >= 0 (0: no limit)")
-    return limit or None
+        raise invalid(f"limit={limit} must be >= 0 (0: as many as the server gives per call)")
+    return min(limit, max_limit) if limit else None

@@ -260,7 +260,6 @@ def main() -> int:
         "histogram_quantile(0.95, sum by (le, analysis) "
         "(rate(sla_etl_analysis_duration_seconds_bucket[12h])))"
     )
-    grpc_target = env.get("GRPC_TARGET", "127.0.0.1:50051")
     print("\nWhere to look:")
     print(f"  REST API (OpenAPI)   {api}/docs")
     print(f"  write token          {token}   (SLA_API_TOKEN in {state}/stack.env)")
@@ -272,13 +271,10 @@ def main() -> int:
         '-H \'Content-Type: application/json\' -d \'{"name":"my-sli","selector":'
         '"node_filefd_allocated","max":10000}\''
     )
-    print(
-        f"  gRPC client (menu)   .venv/bin/python -m data_retrieval.client --target {grpc_target}"
-    )
-    print(
-        f"  gRPC client (JSON)   .venv/bin/python -m data_retrieval.client --target {grpc_target} "
-        "series --json"
-    )
+    # The client reads GRPC_TARGET and GRPC_API_TOKEN from the stack's environment.
+    client = f"source {state}/stack.env; .venv/bin/python -m data_retrieval.client"
+    print(f"  gRPC client (menu)   {client}")
+    print(f"  gRPC client (JSON)   {client} series --json")
     print(f"  ETL metrics          {metrics_url}")
     print(f"  ETL timings (p95)    {prom}/graph?g0.expr={q}&g0.tab=1")
     print(f"  Prometheus           {prom}   (targets: {prom}/targets)")

@@ -878,6 +878,8 @@ def write_facts(
     # The local stack's own write token for the SLA manager: random, made once per state
     # dir, never a default (production sets SLA_API_TOKEN itself).
     env["SLA_API_TOKEN"] = local_api_token(cfg)
+    # The same for the gRPC service's bearer token; its client reads it from here too.
+    env["GRPC_API_TOKEN"] = local_api_token(cfg, "grpc_api_token")
 
     facts: dict[str, Any] = {
         "state_dir": str(cfg.state_dir),
@@ -927,8 +929,8 @@ def _atomic_write(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def local_api_token(cfg: Config) -> str:
-    path = cfg.state_dir / "sla_api_token"
+def local_api_token(cfg: Config, name: str = "sla_api_token") -> str:
+    path = cfg.state_dir / name
     if not path.exists():
         _atomic_write(path, secrets.token_urlsafe(24) + "\n")
     return path.read_text().strip()

@@ -12,7 +12,9 @@ every analysis of each partition, then any partition's full series). Commands fo
 
 SELECTOR is ``--metric NAME [--label k=v ...]`` or ``--key SERIES_KEY``. A time T is epoch
 seconds, ISO 8601 (UTC unless given) or a duration back from now such as ``-3h``.
-The server is GRPC_TARGET (default 127.0.0.1:50051), each call's deadline GRPC_TIMEOUT_S.
+The server is GRPC_TARGET (default 127.0.0.1:50051), each call's deadline GRPC_TIMEOUT_S;
+its token GRPC_API_TOKEN (the local stack's is in .stack/stack.env); TLS with GRPC_TLS=true
+(system roots) or GRPC_TLS_CA_FILE (a PEM CA to trust).
 
 Exit codes: 0 done, 1 the server refused or failed (its message on stderr), 2 bad
 arguments or settings, 130 interrupted (Ctrl-C).
@@ -203,7 +205,13 @@ def _stream_text(command: str, msg: Any) -> str:
 async def run(args: argparse.Namespace, settings: ClientSettings, write: Write) -> int:
     target = args.target or settings.grpc_target
     timeout = args.timeout or settings.grpc_timeout_s
-    async with RetrievalClient(target, timeout_s=timeout) as client:
+    async with RetrievalClient(
+        target,
+        timeout_s=timeout,
+        token=settings.api_token(),
+        tls=settings.grpc_tls,
+        tls_ca_file=settings.grpc_tls_ca_file,
+    ) as client:
         command = args.command or "menu"
         if command == "menu":
             return await Menu(client, LineReader(sys.stdin.fileno()), write).run()

@@ -1,7 +1,12 @@
 """The async client of RetrievalService (grpc.aio), and the parsing of what users type.
 
-Every call carries a deadline (GRPC_TIMEOUT_S / --timeout). A failed call raises
-:class:`ClientError` with the gRPC status and the server's message, which says what to fix.
+Every call carries a deadline (GRPC_TIMEOUT_S / --timeout) and, when the client has one,
+the server's bearer token (GRPC_API_TOKEN). A failed call raises :class:`ClientError` with
+the gRPC status and the server's message, which says what to fix.
+
+A stream asked for everything (``limit=0``) follows the server's ``next_page_token``: the
+server returns at most RETRIEVAL_MAX_LIMIT items per call, and the client asks again for
+the rest, each call with its own deadline.
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
@@ -88,13 +94,37 @@ def time_range(start: int | None = None, end: int | None = None) -> pb.TimeRange
 # --------------------------------------------------------------------------- the client
 
 
-class RetrievalClient:
-    """One channel to the service; use ``async with``."""
+def channel_credentials(ca_file: Path | None) -> grpc.ChannelCredentials:
+    """TLS trusting ``ca_file`` (PEM), or the system's roots when None."""
+    return grpc.ssl_channel_credentials(root_certificates=ca_file.read_bytes() if ca_file else None)
 
-    def __init__(self, target: str, *, timeout_s: float = 30.0) -> None:
+
+class RetrievalClient:
+    """One channel to the service; use ``async with``.
+
+    ``token``: sent as ``authorization: Bearer <token>`` with every call. ``tls``: TLS,
+    trusting ``tls_ca_file`` (PEM) when given, else the system's roots; a CA file alone
+    implies TLS.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        timeout_s: float = 30.0,
+        token: str | None = None,
+        tls: bool = False,
+        tls_ca_file: Path | None = None,
+    ) -> None:
         self.target = target
         self.timeout_s = timeout_s
-        self.channel = grpc.aio.insecure_channel(target)
+        self.metadata: tuple[tuple[str, str], ...] = (
+            (("authorization", f"Bearer {token}"),) if token else ()
+        )
+        if tls or tls_ca_file is not None:
+            self.channel = grpc.aio.secure_channel(target, channel_credentials(tls_ca_file))
+        else:
+            self.channel = grpc.aio.insecure_channel(target)
         self.stub = pb_grpc.RetrievalServiceStub(self.channel)
 
     async def __aenter__(self) -> RetrievalClient:
@@ -109,14 +139,24 @@ class RetrievalClient:
     async def _stream(
         self, method: Callable[..., Any], request: Any
     ) -> AsyncIterator[Any]:  # one message per page
-        call = method(request, timeout=self.timeout_s)
-        try:
-            async for msg in call:
-                yield msg
-        except grpc.aio.AioRpcError as e:
-            raise ClientError(e.code(), e.details() or "") from None
-        finally:
-            call.cancel()  # no-op when finished; stops the server's work when abandoned
+        original = request
+        follow = request.limit == 0  # everything: across as many calls as the server needs
+        while True:
+            token = ""
+            call = method(request, timeout=self.timeout_s, metadata=self.metadata)
+            try:
+                async for msg in call:
+                    token = msg.next_page_token
+                    yield msg
+            except grpc.aio.AioRpcError as e:
+                raise ClientError(e.code(), e.details() or "") from None
+            finally:
+                call.cancel()  # no-op when finished; stops the server's work when abandoned
+            if not (follow and token):
+                return
+            request = type(request)()
+            request.CopyFrom(original)
+            request.page_token = token
 
     async def series(self, sel: pb.SeriesSelector | None = None) -> list[pb.Series]:
         """Every series stored (matching ``sel``), in the server's order."""
@@ -131,7 +171,7 @@ class RetrievalClient:
             request.at.seconds = at
         try:
             result: pb.DickeyFuller = await self.stub.GetDickeyFuller(
-                request, timeout=self.timeout_s
+                request, timeout=self.timeout_s, metadata=self.metadata
             )
         except grpc.aio.AioRpcError as e:
             raise ClientError(e.code(), e.details() or "") from None

@@ -194,7 +194,9 @@ class TempDatabase:
             for k, v in self.settings.model_dump().items()
             if k in RetrievalSettings.model_fields
         }
-        fields.update(grpc_host=HOST, grpc_port=0, http_port=0)
+        # No token or TLS from the caller's environment (a shell that sourced stack.env).
+        fields.update(grpc_host=HOST, grpc_port=0, http_port=0, grpc_api_token=None)
+        fields.update(grpc_tls_cert_file=None, grpc_tls_key_file=None)
         fields.update(overrides)
         return RetrievalSettings(**fields)
 
@@ -249,7 +251,15 @@ class ServerProcess:
     """``python -m data_retrieval`` as a subprocess on free ports, ready when health says
     SERVING; its output goes to a temporary log file (shown when it fails to start)."""
 
-    def __init__(self, mysql: MysqlSettings, *, ready_timeout: float = 30.0, **env: str) -> None:
+    def __init__(
+        self,
+        mysql: MysqlSettings,
+        *,
+        ready_timeout: float = 30.0,
+        ca_file: Path | None = None,
+        **env: str,
+    ) -> None:
+        self.ca_file = ca_file  # the server serves TLS with a certificate this CA signed
         self.port = free_port()
         self.http_port = free_port()
         self.target = f"{HOST}:{self.port}"
@@ -266,6 +276,7 @@ class ServerProcess:
             "HTTP_HOST": HOST,
             "HTTP_PORT": str(self.http_port),
             "PYTHONUNBUFFERED": "1",
+            "GRPC_API_TOKEN": "",  # none unless the test gives one (not the caller's shell's)
             **env,
         }
         with self.log_path.open("wb") as log:
@@ -287,7 +298,7 @@ class ServerProcess:
         if self.proc.poll() is not None:
             raise AssertionError(f"data_retrieval exited with {self.proc.returncode}")
         try:
-            status = health_status(self.target, timeout=1.0)
+            status = health_status(self.target, timeout=1.0, ca_file=self.ca_file)
         except grpc.RpcError:
             return False
         return bool(status == health_pb2.HealthCheckResponse.SERVING)
@@ -327,8 +338,16 @@ class ServerProcess:
             self.log_path.unlink(missing_ok=True)
 
 
-def health_status(target: str, service: str = "", timeout: float = 5.0) -> int:
-    with grpc.insecure_channel(target) as channel:
+def health_status(
+    target: str, service: str = "", timeout: float = 5.0, ca_file: Path | None = None
+) -> int:
+    """Health checking needs no token; over TLS when ``ca_file`` (the CA to trust) is given."""
+    channel = (
+        grpc.secure_channel(target, grpc.ssl_channel_credentials(ca_file.read_bytes()))
+        if ca_file is not None
+        else grpc.insecure_channel(target)
+    )
+    with channel:
         stub = health_pb2_grpc.HealthStub(channel)
         response = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
         status: int = response.status

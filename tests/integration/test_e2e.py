@@ -227,7 +227,8 @@ def test_one_cycle_reaches_grpc_and_the_sla_manager(chain: Chain) -> None:
     assert etl.returncode == 0, etl.stdout
 
     async def read_back() -> dict[str, tuple[Any, list[Any], list[Any]]]:
-        async with RetrievalClient(chain.grpc_target, timeout_s=10) as client:
+        token = chain.stack.env.get("GRPC_API_TOKEN")  # the stack's, which the server has
+        async with RetrievalClient(chain.grpc_target, timeout_s=10, token=token) as client:
             out: dict[str, tuple[Any, list[Any], list[Any]]] = {}
             for s in await client.series():
                 sel = selector(key=s.ref.key)

@@ -59,7 +59,13 @@ def _compose(tmp_path: Path, env_file: Path, *args: str) -> subprocess.Completed
 
 @pytest.fixture
 def config(tmp_path: Path) -> dict[str, Any]:
-    env = _env_file(tmp_path, MYSQL_ROOT_PASSWORD="r00t", MYSQL_PASSWORD="pw", SLA_API_TOKEN="tok")
+    env = _env_file(
+        tmp_path,
+        MYSQL_ROOT_PASSWORD="r00t",
+        MYSQL_PASSWORD="pw",
+        SLA_API_TOKEN="tok",
+        GRPC_API_TOKEN="gtok",
+    )
     check = _compose(tmp_path, env, "config", "-q")
     assert check.returncode == 0, check.stderr
     full = _compose(tmp_path, env, "--profile", "client", "config")
@@ -69,8 +75,13 @@ def config(tmp_path: Path) -> dict[str, Any]:
 
 
 def test_secrets_have_no_default(tmp_path: Path) -> None:
-    for missing in ("MYSQL_ROOT_PASSWORD", "MYSQL_PASSWORD", "SLA_API_TOKEN"):
-        values = {"MYSQL_ROOT_PASSWORD": "r", "MYSQL_PASSWORD": "p", "SLA_API_TOKEN": "t"}
+    for missing in ("MYSQL_ROOT_PASSWORD", "MYSQL_PASSWORD", "SLA_API_TOKEN", "GRPC_API_TOKEN"):
+        values = {
+            "MYSQL_ROOT_PASSWORD": "r",
+            "MYSQL_PASSWORD": "p",
+            "SLA_API_TOKEN": "t",
+            "GRPC_API_TOKEN": "g",
+        }
         del values[missing]
         proc = _compose(tmp_path, _env_file(tmp_path, **values), "config", "-q")
         assert proc.returncode != 0

@@ -45,6 +45,7 @@ from data_retrieval.validation import (
     RequestError,
     Selector,
     TimeRange,
+    latest_range,
     parse_at,
     parse_limit,
     parse_selector,
@@ -109,13 +110,19 @@ def test_empty_selector_message_points_to_list_series() -> None:
 # --------------------------------------------------------------------------- time ranges
 
 
-def test_time_range_bounds_are_optional_and_half_open() -> None:
-    assert parse_time_range(None, DAY) == TimeRange()
+def test_time_range_is_half_open_and_never_wider_than_the_maximum() -> None:
     tr = parse_time_range(pb.TimeRange(start=_ts(T0), end=_ts(T0 + 60)), DAY)
 
     assert tr == TimeRange(T0, T0 + 60)
     assert tr.contains(T0) and tr.contains(T0 + 59) and not tr.contains(T0 + 60)
-    assert parse_time_range(pb.TimeRange(end=_ts(T0)), DAY) == TimeRange(None, T0)
+    # one bound: the other is the maximum range away (before: open, i.e. everything)
+    assert parse_time_range(pb.TimeRange(end=_ts(T0)), DAY) == TimeRange(T0 - DAY, T0)
+    assert parse_time_range(pb.TimeRange(start=_ts(T0)), DAY) == TimeRange(T0, T0 + DAY)
+    # none: open here, bounded per series by its newest item
+    assert parse_time_range(None, DAY) == TimeRange()
+    assert parse_time_range(pb.TimeRange(), DAY) == TimeRange()
+    assert latest_range(T0, DAY) == TimeRange(T0 + 1 - DAY, T0 + 1)
+    assert latest_range(T0, DAY).contains(T0) and not latest_range(T0, DAY).contains(T0 - DAY)
     # an empty range is allowed (it selects nothing)
     assert parse_time_range(pb.TimeRange(start=_ts(T0), end=_ts(T0)), DAY) == TimeRange(T0, T0)
 
@@ -154,9 +161,10 @@ def test_a_valid_range_contains_exactly_its_half_open_interval(
 
 
 def test_limit_and_at() -> None:
-    assert parse_limit(0) is None
-    assert parse_limit(5) == 5
-    assert "limit=-1 must be >= 0" in _invalid(parse_limit, -1)
+    assert parse_limit(0, 100) is None  # the server's cap, applied by the stream
+    assert parse_limit(5, 100) == 5
+    assert parse_limit(2**31 - 1, 100) == 100  # never more than the cap
+    assert "limit=-1 must be >= 0" in _invalid(parse_limit, -1, 100)
     assert parse_at(pb.GetDickeyFullerRequest()) is None
     assert parse_at(pb.GetDickeyFullerRequest(at=_ts(T0, 999))) == T0
 

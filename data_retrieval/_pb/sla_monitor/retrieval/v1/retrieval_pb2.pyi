@@ -10,15 +10,21 @@ Conventions of every RPC here:
   * A series is one metric name plus one label set (a "partition"); its key is
     `metric{label="value",...}` with the labels sorted, as the ETL and data_storage write it.
   * Times are google.protobuf.Timestamp (UTC); the database stores whole seconds.
-  * A TimeRange is half-open: `start` inclusive, `end` exclusive; an unset bound is open.
+  * A TimeRange is half-open: `start` inclusive, `end` exclusive, and never wider than the
+    server's RETRIEVAL_MAX_RANGE_S: an unset bound is set that far from the other one;
+    with neither, each series is read over that span up to its newest item.
   * Streams are ordered: by series (in the order series were first stored), then by the
     position given on each RPC. Every streamed message is one page of one series, and
     carries `next_page_token`: pass it back, with the same request otherwise, to resume
     right after that page (e.g. after a broken connection). It is empty on the last page of
-    a stream that delivered everything; it is set when `limit` cut the stream short and
-    more remains.
-  * `limit` caps the items (points, lags, aggregates, series) of one call; 0 means no cap.
-  * Errors: INVALID_ARGUMENT (the message says what to fix), NOT_FOUND (no series matches
+    a stream that delivered everything; it is set when `limit` (or the server's cap) cut
+    the stream short and more remains.
+  * `limit` caps the items (points, lags, aggregates, series) of one call; 0 means the
+    server's cap (RETRIEVAL_MAX_LIMIT, which also bounds a larger limit): never unbounded.
+  * Authentication: `authorization: Bearer <token>` metadata when the server has a token
+    (GRPC_API_TOKEN; always in production), else UNAUTHENTICATED. Health needs none.
+  * Errors: INVALID_ARGUMENT (the message says what to fix; also for bytes that are not
+    a valid request message), NOT_FOUND (no series matches
     the selector of a data RPC, or GetDickeyFuller finds no test stored), UNAVAILABLE (the
     database cannot be reached: retry later; the server reconnects by itself),
     DEADLINE_EXCEEDED. A series with nothing stored in the range gives an empty stream.
@@ -103,12 +109,13 @@ class TimeRange(_message.Message):
     END_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def start(self) -> _timestamp_pb2.Timestamp:
-        """Inclusive; unset: no lower bound."""
+        """Inclusive; unset: `end` minus the server's RETRIEVAL_MAX_RANGE_S."""
 
     @_builtins.property
     def end(self) -> _timestamp_pb2.Timestamp:
-        """Exclusive; unset: no upper bound. With both bounds set, end must not be before start
-        and the range may span at most the server's RETRIEVAL_MAX_RANGE_S.
+        """Exclusive; unset: `start` plus RETRIEVAL_MAX_RANGE_S. With both bounds set, end must not
+        be before start and the range may span at most RETRIEVAL_MAX_RANGE_S. With neither, each
+        series' newest RETRIEVAL_MAX_RANGE_S.
         """
 
     def __init__(
