@@ -130,31 +130,6 @@ def prepare(timestamps: npt.ArrayLike, values: npt.ArrayLike, step_s: int) -> Pr
     )
 
 
-def counter_to_rate(
-    timestamps: npt.ArrayLike, values: npt.ArrayLike
-) -> tuple[IntArray, FloatArray]:
-    """Per-second rate of a monotonically increasing counter, tolerating resets.
-
-    Like Prometheus' ``rate()``: a decrease is a reset (process restart), after which the
-    counter restarted from zero, so the increase over that interval is the new value.
-    Returns one sample fewer than given (rates live between samples; stamped at the later).
-    """
-    ts = np.asarray(timestamps, dtype=np.float64)
-    vs = np.asarray(values, dtype=np.float64)
-    ok = np.isfinite(ts) & np.isfinite(vs)
-    ts, vs = ts[ok], vs[ok]
-    order = np.argsort(ts, kind="stable")
-    ts, vs = ts[order], vs[order]
-    if ts.size < 2:
-        return np.array([], dtype=np.int64), np.array([], dtype=np.float64)
-    dt = np.diff(ts)
-    dv = np.diff(vs)
-    dv = np.where(dv < 0, vs[1:], dv)
-    keep = dt > 0
-    rate = dv[keep] / dt[keep]
-    return np.floor(ts[1:][keep]).astype(np.int64), rate.astype(np.float64)
-
-
 def _is_constant(x: FloatArray) -> bool:
     return bool(x.size == 0 or np.ptp(x) <= 1e-12 * max(1.0, float(np.max(np.abs(x)))))
 
@@ -200,7 +175,10 @@ def adf(
     around a trend", so a resource that drifts steadily with stationary noise (a disk
     filling) is not read as a random walk, as it is with ``"c"`` (constant only). ``"ct"``
     nests ``"c"``: a series stationary around a constant is still found stationary; the
-    price is some power, small on the ≈ 2,880 points of a 12 h window (BENCHMARKS.md).
+    price is some power. Measured on 12 h windows (2,880 points, Schwert's lag, 200 runs
+    each, share found stationary at 5 %): trend + AR(1) φ=0.95: c 0 %, ct 100 %; AR(1)
+    φ=0.95: both 100 %; φ=0.99: c 94.5 %, ct 82.5 %; random walk (with or without drift):
+    c 4.5 %/1.5 %, ct 5 %/4 % (the test's nominal 5 %).
 
     ``maxlag=None`` uses Schwert's rule 12·(n/100)^¼; with ``autolag=None`` that many lags
     are used, which keeps the test ≈ 10× cheaper than an AIC search.

@@ -491,6 +491,15 @@ class Pipeline:
                 empty_selectors=tuple(self.empty),
             )
 
+        if not series:  # nothing to publish: the broker is not needed this cycle
+            return CycleReport(
+                run_id,
+                start,
+                end,
+                ok=True,
+                selector_errors=tuple(selector_errors),
+                empty_selectors=tuple(self.empty),
+            )
         t = time.perf_counter()
         failed: list[str] = []
         try:
