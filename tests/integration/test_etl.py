@@ -139,7 +139,10 @@ def test_message_values_equal_a_direct_computation(
         # ADF: statsmodels directly, same lag rule
         assert msg.adf is not None
         lag = math.ceil(12 * (values.size / 100) ** 0.25)
-        stat, pvalue, *_ = adfuller(values, maxlag=lag, autolag=None, result_object=False)
+        assert msg.adf.regression == "ct"  # ETL_ADF_REGRESSION's default
+        stat, pvalue, *_ = adfuller(
+            values, maxlag=lag, regression="ct", autolag=None, result_object=False
+        )
         assert msg.adf.statistic == pytest.approx(stat, rel=1e-9)
         assert msg.adf.pvalue == pytest.approx(pvalue, rel=1e-6, abs=1e-12)
         # HP: trend + cycle reproduce the data exactly
