@@ -168,6 +168,11 @@ class PrometheusClient:
             params["time"] = time
         return parse_vector(self._get("/api/v1/query", params))
 
+    def query_samples(self, selector: str, time: float) -> list[RangeSeries]:
+        """The raw samples of a range selector (``x{...}[5m]``) at ``time``, at their scrape
+        timestamps (an instant query; no step, no extrapolation)."""
+        return parse_matrix(self._get("/api/v1/query", {"query": selector, "time": time}))
+
     def metadata(self, metric: str | None = None) -> dict[str, str]:
         """Metric family -> type ("counter", "gauge", "histogram", "summary", ...) from
         ``/api/v1/metadata`` (of ``metric`` only, when given).
