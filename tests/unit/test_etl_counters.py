@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
+from etl_data_pipeline.analyses import analyse, hp_lambda_for_cutoff, prepare
 from etl_data_pipeline.counters import classify, metadata_names, parse_plain_selector
 from etl_data_pipeline.metrics import EtlMetrics
-from etl_data_pipeline.pipeline import Pipeline
+from etl_data_pipeline.pipeline import Pipeline, analysis_config, build_message
 from etl_data_pipeline.settings import EtlSettings
+from sla_common.messages import AnalysisMessage, SeriesRef
 from sla_common.prometheus import PrometheusError, RangeSeries
 
 
@@ -181,3 +184,31 @@ def test_an_expression_is_analysed_as_returned() -> None:
         "unknown",
         "expression",
     )
+
+
+# --------------------------------------------------------------------- settings -> message
+
+
+def test_hp_and_adf_settings_reach_the_message() -> None:
+    s = EtlSettings()
+    cfg = analysis_config(s)
+    assert cfg.hp_lambda == pytest.approx(2.129e6, rel=1e-3)  # one hour at 15 s
+    assert cfg.adf_regression == "ct"
+    assert analysis_config(EtlSettings(etl_hp_lambda=1600)).hp_lambda == 1600
+    assert analysis_config(EtlSettings(etl_hp_cutoff_s=600)).hp_lambda == pytest.approx(
+        hp_lambda_for_cutoff(40)
+    )
+    with pytest.raises(ValidationError, match="ETL_HP_CUTOFF_S"):
+        EtlSettings(etl_hp_cutoff_s=30)
+    values = np.sin(np.arange(300) / 7.0) + np.arange(300) / 100.0
+    ts = T0 + 15 * np.arange(300)
+    ref = SeriesRef(key="x", metric="x", labels={}, selector="x")
+    cfg = analysis_config(EtlSettings(etl_adf_regression="c"))
+    msg = build_message(
+        "r", T0, ref, T0, int(ts[-1]), analyse(prepare(ts, values, 15), 0, cfg), 600
+    )
+    assert msg.adf is not None and msg.adf.regression == "c"
+    assert msg.hp is not None and msg.hp.lamb == cfg.hp_lambda
+    assert msg.hp.cutoff_period_s == pytest.approx(3600)
+    again = AnalysisMessage.from_bytes(msg.to_bytes())
+    assert again.hp is not None and again.hp.cutoff_period_s == pytest.approx(3600)
