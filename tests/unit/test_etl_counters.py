@@ -3,6 +3,7 @@ fake Prometheus; the real one is in tests/integration/test_etl_counters.py)."""
 
 from __future__ import annotations
 
+import httpx
 import numpy as np
 import pytest
 from pydantic import ValidationError
@@ -13,7 +14,7 @@ from etl_data_pipeline.metrics import EtlMetrics
 from etl_data_pipeline.pipeline import Pipeline, analysis_config, build_message
 from etl_data_pipeline.settings import EtlSettings
 from sla_common.messages import AnalysisMessage, SeriesRef
-from sla_common.prometheus import PrometheusError, RangeSeries
+from sla_common.prometheus import PrometheusClient, PrometheusError, RangeSeries
 
 
 @pytest.mark.parametrize(
@@ -212,3 +213,21 @@ def test_hp_and_adf_settings_reach_the_message() -> None:
     assert msg.hp.cutoff_period_s == pytest.approx(3600)
     again = AnalysisMessage.from_bytes(msg.to_bytes())
     assert again.hp is not None and again.hp.cutoff_period_s == pytest.approx(3600)
+
+
+def test_metadata_client_reads_types_and_leaves_out_conflicts() -> None:
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        data = {
+            "a": [{"type": "counter", "help": "", "unit": ""}],
+            "b": [{"type": "gauge", "help": "", "unit": ""}, {"type": "counter", "help": ""}],
+        }
+        return httpx.Response(200, json={"status": "success", "data": data})
+
+    client = PrometheusClient("http://prometheus.invalid")
+    client._http = httpx.Client(base_url=client.base_url, transport=httpx.MockTransport(answer))
+    with client:
+        assert client.metadata("a") == {"a": "counter"}
+    assert seen[0].method == "GET" and seen[0].url.params["metric"] == "a"
