@@ -136,7 +136,7 @@ def build_message(
     if isinstance(result.hp, HpResult):
         hp = m.Hp(
             lamb=result.hp.lamb,
-            cutoff_period_s=result.hp.cutoff_period_s,
+            cutoff_period_s=round(result.hp.cutoff_period_s, 3),
             trend=_floats(result.hp.trend),
             cycle=_floats(result.hp.cycle),
         )
