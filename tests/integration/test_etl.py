@@ -427,6 +427,13 @@ def test_metrics_are_scraped_by_the_stack_prometheus(
             interval=2,
         )
         assert got[0].value >= 1
+        analysed = 'sla_etl_series_analysed_total{service="etl_data_pipeline"}'
+        wait_until(
+            lambda: [s for s in prom.query(analysed) if s.value >= 1],
+            timeout=30,
+            what=f"{analysed} to count the analysed series",
+            interval=2,
+        )
         up = prom.query('up{job="sla-monitor",service="etl_data_pipeline"}')
         assert up and up[0].value == 1.0
     assert etl.proc.poll() is None

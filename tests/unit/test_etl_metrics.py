@@ -190,18 +190,43 @@ def test_a_cycle_where_nothing_matched_is_a_warning_with_the_reason(
     )
 
 
-def test_durations_and_gauges_move_every_cycle(pipeline: Pipeline) -> None:
+ANALYSES = ("adf", "hp", "acf", "decomposition", "aggregates", "forecast")
+
+
+@pytest.mark.parametrize("analysis", ANALYSES)
+def test_analysis_duration_and_its_cycle_max_move_per_analysis(
+    pipeline: Pipeline, analysis: str
+) -> None:
     pipeline.run_cycle()
-    for analysis in ("adf", "hp", "acf", "decomposition", "aggregates", "forecast"):
-        count = value(pipeline, "sla_etl_analysis_duration_seconds_count", analysis=analysis)
-        assert count == 3, analysis
-        top = value(pipeline, "sla_etl_analysis_cycle_max_seconds", analysis=analysis)
-        assert top > 0, analysis
+    assert value(pipeline, "sla_etl_analysis_duration_seconds_count", analysis=analysis) == 3
+    assert value(pipeline, "sla_etl_analysis_cycle_max_seconds", analysis=analysis) > 0
+
+
+def test_cycle_duration_and_last_cycle_duration_move_every_cycle(pipeline: Pipeline) -> None:
+    pipeline.run_cycle()
     assert value(pipeline, "sla_etl_cycle_duration_seconds_count") == 1
-    for stage in ("fetch", "analyse_publish"):
-        assert value(pipeline, "sla_etl_stage_duration_seconds_count", stage=stage) == 1
-    assert value(pipeline, "sla_etl_last_cycle_duration_seconds") > 0
-    assert value(pipeline, "sla_etl_last_success_timestamp_seconds") == T0 + N * STEP
-    assert value(pipeline, "sla_etl_series_last_cycle") == 3
+    first = value(pipeline, "sla_etl_last_cycle_duration_seconds")
+    assert first > 0
     pipeline.run_cycle()
     assert value(pipeline, "sla_etl_cycle_duration_seconds_count") == 2
+    assert value(pipeline, "sla_etl_cycle_duration_seconds_sum") > first
+
+
+@pytest.mark.parametrize("stage", ["fetch", "analyse_publish"])
+def test_stage_duration_moves_per_stage(pipeline: Pipeline, stage: str) -> None:
+    pipeline.run_cycle()
+    assert value(pipeline, "sla_etl_stage_duration_seconds_count", stage=stage) == 1
+
+
+def test_last_success_and_series_last_cycle_are_set_by_successful_cycles(
+    pipeline: Pipeline,
+) -> None:
+    pipeline.run_cycle()
+    assert value(pipeline, "sla_etl_last_success_timestamp_seconds") == T0 + N * STEP
+    assert value(pipeline, "sla_etl_series_last_cycle") == 3
+    pipeline.clock = lambda: T0 + N * STEP + 60
+    pipeline._producer = FakeProducer(ack=False)
+    assert not pipeline.run_cycle().ok
+    # a failed cycle leaves both as the last success set them
+    assert value(pipeline, "sla_etl_last_success_timestamp_seconds") == T0 + N * STEP
+    assert value(pipeline, "sla_etl_series_last_cycle") == 3
