@@ -1,8 +1,9 @@
 """``python -m etl_data_pipeline [--once]``: the ETL service.
 
 Runs a cycle every ETL_INTERVAL_S and serves its metrics on HTTP_HOST:HTTP_PORT/metrics.
-``--once`` runs one cycle and exits 0 if it succeeded, 1 if not. SIGTERM/SIGINT let the
-current cycle finish, flush the producer, and exit 0.
+``--once`` runs one cycle and exits 0 if it succeeded, 1 if not, 3 if it published nothing
+because no selector matched a series. SIGTERM/SIGINT let the current cycle finish, flush the
+producer, and exit 0.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from etl_data_pipeline.settings import EtlSettings
 from sla_common.cli import EXIT_BAD_SETTINGS, settings_and_logging, stop_on_signals
 
 log = logging.getLogger("etl_data_pipeline")
+
+EXIT_NOTHING_MATCHED = 3
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,7 +63,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         if args.once:
-            return 0 if pipeline.run_cycle(end=args.end).ok else 1
+            report = pipeline.run_cycle(end=args.end)
+            if not report.ok:
+                return 1
+            if report.nothing_matched:
+                log.error("%s; exit %d", report.nothing_matched, EXIT_NOTHING_MATCHED)
+                return EXIT_NOTHING_MATCHED
+            return 0
         stop = stop_on_signals(log, "finishing the current cycle, then stopping")
         pipeline.run_forever(stop)
         return 0

@@ -46,7 +46,9 @@ class EtlMetrics:
             "sla_etl_cycles", "ETL cycles by result (success, failed).", ["result"], registry=r
         )
         self.series_analysed = Counter(
-            "sla_etl_series_analysed", "Series analysed and published.", registry=r
+            "sla_etl_series_analysed",
+            "Series whose analyses ran and made a message (published or not).",
+            registry=r,
         )
         self.series_failed = Counter(
             "sla_etl_series_failed", "Series whose analysis raised unexpectedly.", registry=r
@@ -60,6 +62,13 @@ class EtlMetrics:
         self.selector_errors = Counter(
             "sla_etl_selector_errors",
             "Selectors Prometheus rejected or that failed in a cycle.",
+            registry=r,
+        )
+        # One label value per configured selector (bounded by ETL_SELECTORS).
+        self.selectors_empty = Counter(
+            "sla_etl_selectors_empty",
+            "Cycles in which a configured selector matched no series.",
+            ["selector"],
             registry=r,
         )
         self.messages_published = Counter(

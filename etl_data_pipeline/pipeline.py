@@ -31,19 +31,28 @@ from etl_data_pipeline.analyses import (
     SeriesAnalysis,
     WindowAggregate,
     analyse,
-    counter_to_rate,
     prepare,
+)
+from etl_data_pipeline.counters import (
+    MetricType,
+    TypeSource,
+    classify,
+    metadata_names,
+    parse_plain_selector,
 )
 from etl_data_pipeline.metrics import EtlMetrics
 from etl_data_pipeline.settings import EtlSettings
 from sla_common import messages as m
 from sla_common.kafka import close_producer, ensure_topics, make_producer
-from sla_common.prometheus import PrometheusClient, PrometheusError, PrometheusUnavailable
+from sla_common.prometheus import (
+    PrometheusClient,
+    PrometheusError,
+    PrometheusUnavailable,
+    RangeSeries,
+)
 from sla_common.series import series_key, shard_of
 
 log = logging.getLogger(__name__)
-
-COUNTER_SUFFIX = "_total"
 
 
 @dataclass(frozen=True)
@@ -64,14 +73,31 @@ class CycleReport:
     selector_errors: tuple[str, ...] = ()
     error: str | None = None
     duration_s: float = 0.0
+    empty_selectors: tuple[str, ...] = ()  # configured selectors that matched nothing
+
+    @property
+    def nothing_matched(self) -> str | None:
+        """Why nothing was published when no selector matched a series (None otherwise)."""
+        if self.published or self.failed_series or not self.empty_selectors:
+            return None
+        if self.selector_errors:
+            return (
+                f"no series published: {len(self.empty_selectors)} selector(s) matched "
+                f"nothing and {len(self.selector_errors)} failed"
+            )
+        return (
+            f"no series published: no selector matched any series in the window "
+            f"({self.start}, {self.end}] ({', '.join(self.empty_selectors)})"
+        )
 
 
 def analysis_config(s: EtlSettings) -> AnalysisConfig:
     return AnalysisConfig(
-        hp_lambda=s.etl_hp_lambda,
+        hp_lambda=s.hp_lambda,
         acf_nlags=s.etl_acf_nlags,
         adf_maxlag=s.etl_adf_maxlag,
         adf_autolag=None if s.etl_adf_autolag == "none" else s.etl_adf_autolag,
+        adf_regression=s.etl_adf_regression,
         season_s=s.etl_season_s,
         forecast_horizon_s=s.etl_forecast_horizon_s,
         forecast_step_s=s.etl_forecast_step_s,
@@ -105,10 +131,14 @@ def build_message(
             critical_values=m.CriticalValues.model_validate(a.critical_values),
             stationary=a.stationary,
             autolag=a.autolag,
+            regression=a.regression,
         )
     if isinstance(result.hp, HpResult):
         hp = m.Hp(
-            lamb=result.hp.lamb, trend=_floats(result.hp.trend), cycle=_floats(result.hp.cycle)
+            lamb=result.hp.lamb,
+            cutoff_period_s=round(result.hp.cutoff_period_s, 3),
+            trend=_floats(result.hp.trend),
+            cycle=_floats(result.hp.cycle),
         )
     if isinstance(result.acf, AcfResult):
         acf = m.Acf(values=_floats(result.acf.values), conf_bound=result.acf.conf_bound)
@@ -185,10 +215,31 @@ def build_message(
 
 
 def analyse_series(fs: FetchedSeries, step_s: int, end: int, cfg: AnalysisConfig) -> SeriesAnalysis:
-    ts, vs = fs.timestamps, fs.values
-    if fs.ref.transform == "rate":
-        ts, vs = counter_to_rate(ts, vs)  # type: ignore[assignment]
-    return analyse(prepare(ts, vs, step_s), end, cfg)
+    # counters were fetched as Prometheus' rate() already (Pipeline.fetch)
+    return analyse(prepare(fs.timestamps, fs.values, step_s), end, cfg)
+
+
+class _MetadataCache:
+    """Metric types from Prometheus' metadata, one request per family name per cycle."""
+
+    def __init__(self, prometheus: PrometheusClient) -> None:
+        self.prometheus = prometheus
+        self.known: dict[str, str] = {}
+        self.asked: set[str] = set()
+        self.broken = False
+
+    def types(self, metric: str) -> dict[str, str]:
+        for family in sorted(metadata_names(metric) - self.asked):
+            self.asked.add(family)
+            if self.broken:
+                continue
+            try:
+                self.known.update(self.prometheus.metadata(family))
+            except PrometheusError as e:
+                # Prometheus-compatible stores without the endpoint: the suffix rule decides
+                log.warning("no metric metadata from Prometheus (%s); typing by name", e)
+                self.broken = True
+        return self.known
 
 
 class Pipeline:
@@ -207,52 +258,111 @@ class Pipeline:
         self.prometheus = PrometheusClient(settings.prometheus_url, settings.prometheus_timeout_s)
         self._producer: Any = None
         self._cycle_max: dict[str, float] = {}
+        self.empty: list[str] = []  # selectors that matched nothing in the last fetch
 
     # ------------------------------------------------------------------ fetch
 
     def fetch(self, start: int, end: int) -> tuple[list[FetchedSeries], list[str]]:
         """All series of all selectors (deduplicated, this worker's shard only).
 
+        Counters come as Prometheus' ``rate()`` at each step (see :mod:`counters`).
+        Selectors that matched nothing are counted, logged and kept in ``self.empty``.
         Raises PrometheusUnavailable when Prometheus is down: the cycle cannot go on.
         """
         seen: dict[str, FetchedSeries] = {}
         errors: list[str] = []
+        self.empty = []
+        metadata = _MetadataCache(self.prometheus)
         for selector in self.s.etl_selectors:
             try:
                 result = self.prometheus.query_range(selector, start, end, self.s.etl_step_s)
+                if not result:
+                    log.warning("selector %r matched no series in (%d, %d]", selector, start, end)
+                    self.metrics.selectors_empty.labels(selector).inc()
+                    self.empty.append(selector)
+                    continue
+                kept = self._keep(selector, result, seen, metadata)
+                self._counters_as_rates(selector, kept, start, end)
             except PrometheusError as e:
                 log.error("selector %r rejected by Prometheus: %s", selector, e)
                 self.metrics.selector_errors.inc()
                 errors.append(f"{selector}: {e}")
                 continue
-            kept = 0
-            for rs in sorted(result, key=lambda r: sorted(r.labels.items())):
-                metric = rs.metric or selector
-                labels = {k: v for k, v in rs.labels.items() if k != "__name__"}
-                key = series_key(metric, labels)
-                if key in seen:
-                    continue  # matched by an earlier selector too
-                if shard_of(key, self.s.etl_shard_count) != self.s.etl_shard_index:
-                    continue
-                if kept >= self.s.etl_max_series_per_selector:
-                    log.warning(
-                        "selector %r matches more than %d series; the rest are ignored "
-                        "(raise ETL_MAX_SERIES_PER_SELECTOR or narrow the selector)",
-                        selector,
-                        self.s.etl_max_series_per_selector,
-                    )
-                    break
-                transform = (
-                    "rate"
-                    if self.s.etl_counter_mode == "rate" and metric.endswith(COUNTER_SUFFIX)
-                    else "none"
-                )
-                ref = m.SeriesRef(
-                    key=key, metric=metric, labels=labels, selector=selector, transform=transform
-                )
-                seen[key] = FetchedSeries(ref, rs.timestamps, rs.values)
-                kept += 1
+            for fs in kept:
+                seen[fs.ref.key] = fs
         return list(seen.values()), errors
+
+    def _keep(
+        self,
+        selector: str,
+        result: list[RangeSeries],
+        seen: dict[str, FetchedSeries],
+        metadata: _MetadataCache,
+    ) -> list[FetchedSeries]:
+        """This worker's new series of one selector, typed (counter/gauge) and capped."""
+        plain = parse_plain_selector(selector)
+        kept: list[FetchedSeries] = []
+        keys: set[str] = set()
+        for rs in sorted(result, key=lambda r: sorted(r.labels.items())):
+            metric = rs.metric or selector
+            labels = {k: v for k, v in rs.labels.items() if k != "__name__"}
+            key = series_key(metric, labels)
+            if key in seen or key in keys:
+                continue  # matched by an earlier selector too
+            if shard_of(key, self.s.etl_shard_count) != self.s.etl_shard_index:
+                continue
+            if len(kept) >= self.s.etl_max_series_per_selector:
+                log.warning(
+                    "selector %r matches more than %d series; the rest are ignored "
+                    "(raise ETL_MAX_SERIES_PER_SELECTOR or narrow the selector)",
+                    selector,
+                    self.s.etl_max_series_per_selector,
+                )
+                break
+            mtype: MetricType
+            source: TypeSource
+            if plain is None or rs.metric is None:
+                mtype, source = "unknown", "expression"
+            else:
+                mtype, source = classify(metric, metadata.types(metric))
+            rate = mtype == "counter" and self.s.etl_counter_mode == "rate"
+            ref = m.SeriesRef(
+                key=key,
+                metric=metric,
+                labels=labels,
+                selector=selector,
+                transform="rate" if rate else "none",
+                metric_type=mtype,
+                type_source=source,
+                rate_window_s=self.s.rate_window_s if rate else None,
+            )
+            kept.append(FetchedSeries(ref, rs.timestamps, rs.values))
+            keys.add(key)
+        return kept
+
+    def _counters_as_rates(
+        self, selector: str, kept: list[FetchedSeries], start: int, end: int
+    ) -> None:
+        """Replace each counter's samples by ``rate()`` at every step, one query per name."""
+        plain = parse_plain_selector(selector)
+        names = sorted({fs.ref.metric for fs in kept if fs.ref.transform == "rate"})
+        if plain is None or not names:
+            return
+        window = self.s.rate_window_s
+        for name in names:
+            rates = {
+                series_key(name, dict(rs.labels)): rs
+                for rs in self.prometheus.query_range(
+                    plain.rate(name, window), start, end, self.s.etl_step_s
+                )
+            }
+            for i, fs in enumerate(kept):
+                if fs.ref.transform == "rate" and fs.ref.metric == name:
+                    rs = rates.get(fs.ref.key)
+                    # no rate where fewer than two samples fall in any window: nothing left
+                    ts = rs.timestamps if rs is not None else np.array([], dtype=np.float64)
+                    vs = rs.values if rs is not None else np.array([], dtype=np.float64)
+                    kept[i] = FetchedSeries(fs.ref, ts, vs)
 
     # ------------------------------------------------------------------ publish
 
@@ -309,6 +419,7 @@ class Pipeline:
                 self.metrics.series_failed.inc()
                 failed.append(fs.ref.key)
                 continue
+            self.metrics.series_analysed.inc()
             for name, seconds in result.durations_s.items():
                 self.metrics.analysis_duration.labels(name).observe(seconds)
                 self._cycle_max[name] = max(seconds, self._cycle_max.get(name, 0.0))
@@ -333,14 +444,18 @@ class Pipeline:
             self.metrics.cycles.labels("success").inc()
             self.metrics.last_success.set(self.clock())
             self.metrics.series_in_last_cycle.set(report.published)
+        if report.ok and report.nothing_matched:
+            log.warning("cycle %s: %s", run_id, report.nothing_matched)
+        elif report.ok:
             log.info(
                 "cycle %s ok: window end %d, %d series published, %d failed, "
-                "%d selector errors in %.2fs",
+                "%d selector errors, %d selectors matched nothing in %.2fs",
                 run_id,
                 report.end,
                 report.published,
                 report.failed_series,
                 len(report.selector_errors),
+                len(report.empty_selectors),
                 report.duration_s,
             )
         else:
@@ -373,8 +488,18 @@ class Pipeline:
                 ok=False,
                 selector_errors=tuple(selector_errors),
                 error="every selector failed",
+                empty_selectors=tuple(self.empty),
             )
 
+        if not series:  # nothing to publish: the broker is not needed this cycle
+            return CycleReport(
+                run_id,
+                start,
+                end,
+                ok=True,
+                selector_errors=tuple(selector_errors),
+                empty_selectors=tuple(self.empty),
+            )
         t = time.perf_counter()
         failed: list[str] = []
         try:
@@ -388,6 +513,7 @@ class Pipeline:
                 ok=False,
                 selector_errors=tuple(selector_errors),
                 error=f"Kafka unavailable: {type(e).__name__}: {e}",
+                empty_selectors=tuple(self.empty),
             )
         futures = []
         error: str | None = None
@@ -417,6 +543,7 @@ class Pipeline:
             failed_series=len(failed),
             selector_errors=tuple(selector_errors),
             error=error,
+            empty_selectors=tuple(self.empty),
         )
 
     # ------------------------------------------------------------------ loop

@@ -40,6 +40,17 @@ class SeriesRef(_Model):
     labels: dict[str, str]
     selector: str = Field(description="the configured PromQL selector this series came from")
     transform: Literal["none", "rate"] = "none"
+    # Added within version 1 (absent in older messages): how the series was typed, and the
+    # range of the rate() it was analysed as (transform "rate").
+    metric_type: Literal["counter", "gauge", "unknown"] | None = Field(
+        default=None,
+        description="counter (analysed as a rate), gauge, or unknown (a PromQL expression)",
+    )
+    type_source: Literal["metadata", "suffix", "expression"] | None = Field(
+        default=None,
+        description="Prometheus' /api/v1/metadata, the name's suffix, or not typed",
+    )
+    rate_window_s: int | None = Field(default=None, gt=0, description="rate()'s range")
 
 
 class Grid(_Model):
@@ -81,10 +92,15 @@ class Adf(_Model):
     critical_values: CriticalValues
     stationary: bool
     autolag: str | None = None
+    # Deterministic terms of the test regression; messages before it was reported used "c".
+    regression: Literal["c", "ct", "ctt", "n"] = "c"
 
 
 class Hp(_Model):
     lamb: Finite = Field(gt=0)
+    cutoff_period_s: Finite | None = Field(
+        default=None, gt=0, description="period at which the trend keeps half of a cycle"
+    )
     trend: list[Finite] = Field(max_length=MAX_GRID_POINTS)
     cycle: list[Finite] = Field(max_length=MAX_GRID_POINTS)
 

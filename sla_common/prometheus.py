@@ -168,6 +168,35 @@ class PrometheusClient:
             params["time"] = time
         return parse_vector(self._get("/api/v1/query", params))
 
+    def query_samples(self, selector: str, time: float) -> list[RangeSeries]:
+        """The raw samples of a range selector (``x{...}[5m]``) at ``time``, at their scrape
+        timestamps (an instant query; no step, no extrapolation)."""
+        return parse_matrix(self._get("/api/v1/query", {"query": selector, "time": time}))
+
+    def metadata(self, metric: str | None = None) -> dict[str, str]:
+        """Metric family -> type ("counter", "gauge", "histogram", "summary", ...) from
+        ``/api/v1/metadata`` (of ``metric`` only, when given).
+
+        Metadata comes from scrapes: backfilled or remote-written series have none, and a
+        family unknown to Prometheus is simply absent. Families scraped with conflicting
+        types are left out (the caller falls back to its own rule).
+        """
+        params = {"metric": metric} if metric is not None else {}
+        try:
+            # GET: Prometheus serves the metadata endpoint on GET only.
+            response = self._http.get("/api/v1/metadata", params=params)
+        except httpx.HTTPError as e:
+            raise PrometheusUnavailable(
+                f"{self.base_url}/api/v1/metadata: {type(e).__name__}: {e}"
+            ) from e
+        data = parse_response(response)
+        out: dict[str, str] = {}
+        for family, entries in (data or {}).items():
+            types = {str(e.get("type", "")) for e in entries}
+            if len(types) == 1:
+                out[str(family)] = types.pop()
+        return out
+
     def ready(self) -> bool:
         try:
             return self._http.get("/-/ready").status_code == 200

@@ -332,7 +332,9 @@ class ForecastViolationsResponse(_Response):
 
 
 class ExecutionStats(_Response):
-    count: float | None = Field(description="runs in the window (Prometheus increase())")
+    count: float | None = Field(
+        description="runs in the window (exact increase of the counter, never extrapolated)"
+    )
     p50_s: float | None
     p95_s: float | None
     max_s: float | None

@@ -6,10 +6,14 @@ The ETL exposes histograms (``sla_etl_analysis_duration_seconds{analysis}``,
 on its /metrics; Prometheus scrapes them (SLA_ETL_MATCHERS selects that target). Over the
 window ending at ``end``:
 
-- count = ``increase()`` of the histogram's ``_count`` (Prometheus extrapolates to the
-  window's edges, so it can be fractional);
+- count = the exact increase of the histogram's ``_count`` from its raw samples
+  (:func:`counter_increase`): a whole number that never shrinks as the window grows, where
+  ``increase()`` extrapolates to the window's edges (fractional, and smaller over a longer
+  window when the ETL started inside it);
 - p50 / p95 = ``histogram_quantile()`` over the ``increase()`` of the buckets (interpolated
-  within a bucket: as precise as the ETL's bucket bounds);
+  within a bucket: as precise as the ETL's bucket bounds), capped at max: interpolation
+  spreads a bucket's runs evenly up to its upper bound, but no run took longer than the
+  slowest one measured;
 - max = ``max_over_time()`` of the per-cycle maximum gauges (exact for every scraped cycle).
 """
 
@@ -18,6 +22,8 @@ from __future__ import annotations
 import time
 from typing import Annotated
 
+import numpy as np
+import numpy.typing as npt
 from fastapi import APIRouter, Query
 
 from sla_common.prometheus import PrometheusClient
@@ -38,32 +44,75 @@ ANALYSIS_MAX_GAUGE = "sla_etl_analysis_cycle_max_seconds"
 CYCLE_HISTOGRAM = "sla_etl_cycle_duration_seconds"
 CYCLE_MAX_GAUGE = "sla_etl_last_cycle_duration_seconds"
 STATS = ("count", "p50_s", "p95_s", "max_s")
+# The count reads raw samples from this long before the window too, for each series' last
+# value before it (Prometheus' lookback: a live series is never longer without a sample).
+LOOKBACK_S = 300
+
+
+def counter_increase(timestamps: npt.ArrayLike, values: npt.ArrayLike, since: float) -> float:
+    """Exact increase of a counter's raw samples after ``since``, without extrapolation.
+
+    The sum of its rises between consecutive samples (a fall is a restart from zero, as in
+    ``rate()``), counted from the last sample at or before ``since``, or from zero when there
+    is none (the counter started inside the window). Adding earlier samples can only add
+    rises, so the count never shrinks as the window grows.
+    """
+    ts = np.asarray(timestamps, dtype=np.float64)
+    vs = np.asarray(values, dtype=np.float64)
+    order = np.argsort(ts, kind="stable")
+    ts, vs = ts[order], vs[order]
+    inside = np.flatnonzero(ts > since)
+    if inside.size == 0:
+        return 0.0
+    first = int(inside[0])
+    seq = np.concatenate(([vs[first - 1] if first > 0 else 0.0], vs[first:]))
+    rises = np.diff(seq)
+    return float(np.where(rises < 0, seq[1:], rises).sum())
 
 
 def execution_queries(
     histogram: str, max_gauge: str, matchers: str, window_s: int, by: str
 ) -> dict[str, str]:
-    """The four PromQL queries of one statistic set, aggregated ``by`` (``""``: overall)."""
+    """The queries of one statistic set, aggregated ``by`` (``""``: overall). ``count`` is a
+    range selector whose raw samples :func:`counter_increase` counts; the others are PromQL."""
     rng = f"{{{matchers}}}[{window_s}s]"
     by_le = f"{by}, le" if by else "le"
     quantile = "histogram_quantile({q}, sum by ({by_le}) (increase({h}_bucket{rng})))"
     return {
-        "count": f"sum by ({by}) (increase({histogram}_count{rng}))",
+        "count": f"{histogram}_count{{{matchers}}}[{window_s + LOOKBACK_S}s]",
         "p50_s": quantile.format(q=0.5, by_le=by_le, h=histogram, rng=rng),
         "p95_s": quantile.format(q=0.95, by_le=by_le, h=histogram, rng=rng),
         "max_s": f"max by ({by}) (max_over_time({max_gauge}{rng}))",
     }
 
 
+def capped(stats: dict[str, float | None]) -> dict[str, float | None]:
+    """p50/p95 no larger than max, where both are known (see the module's docstring)."""
+    top = stats["max_s"]
+    if top is None:
+        return stats
+    return {
+        k: (min(v, top) if k in ("p50_s", "p95_s") and v is not None else v)
+        for k, v in stats.items()
+    }
+
+
 def _collect(
-    prometheus: PrometheusClient, queries: dict[str, str], at: float, label: str
+    prometheus: PrometheusClient, queries: dict[str, str], at: float, window_s: int, label: str
 ) -> dict[str, dict[str, float | None]]:
     out: dict[str, dict[str, float | None]] = {}
+    for series in prometheus.query_samples(queries["count"], at):
+        key = series.labels.get(label, "") if label else ""
+        stats = out.setdefault(key, dict.fromkeys(STATS))
+        n = counter_increase(series.timestamps, series.values, since=at - window_s)
+        stats["count"] = (stats["count"] or 0.0) + n
     for stat, query in queries.items():
+        if stat == "count":
+            continue
         for sample in prometheus.query(query, time=at):
             key = sample.labels.get(label, "") if label else ""
             out.setdefault(key, dict.fromkeys(STATS))[stat] = finite_or_none(sample.value)
-    return out
+    return {key: capped(stats) for key, stats in out.items()}
 
 
 @router.get("/execution-time", summary="ETL analysis and cycle times over a window")
@@ -79,10 +128,15 @@ def execution_time(
         prometheus,
         execution_queries(ANALYSIS_HISTOGRAM, ANALYSIS_MAX_GAUGE, m, window_s, "analysis"),
         end,
+        window_s,
         "analysis",
     )
     cycle = _collect(
-        prometheus, execution_queries(CYCLE_HISTOGRAM, CYCLE_MAX_GAUGE, m, window_s, ""), end, ""
+        prometheus,
+        execution_queries(CYCLE_HISTOGRAM, CYCLE_MAX_GAUGE, m, window_s, ""),
+        end,
+        window_s,
+        "",
     ).get("", dict.fromkeys(STATS))
     return ExecutionTimeResponse(
         window=params.window,

@@ -18,7 +18,8 @@ import sys
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -347,3 +348,45 @@ def metric_value(port: int, name: str, labels: str = "") -> float:
         return -1.0
     m = re.search(rf"^{re.escape(name + labels)} (\S+)$", text, re.M)
     return float(m.group(1)) if m else -1.0
+
+
+@contextmanager
+def private_prometheus(config_yml: str, data: Path, root: Path) -> Iterator[str]:
+    """A private Prometheus (loopback, free port) on the TSDB folder ``data`` with the scrape
+    config ``config_yml``; yields its URL once ready, stops it on exit. Files go in ``root``."""
+    config = root / "prometheus.yml"
+    config.write_text(config_yml)
+    port = free_port()
+    url = f"http://{HOST}:{port}"
+    log_path = root / "prometheus.log"
+    with log_path.open("w") as log_fh:
+        proc = subprocess.Popen(
+            [
+                shutil.which("prometheus") or "/usr/bin/prometheus",
+                f"--config.file={config}",
+                f"--storage.tsdb.path={data}",
+                "--storage.tsdb.retention.time=30d",
+                f"--web.listen-address={HOST}:{port}",
+            ],
+            stdout=log_fh,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_until(
+            lambda: proc.poll() is not None or _ready(port),
+            timeout=30,
+            what=f"prometheus ready on {url}",
+        )
+        if proc.poll() is not None:
+            raise AssertionError(f"prometheus exited {proc.returncode}:\n{log_path.read_text()}")
+        yield url
+    finally:
+        stop_process(proc, timeout=15)
+
+
+def _ready(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{HOST}:{port}/-/ready", timeout=1) as resp:
+            return bool(resp.status == 200)
+    except OSError:
+        return False

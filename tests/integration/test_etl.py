@@ -139,7 +139,10 @@ def test_message_values_equal_a_direct_computation(
         # ADF: statsmodels directly, same lag rule
         assert msg.adf is not None
         lag = math.ceil(12 * (values.size / 100) ** 0.25)
-        stat, pvalue, *_ = adfuller(values, maxlag=lag, autolag=None, result_object=False)
+        assert msg.adf.regression == "ct"  # ETL_ADF_REGRESSION's default
+        stat, pvalue, *_ = adfuller(
+            values, maxlag=lag, regression="ct", autolag=None, result_object=False
+        )
         assert msg.adf.statistic == pytest.approx(stat, rel=1e-9)
         assert msg.adf.pvalue == pytest.approx(pvalue, rel=1e-6, abs=1e-12)
         # HP: trend + cycle reproduce the data exactly
@@ -424,6 +427,13 @@ def test_metrics_are_scraped_by_the_stack_prometheus(
             interval=2,
         )
         assert got[0].value >= 1
+        analysed = 'sla_etl_series_analysed_total{service="etl_data_pipeline"}'
+        wait_until(
+            lambda: [s for s in prom.query(analysed) if s.value >= 1],
+            timeout=30,
+            what=f"{analysed} to count the analysed series",
+            interval=2,
+        )
         up = prom.query('up{job="sla-monitor",service="etl_data_pipeline"}')
         assert up and up[0].value == 1.0
     assert etl.proc.poll() is None

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from etl_data_pipeline.analyses import (
     AcfResult,
     AdfResult,
+    AnalysisConfig,
     DecompositionResult,
     ForecastResult,
     HpResult,
@@ -21,10 +22,11 @@ from etl_data_pipeline.analyses import (
     aggregates,
     analyse,
     autocorrelation,
-    counter_to_rate,
     decomposition,
     forecast,
     hodrick_prescott,
+    hp_cutoff_for_lambda,
+    hp_lambda_for_cutoff,
     prepare,
 )
 
@@ -56,19 +58,6 @@ def test_prepare_sorts_dedups_drops_nonfinite_and_fills_gaps() -> None:
     assert p.interpolated == 3
     with pytest.raises(ValueError, match="read-only"):
         p.values[0] = 0.0
-
-
-def test_counter_to_rate_handles_a_reset_like_prometheus() -> None:
-    ts = np.array([0, 10, 20, 30, 40], dtype=np.float64) + T0
-    # 100 -> 150 -> 200, restart to 20, -> 70
-    vs = np.array([100.0, 150.0, 200.0, 20.0, 70.0])
-    rts, rate = counter_to_rate(ts, vs)
-    assert rts.tolist() == [T0 + 10, T0 + 20, T0 + 30, T0 + 40]
-    assert rate.tolist() == [5.0, 5.0, 2.0, 5.0]
-    assert np.all(rate >= 0)
-
-
-# ----------------------------------------------------------------- ADF
 
 
 def test_adf_rejects_unit_root_on_white_noise() -> None:
@@ -103,7 +92,64 @@ def test_adf_skips_with_a_typed_reason(x: np.ndarray, reason: str) -> None:
     assert isinstance(r, Skipped) and r.reason == reason and r.analysis == "adf"
 
 
+def _ar1(phi: float, n: int, seed: int) -> np.ndarray:
+    e = np.random.default_rng(seed).normal(size=n)
+    x = np.empty(n)
+    x[0] = e[0]
+    for i in range(1, n):
+        x[i] = phi * x[i - 1] + e[i]
+    return x
+
+
+def test_adf_with_a_trend_finds_a_trend_stationary_series_stationary() -> None:
+    # A resource drifting steadily with stationary noise: not a random walk.
+    x = _ar1(0.95, 2880, seed=11) + np.linspace(0.0, 30.0, 2880)
+    c = adf(x, regression="c")
+    ct = adf(x)  # the default
+    assert isinstance(c, AdfResult) and isinstance(ct, AdfResult)
+    assert ct.regression == "ct" and c.regression == "c"
+    assert not c.stationary  # constant-only reads the drift as a unit root
+    assert ct.stationary and ct.pvalue < 0.01
+    # a random walk stays a unit root under "ct" too
+    walk = adf(np.cumsum(np.random.default_rng(12).normal(size=2880)))
+    assert isinstance(walk, AdfResult) and not walk.stationary
+
+
+def test_analysis_config_carries_the_adf_regression_into_the_result() -> None:
+    x = _ar1(0.5, 300, seed=13)
+    r = analyse(prepared(x), int(grid(300)[-1]), AnalysisConfig(adf_regression="c"))
+    assert isinstance(r.adf, AdfResult) and r.adf.regression == "c"
+
+
 # ----------------------------------------------------------------- HP
+
+
+def test_hp_lambda_1600_cuts_at_about_40_samples_ten_minutes_at_15_s() -> None:
+    assert hp_cutoff_for_lambda(1600.0) == pytest.approx(39.7, abs=0.05)
+    assert hp_cutoff_for_lambda(1600.0) * 15 == pytest.approx(596, abs=1)
+    # the default: one hour at 15 s is 240 samples
+    assert hp_lambda_for_cutoff(240) == pytest.approx(2.129e6, rel=1e-3)
+    for period in (3.0, 40.0, 240.0, 5760.0):
+        assert hp_cutoff_for_lambda(hp_lambda_for_cutoff(period)) == pytest.approx(period)
+    with pytest.raises(ValueError):
+        hp_lambda_for_cutoff(2.0)
+
+
+@pytest.mark.parametrize(("ratio", "gain"), [(1.0, 0.5), (4.0, 0.996), (0.25, 0.0)])
+def test_hp_lambda_for_a_cutoff_passes_half_a_cycle_of_that_period(
+    ratio: float, gain: float
+) -> None:
+    """The formula, verified on the filter itself: a sinusoid of the cut-off period keeps
+    half its amplitude in the trend, one 4x longer nearly all, one 4x shorter nearly none."""
+    period = 60.0
+    n = 6000
+    x = np.sin(2 * np.pi * np.arange(n) / (period * ratio))
+    r = hodrick_prescott(prepared(x), lamb=hp_lambda_for_cutoff(period))
+    assert isinstance(r, HpResult)
+    middle = slice(n // 4, 3 * n // 4)  # away from the filter's end effects
+    measured = float(np.std(r.trend[middle]) / np.std(x[middle]))
+    assert measured == pytest.approx(gain, abs=0.01)
+    assert r.cutoff_period_s == pytest.approx(period * STEP)
 
 
 def test_hp_trend_of_a_straight_line_is_the_line() -> None:
