@@ -46,10 +46,12 @@ class EtlMetrics:
             "sla_etl_cycles", "ETL cycles by result (success, failed).", ["result"], registry=r
         )
         self.series_analysed = Counter(
-            "sla_etl_series_analysed", "Series analysed and published.", registry=r
+            "sla_etl_series_analysed", "Series analysed (a message built).", registry=r
         )
         self.series_failed = Counter(
-            "sla_etl_series_failed", "Series whose analysis raised unexpectedly.", registry=r
+            "sla_etl_series_failed",
+            "Series whose analysis raised, or whose message was too large to publish.",
+            registry=r,
         )
         self.analyses_skipped = Counter(
             "sla_etl_analyses_skipped",
