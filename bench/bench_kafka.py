@@ -24,15 +24,11 @@ from typing import Any
 from kafka.record.default_records import DefaultRecordBatchBuilder
 from kafka.record.memory_records import MemoryRecordsBuilder
 
-from etl_data_pipeline.analyses import analyse, prepare
-from etl_data_pipeline.pipeline import build_message
-from sla_common import demo
 from sla_common.kafka import Compression, ensure_topics, make_producer
-from sla_common.messages import SeriesRef
+from tests.integration.retrievalutil import demo_messages
 
 CODECS: tuple[Compression, ...] = ("none", "lz4", "zstd", "gzip")
 END = 1_767_225_600  # fixed: the same messages every run
-STEP_S = 15
 WINDOWS_H = (12, 48)
 COUNTS = {12: 100, 48: 50}  # messages per measured publish
 CODEC_IDS = {
@@ -45,16 +41,10 @@ CODEC_IDS = {
 
 def etl_message(hours: int) -> bytes:
     """The ETL's message for the demo host's free memory over the last ``hours`` hours."""
-    (s,) = (
-        s
-        for s in demo.generate(seed=42, end=END, hours=hours, step_s=STEP_S)
-        if s.name == "node_memory_MemFree_bytes"
+    (msg,) = demo_messages(
+        seed=42, end=END, runs=[0], window_s=hours * 3600, names=["node_memory_MemFree_bytes"]
     )
-    start = END - hours * 3600
-    sel = s.timestamps >= start
-    res = analyse(prepare(s.timestamps[sel], s.values[sel], STEP_S), END)
-    ref = SeriesRef(key=s.key(), metric=s.name, labels=dict(s.labels), selector=s.name)
-    return build_message("bench", END, ref, start, END, res, 600).to_bytes()
+    return msg.to_bytes()
 
 
 def batch_bytes(payload: bytes, codec: str) -> int:

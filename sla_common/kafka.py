@@ -173,6 +173,7 @@ class TopicWatch:
         self._lock = threading.Lock()
         self._seen: str | None = None
         self._change: tuple[str, str] | None = None
+        self.checks = 0  # looks taken so far, failed ones included (tests wait on it)
         self._thread = threading.Thread(target=self._run, name=f"topic-watch-{topic}", daemon=True)
 
     def start(self) -> TopicWatch:
@@ -216,6 +217,8 @@ class TopicWatch:
                 log.debug("topic watch of %s: %s: %s", self.topic, type(e).__name__, e)
                 _close_quietly(admin)
                 admin = None
+            with self._lock:
+                self.checks += 1
             self._stop.wait(self.interval_s)
         _close_quietly(admin)
 
