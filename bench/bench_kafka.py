@@ -8,7 +8,8 @@ ETL's producer) to a fresh topic on the broker at ``bootstrap``.
 - ``compression``: for each codec and message, publish throughput (msg/s, flush once at the
   end), the producer process' CPU per message, and the bytes on the wire: the record batch
   kafka-python builds for the message (each ETL message is larger than a producer batch, so
-  it is a batch of its own), checked against the producer's own ``batch-size-avg`` metric.
+  it is a batch of its own), checked against the producer's own ``batch-size-avg`` metric,
+  and the time a consumer takes to read the message out of that batch (decompression).
   The codecs run interleaved in every repeat, so their ratios come from one run.
 - ``batching``: flush once vs flush after every message, for the 12 h message and 1 KiB
   messages (uncompressed), as measured for issue 3.
@@ -16,13 +17,14 @@ ETL's producer) to a fresh topic on the broker at ``bootstrap``.
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 import uuid
 from typing import Any
 
 from kafka.record.default_records import DefaultRecordBatchBuilder
-from kafka.record.memory_records import MemoryRecordsBuilder
+from kafka.record.memory_records import MemoryRecords, MemoryRecordsBuilder
 
 from sla_common.kafka import Compression, ensure_topics, make_producer
 from tests.integration.retrievalutil import demo_messages
@@ -47,12 +49,24 @@ def etl_message(hours: int) -> bytes:
     return msg.to_bytes()
 
 
-def batch_bytes(payload: bytes, codec: str) -> int:
-    """Size of the record batch kafka-python builds for ``payload`` alone with ``codec``."""
+def batch(payload: bytes, codec: str) -> bytes:
+    """The record batch kafka-python builds for ``payload`` alone with ``codec``."""
     builder = MemoryRecordsBuilder(magic=2, compression_type=CODEC_IDS[codec], batch_size=1 << 20)
     builder.append(0, b"k0", payload)
     builder.close()
-    return int(builder.size_in_bytes())
+    return bytes(builder.buffer())
+
+
+def decode_ms(raw: bytes, times: int = 20) -> float:
+    """Median time a consumer takes to read the value out of the batch ``raw`` (decompress)."""
+    runs = []
+    for _ in range(times):
+        t = time.perf_counter()
+        for rec_batch in MemoryRecords(raw):
+            for record in rec_batch:
+                assert record.value
+        runs.append(1000 * (time.perf_counter() - t))
+    return statistics.median(runs)
 
 
 def _publish(
@@ -92,8 +106,10 @@ def _compression(bootstrap: str, repeats: int) -> dict[str, Any]:
         per: dict[str, Any] = {}
         for codec in CODECS:
             rate = statistics.median(r[0] for r in runs[codec])
-            wire = batch_bytes(payload, codec)
+            raw = batch(payload, codec)
+            wire = len(raw)
             per[codec] = {
+                "consumer_decode_ms_median": decode_ms(raw),
                 "msg_per_s_median": rate,
                 "uncompressed_mb_per_s_median": rate * len(payload) / 1e6,
                 "cpu_ms_per_msg_median": statistics.median(r[1] for r in runs[codec]),
@@ -132,9 +148,12 @@ def _batching(bootstrap: str, repeats: int) -> dict[str, Any]:
 
 
 def measure(bootstrap: str, repeats: int = 3) -> dict[str, Any]:
+    load_before = os.getloadavg()[0]
     return {
         "compression": _compression(bootstrap, repeats),
         "batching": _batching(bootstrap, repeats),
+        "load_avg_1m_before": load_before,
+        "load_avg_1m_after": os.getloadavg()[0],
     }
 
 
@@ -146,7 +165,8 @@ def summary(result: dict[str, Any]) -> str:
                 f"kafka {window} ETL message ({w['message_bytes']:,} B) {codec:>4}: "
                 f"{c['msg_per_s_median']:,.0f} msg/s (x{c['throughput_vs_none']:.2f} vs none), "
                 f"{c['wire_bytes_per_msg']:,} B on the wire (x{c['size_ratio']:.2f} smaller), "
-                f"{c['cpu_ms_per_msg_median']:.2f} CPU-ms/msg"
+                f"{c['cpu_ms_per_msg_median']:.2f} CPU-ms/msg, "
+                f"consumer decode {c['consumer_decode_ms_median']:.2f} ms"
             )
     for label, k in result["batching"].items():
         lines.append(
@@ -154,4 +174,8 @@ def summary(result: dict[str, Any]) -> str:
             f"msg/s, flush-each {k['flush_each_msg_per_s_median']:,.0f} msg/s, "
             f"ratio {k['ratio']:.1f}x"
         )
+    lines.append(
+        f"kafka load average {result['load_avg_1m_before']:.1f} before, "
+        f"{result['load_avg_1m_after']:.1f} after"
+    )
     return "\n".join(lines)
