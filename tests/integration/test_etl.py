@@ -56,11 +56,38 @@ def demo_keys(stack: Stack, names: set[str]) -> set[str]:
     }
 
 
+END_MARKER = b"etl-test-end-marker"
+
+
 def consume_all(
-    bootstrap: str, topic: str, expect: int, timeout: float = 30.0
+    bootstrap: str, topic: str, expect: int, timeout: float = 30.0, *, finished: bool = True
 ) -> list[AnalysisMessage]:
-    """Every message of ``topic`` from the beginning (no consumer group: no join delay)."""
-    raw = consume_records(bootstrap, topic, expect, timeout)
+    """Every message of ``topic`` from the beginning (no consumer group: no join delay).
+
+    ``finished``: the ETL has exited after its flush. A marker is then appended to each
+    partition; its offset says how many records precede it, and all of them are read: a
+    duplicate cannot still be on its way unseen ("exactly one each" needs no quiet period).
+    With an ETL still running (``finished=False``): at least ``expect`` messages.
+    """
+    if not finished:
+        raw = consume_records(bootstrap, topic, expect, timeout)
+    else:
+        producer = make_producer(bootstrap, "etl-test-marker")
+        try:
+            partitions = sorted(producer.partitions_for(topic))
+            before = sum(
+                producer.send(topic, key=END_MARKER, value=END_MARKER, partition=p)
+                .get(timeout=10)
+                .offset
+                for p in partitions
+            )
+        finally:
+            close_producer(producer, 10.0)
+        records = consume_records(bootstrap, topic, before + len(partitions), timeout)
+        markers = sorted(r.partition for r in records if r.value == END_MARKER)
+        raw = [r for r in records if r.value != END_MARKER]
+        assert markers == partitions and len(raw) == before, (markers, len(raw), before)
+        assert len(raw) >= expect, f"{len(raw)} messages, expected {expect}"
     msgs = [AnalysisMessage.from_bytes(r.value) for r in raw]
     for r, msg in zip(raw, msgs, strict=True):
         assert r.key == msg.kafka_key()
@@ -289,6 +316,21 @@ def _side_stack(tmp_path: Path, name: str, **env: str) -> tuple[Path, dict[str, 
     return state, scripts_env(state, **env)
 
 
+def _side_prometheus(
+    stack: Stack, tmp_path: Path, name: str, port: int, **env: str
+) -> tuple[Path, dict[str, str]]:
+    """A Prometheus of its own on ``port``, with the session's demo history."""
+    return _side_stack(
+        tmp_path,
+        name,
+        STACK_COMPONENTS="prometheus",
+        STACK_PROMETHEUS_PORT=str(port),
+        STACK_DEMO_SEED=str(stack.demo_seed),
+        STACK_DEMO_END=str(stack.demo_end),
+        **env,
+    )
+
+
 def test_broker_down_then_back(stack: Stack, tmp_path: Path, etl_factory: list[EtlProcess]) -> None:
     kafka_port = free_port()
     state, env = _side_stack(
@@ -329,7 +371,7 @@ def _broker_down_then_back(
     etl_factory.append(etl)
     ok = 'sla_etl_cycles_total{result="success"}'
     wait_until(lambda: metric_value(http_port, ok) >= 1, timeout=60, what="a successful cycle")
-    assert len(consume_all(bootstrap, topic, expect=1)) >= 1
+    assert len(consume_all(bootstrap, topic, expect=1, finished=False)) >= 1
 
     assert run_bounded([REPO / "scripts" / "down"], timeout=60, env=env).returncode == 0
     failed = 'sla_etl_cycles_total{result="failed"}'
@@ -346,7 +388,7 @@ def _broker_down_then_back(
         what="a successful cycle after the broker came back",
     )
     # the broker is memory-only: what is there now was published after the restart
-    msgs = consume_all(bootstrap, topic, expect=1)
+    msgs = consume_all(bootstrap, topic, expect=1, finished=False)
     assert msgs and msgs[0].series.metric == "node_filefd_allocated"
     assert etl.proc.poll() is None
     assert etl.stop() == 0  # SIGTERM: finishes, flushes, exits 0
@@ -380,21 +422,14 @@ def test_prometheus_down_then_back(
     assert etl.proc.poll() is None
 
     # a Prometheus of its own on that port, with the demo history
-    state, env = _side_stack(
-        tmp_path,
-        "prom",
-        STACK_COMPONENTS="prometheus",
-        STACK_PROMETHEUS_PORT=str(prom_port),
-        STACK_DEMO_SEED=str(stack.demo_seed),
-        STACK_DEMO_END=str(stack.demo_end),
-    )
+    state, env = _side_prometheus(stack, tmp_path, "prom", prom_port)
     try:
         up = run_bounded([REPO / "scripts" / "up"], timeout=90, env=env)
         assert up.returncode == 0, up.stdout + dump_logs(state)
         wait_until(
             lambda: metric_value(http_port, ok) >= 1, timeout=60, what="a cycle after recovery"
         )
-        msgs = consume_all(stack.kafka_bootstrap, topic, expect=1)
+        msgs = consume_all(stack.kafka_bootstrap, topic, expect=1, finished=False)
         assert msgs and all(m.series.metric == "node_filefd_allocated" for m in msgs)
     finally:
         run_bounded([REPO / "scripts" / "down"], timeout=60, env=env)
@@ -495,15 +530,7 @@ def test_a_48h_window_goes_out_compressed_under_kafkas_default_limit_and_is_stor
     assert stack.demo_end is not None and stack.demo_seed is not None
     end = stack.demo_end
     prom_port = free_port()
-    state, env = _side_stack(
-        tmp_path,
-        "prom48",
-        STACK_COMPONENTS="prometheus",
-        STACK_PROMETHEUS_PORT=str(prom_port),
-        STACK_DEMO_SEED=str(stack.demo_seed),
-        STACK_DEMO_END=str(end),
-        STACK_DEMO_HOURS="49",
-    )
+    state, env = _side_prometheus(stack, tmp_path, "prom48", prom_port, STACK_DEMO_HOURS="49")
     topic = f"etl-48h-{uuid.uuid4().hex[:8]}"
     settings = EtlSettings(
         prometheus_url=f"http://127.0.0.1:{prom_port}",
