@@ -35,6 +35,7 @@ from sla_common.prometheus import (
     PrometheusUnavailable,
     RangeSeries,
 )
+from sla_common.series import series_key
 
 END = 1_800_000_000  # a multiple of 15
 WINDOW_S = 1200  # short: the real analyses run, quickly
@@ -119,7 +120,6 @@ class FakeProducer:
     pending: list[tuple[Future, AnalysisMessage]] = field(default_factory=list)
     closed: bool = False
     close_calls: int = 0
-    flushes: int = 0
 
     def __post_init__(self) -> None:
         self._sender = FakeSender(self)
@@ -150,7 +150,6 @@ class FakeProducer:
         self.pending = still
 
     def flush(self, timeout: float | None = None) -> None:
-        self.flushes += 1
         self._deliver()
         if self.pending:
             raise KafkaTimeoutError(f"Timeout after waiting for {timeout} secs.")
@@ -203,7 +202,7 @@ def cycles(metrics: EtlMetrics) -> tuple[float, float]:
 
 def keys_of(rs: Iterable[RangeSeries]) -> list[str]:
     return [
-        'm{i="%s",job="unit"}' % r.labels["i"]  # noqa: UP031 (PromQL braces)
+        series_key(r.labels["__name__"], {k: v for k, v in r.labels.items() if k != "__name__"})
         for r in rs
     ]
 
@@ -413,6 +412,7 @@ def test_a_flush_timeout_fails_the_cycle_and_the_unacknowledged_records_for_good
     # close timed out as well, so the sender was force-closed: the stuck record failed
     # instead of reaching the broker later, after the cycle was reported failed
     assert producer._sender.forced and producer.closed and producer.pending == []
+    assert producer.close_calls == 2  # the close that timed out, the one after force_close
     assert sample(metrics, "sla_etl_messages_published_total") == 2
     assert cycles(metrics) == (0, 1)
 
