@@ -68,12 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     if "kafka" in args.which:
         bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
         results["kafka"] = bench_kafka.measure(bootstrap, args.repeats)
-        for label, k in results["kafka"].items():
-            print(
-                f"kafka {label} ({k['bytes']} B): "
-                f"batched {k['batched_msg_per_s_median']:.0f} msg/s, "
-                f"flush-each {k['flush_each_msg_per_s_median']:.0f} msg/s, ratio {k['ratio']:.1f}x"
-            )
+        print(bench_kafka.summary(results["kafka"]))
     if "storage" in args.which:
         bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
         results["storage"] = st = bench_storage.measure(bootstrap, args.repeats)

@@ -51,7 +51,9 @@ class EtlMetrics:
             registry=r,
         )
         self.series_failed = Counter(
-            "sla_etl_series_failed", "Series whose analysis raised unexpectedly.", registry=r
+            "sla_etl_series_failed",
+            "Series whose analysis raised, or whose message was too large to publish.",
+            registry=r,
         )
         self.analyses_skipped = Counter(
             "sla_etl_analyses_skipped",

@@ -3,8 +3,9 @@
 A cycle succeeds only when every message it built was acknowledged by the broker. When
 Prometheus or the broker is down the cycle fails as a whole (logged, counted, retried
 with backoff); consumers upsert, so messages of a failed cycle that did get through are
-harmless and the next cycle republishes everything. A selector Prometheus rejects, or a
-series whose analysis raises, is logged and counted, and the others go on.
+harmless and the next cycle republishes everything. A selector Prometheus rejects, a
+series whose analysis raises, or a message over the producer's size limit is logged and
+counted, and the others go on.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, MessageSizeTooLargeError
 
 from etl_data_pipeline.analyses import (
     AcfResult,
@@ -242,20 +243,46 @@ class _MetadataCache:
         return self.known
 
 
+def connect_producer(s: EtlSettings) -> Any:
+    """The ETL's producer, once its topics exist; raises KafkaError when the broker is down."""
+    ensure_topics(
+        s.kafka_bootstrap_servers,
+        [s.kafka_topic, s.kafka_dlq_topic],
+        partitions=s.kafka_partitions,
+        max_message_bytes=s.kafka_max_message_bytes,
+    )
+    return make_producer(
+        s.kafka_bootstrap_servers,
+        "etl_data_pipeline",
+        compression=s.kafka_compression,
+        max_request_size=s.kafka_max_message_bytes,
+    )
+
+
 class Pipeline:
-    """Owns the Prometheus client and the (lazily connected) Kafka producer."""
+    """Owns the Prometheus client and the (lazily connected) Kafka producer.
+
+    ``prometheus`` and ``connect`` (which returns a new producer) default to the real
+    ones; tests pass fakes to drive each fault branch deterministically.
+    """
 
     def __init__(
         self,
         settings: EtlSettings,
         metrics: EtlMetrics | None = None,
         clock: Callable[[], float] = time.time,
+        *,
+        prometheus: PrometheusClient | None = None,
+        connect: Callable[[EtlSettings], Any] = connect_producer,
     ) -> None:
         self.s = settings
         self.metrics = metrics or EtlMetrics()
         self.clock = clock
         self.cfg = analysis_config(settings)
-        self.prometheus = PrometheusClient(settings.prometheus_url, settings.prometheus_timeout_s)
+        self.prometheus = prometheus or PrometheusClient(
+            settings.prometheus_url, settings.prometheus_timeout_s
+        )
+        self._new_producer = connect
         self._producer: Any = None
         self._cycle_max: dict[str, float] = {}
         self.empty: list[str] = []  # selectors that matched nothing in the last fetch
@@ -368,18 +395,7 @@ class Pipeline:
 
     def _connect(self) -> Any:
         if self._producer is None:
-            ensure_topics(
-                self.s.kafka_bootstrap_servers,
-                [self.s.kafka_topic, self.s.kafka_dlq_topic],
-                partitions=self.s.kafka_partitions,
-            )
-            self._producer = make_producer(
-                self.s.kafka_bootstrap_servers,
-                "etl_data_pipeline",
-                compression_type=None
-                if self.s.kafka_compression == "none"
-                else self.s.kafka_compression,
-            )
+            self._producer = self._new_producer(self.s)
         return self._producer
 
     def _drop_producer(self) -> None:
@@ -519,9 +535,21 @@ class Pipeline:
         error: str | None = None
         try:
             for msg in self._messages(run_id, series, start, end, failed):
-                futures.append(
-                    producer.send(self.s.kafka_topic, key=msg.kafka_key(), value=msg.to_bytes())
-                )
+                value = msg.to_bytes()
+                try:
+                    futures.append(
+                        producer.send(self.s.kafka_topic, key=msg.kafka_key(), value=value)
+                    )
+                except MessageSizeTooLargeError:  # refused before sending: only this series
+                    log.error(
+                        "the message of %s is %d bytes, over KAFKA_MAX_MESSAGE_BYTES=%d: not "
+                        "published (shorten ETL_WINDOW_S or raise the limit, on the topics too)",
+                        msg.series.key,
+                        len(value),
+                        self.s.kafka_max_message_bytes,
+                    )
+                    self.metrics.series_failed.inc()
+                    failed.append(msg.series.key)
             producer.flush(timeout=self.s.kafka_flush_timeout_s)
         except KafkaError as e:
             error = f"publish failed: {type(e).__name__}: {e}"

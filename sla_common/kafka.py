@@ -10,12 +10,27 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
 
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 
 log = logging.getLogger(__name__)
+
+Compression = Literal["none", "gzip", "lz4", "zstd"]
+# zstd: ≈ 2.6x smaller ETL messages on the wire than none, lz4 ≈ 1.6x (BENCHMARKS.md, Kafka).
+DEFAULT_COMPRESSION: Compression = "zstd"
+# The largest record batch the producer sends (its max_request_size, checked by kafka-python
+# on the *uncompressed* record) and the max.message.bytes it asks for on the topics it
+# creates (checked by the broker on the *compressed* batch): anything the producer accepts
+# fits. A 48 h ETL message is ≈ 1.06 MB of JSON, ≈ 0.4 MB with zstd (Apache Kafka's own
+# default limit is 1 MiB). docker-compose.yml states the same value for the broker.
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+
+def codec(compression: Compression | None) -> str | None:
+    """kafka-python's ``compression_type`` for one of our setting's values."""
+    return None if compression in (None, "none") else compression
 
 
 def ensure_topics(
@@ -23,12 +38,19 @@ def ensure_topics(
     topics: Iterable[str],
     partitions: int = 3,
     timeout_ms: int = 10_000,
+    max_message_bytes: int | None = None,
 ) -> list[str]:
     """Create the topics that do not exist yet; return the names created.
 
-    Raises ``kafka.errors.KafkaError`` (e.g. ``NoBrokersAvailable``) when the broker is down,
+    ``max_message_bytes``: the ``max.message.bytes`` of the topics it creates (None: the
+    broker's ``message.max.bytes``). Topics that exist are left as they are.
+
+    Raises ``kafka.errors.KafkaError`` (e.g. ``KafkaTimeoutError``) when the broker is down,
     after about ``timeout_ms``.
     """
+    options: dict[str, Any] = {"num_partitions": partitions, "replication_factor": 1}
+    if max_message_bytes is not None:
+        options["configs"] = {"max.message.bytes": str(max_message_bytes)}
     admin = make_admin(bootstrap_servers, "sla-monitor-admin", timeout_ms)
     try:
         existing = set(admin.list_topics())
@@ -36,10 +58,7 @@ def ensure_topics(
         created: list[str] = []
         for topic in missing:
             try:
-                admin.create_topics(
-                    {topic: {"num_partitions": partitions, "replication_factor": 1}},
-                    timeout_ms=timeout_ms,
-                )
+                admin.create_topics({topic: options}, timeout_ms=timeout_ms)
                 created.append(topic)
             except TopicAlreadyExistsError:  # another process won the race: fine
                 pass
@@ -67,10 +86,14 @@ def make_producer(
     linger_ms: int = 20,
     max_block_ms: int = 10_000,
     request_timeout_ms: int = 10_000,
-    compression_type: str | None = None,
-    max_request_size: int = 4 * 1024 * 1024,
+    compression: Compression = DEFAULT_COMPRESSION,
+    max_request_size: int = MAX_MESSAGE_BYTES,
 ) -> KafkaProducer:
-    """A batching, acks=all producer whose calls never block longer than ``max_block_ms``.
+    """A batching, compressing, acks=all producer whose calls never block past ``max_block_ms``.
+
+    ``max_request_size`` bounds each record before compression (kafka-python's check):
+    keep it at most the topic's ``max.message.bytes`` so the broker never refuses a batch
+    the producer accepted.
 
     It asks the broker not to create a missing topic (``allow_auto_create_topics=False``):
     Apache Kafka then fails a send to a topic it lost after ``max_block_ms``, and the
@@ -78,8 +101,8 @@ def make_producer(
     new producer. tansu 0.6 ignores the flag and creates the topic with its default of 4
     partitions. Close it with :func:`close_producer`.
 
-    Raises ``kafka.errors.NoBrokersAvailable`` when the broker cannot be reached within
-    about ``max_block_ms``.
+    Raises ``kafka.errors.KafkaTimeoutError`` ("Unable to bootstrap") when the broker cannot
+    be reached within about ``max_block_ms``.
     """
     return KafkaProducer(
         bootstrap_servers=bootstrap_servers,
@@ -90,7 +113,7 @@ def make_producer(
         max_block_ms=max_block_ms,
         bootstrap_timeout_ms=max_block_ms,  # kafka-python waits 30 s for a broker otherwise
         request_timeout_ms=request_timeout_ms,
-        compression_type=compression_type,
+        compression_type=codec(compression),
         max_request_size=max_request_size,
         retries=3,
         retry_backoff_ms=200,
@@ -150,6 +173,7 @@ class TopicWatch:
         self._lock = threading.Lock()
         self._seen: str | None = None
         self._change: tuple[str, str] | None = None
+        self.checks = 0  # looks taken so far, failed ones included (tests wait on it)
         self._thread = threading.Thread(target=self._run, name=f"topic-watch-{topic}", daemon=True)
 
     def start(self) -> TopicWatch:
@@ -193,6 +217,8 @@ class TopicWatch:
                 log.debug("topic watch of %s: %s: %s", self.topic, type(e).__name__, e)
                 _close_quietly(admin)
                 admin = None
+            with self._lock:
+                self.checks += 1
             self._stop.wait(self.interval_s)
         _close_quietly(admin)
 
@@ -206,9 +232,13 @@ def _close_quietly(admin: Any) -> None:
 
 
 __all__ = [
+    "DEFAULT_COMPRESSION",
+    "MAX_MESSAGE_BYTES",
+    "Compression",
     "KafkaError",
     "TopicWatch",
     "close_producer",
+    "codec",
     "ensure_topics",
     "make_admin",
     "make_producer",

@@ -8,6 +8,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -15,12 +16,15 @@ import pytest
 from statsmodels.tsa.stattools import adfuller
 
 from etl_data_pipeline.analyses import analyse, prepare
-from etl_data_pipeline.pipeline import analysis_config, build_message
+from etl_data_pipeline.pipeline import Pipeline, analysis_config, build_message
 from etl_data_pipeline.settings import EtlSettings
 from sla_common import demo
+from sla_common.kafka import Compression, close_producer, ensure_topics, make_producer
 from sla_common.messages import AnalysisMessage
+from sla_common.mysql import MysqlSettings
 from sla_common.prometheus import PrometheusClient
 from sla_common.series import series_key
+from tests.integration.retrievalutil import TempDatabase, demo_messages
 from tests.integration.stackutil import (
     REPO,
     Stack,
@@ -52,11 +56,38 @@ def demo_keys(stack: Stack, names: set[str]) -> set[str]:
     }
 
 
+END_MARKER = b"etl-test-end-marker"
+
+
 def consume_all(
-    bootstrap: str, topic: str, expect: int, timeout: float = 30.0
+    bootstrap: str, topic: str, expect: int, timeout: float = 30.0, *, finished: bool = True
 ) -> list[AnalysisMessage]:
-    """Every message of ``topic`` from the beginning (no consumer group: no join delay)."""
-    raw = consume_records(bootstrap, topic, expect, timeout)
+    """Every message of ``topic`` from the beginning (no consumer group: no join delay).
+
+    ``finished``: the ETL has exited after its flush. A marker is then appended to each
+    partition; its offset says how many records precede it, and all of them are read: a
+    duplicate cannot still be on its way unseen ("exactly one each" needs no quiet period).
+    With an ETL still running (``finished=False``): at least ``expect`` messages.
+    """
+    if not finished:
+        raw = consume_records(bootstrap, topic, expect, timeout)
+    else:
+        producer = make_producer(bootstrap, "etl-test-marker")
+        try:
+            partitions = sorted(producer.partitions_for(topic))
+            before = sum(
+                producer.send(topic, key=END_MARKER, value=END_MARKER, partition=p)
+                .get(timeout=10)
+                .offset
+                for p in partitions
+            )
+        finally:
+            close_producer(producer, 10.0)
+        records = consume_records(bootstrap, topic, before + len(partitions), timeout)
+        markers = sorted(r.partition for r in records if r.value == END_MARKER)
+        raw = [r for r in records if r.value != END_MARKER]
+        assert markers == partitions and len(raw) == before, (markers, len(raw), before)
+        assert len(raw) >= expect, f"{len(raw)} messages, expected {expect}"
     msgs = [AnalysisMessage.from_bytes(r.value) for r in raw]
     for r, msg in zip(raw, msgs, strict=True):
         assert r.key == msg.kafka_key()
@@ -288,6 +319,21 @@ def _side_stack(tmp_path: Path, name: str, **env: str) -> tuple[Path, dict[str, 
     return state, scripts_env(state, **env)
 
 
+def _side_prometheus(
+    stack: Stack, tmp_path: Path, name: str, port: int, **env: str
+) -> tuple[Path, dict[str, str]]:
+    """A Prometheus of its own on ``port``, with the session's demo history."""
+    return _side_stack(
+        tmp_path,
+        name,
+        STACK_COMPONENTS="prometheus",
+        STACK_PROMETHEUS_PORT=str(port),
+        STACK_DEMO_SEED=str(stack.demo_seed),
+        STACK_DEMO_END=str(stack.demo_end),
+        **env,
+    )
+
+
 def test_broker_down_then_back(stack: Stack, tmp_path: Path, etl_factory: list[EtlProcess]) -> None:
     kafka_port = free_port()
     state, env = _side_stack(
@@ -328,7 +374,7 @@ def _broker_down_then_back(
     etl_factory.append(etl)
     ok = 'sla_etl_cycles_total{result="success"}'
     wait_until(lambda: metric_value(http_port, ok) >= 1, timeout=60, what="a successful cycle")
-    assert len(consume_all(bootstrap, topic, expect=1)) >= 1
+    assert len(consume_all(bootstrap, topic, expect=1, finished=False)) >= 1
 
     assert run_bounded([REPO / "scripts" / "down"], timeout=60, env=env).returncode == 0
     failed = 'sla_etl_cycles_total{result="failed"}'
@@ -345,7 +391,7 @@ def _broker_down_then_back(
         what="a successful cycle after the broker came back",
     )
     # the broker is memory-only: what is there now was published after the restart
-    msgs = consume_all(bootstrap, topic, expect=1)
+    msgs = consume_all(bootstrap, topic, expect=1, finished=False)
     assert msgs and msgs[0].series.metric == "node_filefd_allocated"
     assert etl.proc.poll() is None
     assert etl.stop() == 0  # SIGTERM: finishes, flushes, exits 0
@@ -379,21 +425,14 @@ def test_prometheus_down_then_back(
     assert etl.proc.poll() is None
 
     # a Prometheus of its own on that port, with the demo history
-    state, env = _side_stack(
-        tmp_path,
-        "prom",
-        STACK_COMPONENTS="prometheus",
-        STACK_PROMETHEUS_PORT=str(prom_port),
-        STACK_DEMO_SEED=str(stack.demo_seed),
-        STACK_DEMO_END=str(stack.demo_end),
-    )
+    state, env = _side_prometheus(stack, tmp_path, "prom", prom_port)
     try:
         up = run_bounded([REPO / "scripts" / "up"], timeout=90, env=env)
         assert up.returncode == 0, up.stdout + dump_logs(state)
         wait_until(
             lambda: metric_value(http_port, ok) >= 1, timeout=60, what="a cycle after recovery"
         )
-        msgs = consume_all(stack.kafka_bootstrap, topic, expect=1)
+        msgs = consume_all(stack.kafka_bootstrap, topic, expect=1, finished=False)
         assert msgs and all(m.series.metric == "node_filefd_allocated" for m in msgs)
     finally:
         run_bounded([REPO / "scripts" / "down"], timeout=60, env=env)
@@ -437,3 +476,137 @@ def test_metrics_are_scraped_by_the_stack_prometheus(
         up = prom.query('up{job="sla-monitor",service="etl_data_pipeline"}')
         assert up and up[0].value == 1.0
     assert etl.proc.poll() is None
+
+
+# --------------------------------------------------------------------------- message size
+
+KAFKA_DEFAULT_LIMIT = 1_048_588  # Apache Kafka's default message.max.bytes (1 MiB + 12)
+DAY = 86_400
+
+
+@contextmanager
+def storage_of(stack: Stack, tmp_path: Path, topic: str) -> Iterator[tuple[TempDatabase, int]]:
+    """``python -m data_storage`` storing ``topic`` into a fresh database (and its port)."""
+    base = MysqlSettings(
+        mysql_host=stack.mysql_host,
+        mysql_port=stack.mysql_port,
+        mysql_user=stack.mysql_user,
+        mysql_password=stack.mysql_password,
+    )
+    with TempDatabase(base, prefix="etl_size") as db:
+        port = free_port()
+        env = stack.service_env(
+            KAFKA_TOPIC=topic,
+            KAFKA_DLQ_TOPIC=f"{topic}.dlq",
+            KAFKA_GROUP_ID=f"group-{topic}",
+            MYSQL_DATABASE=db.name,
+            HTTP_PORT=str(port),
+            STORAGE_BATCH_MAX_WAIT_MS="200",
+        )
+        log = tmp_path / f"storage-{topic}.log"
+        proc = start_module("data_storage", env, log)
+        try:
+            yield db, port
+        finally:
+            if stop_process(proc, timeout=30) != 0:
+                sys.stderr.write(log.read_text(errors="replace")[-5000:])
+
+
+def wait_stored(port: int, n: int, what: str) -> None:
+    wait_until(
+        lambda: metric_value(port, "sla_storage_messages_stored_total") >= n,
+        timeout=90,
+        what=what,
+    )
+
+
+def stored(db: TempDatabase) -> dict[str, tuple[int, int, int]]:
+    """series key -> (window start, window end, HP points) of what data_storage wrote."""
+    rows = db.query(
+        "SELECT s.series_key, a.window_start, a.window_end, "
+        "(SELECT COUNT(*) FROM hp_points h WHERE h.series_id = s.id) "
+        "FROM analyses a JOIN series s ON s.id = a.series_id"
+    )
+    return {str(k): (int(a), int(b), int(n)) for k, a, b, n in rows}
+
+
+@pytest.mark.timeout(300)
+def test_a_48h_window_goes_out_compressed_under_kafkas_default_limit_and_is_stored(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """A 48 h message is ≈ 1.06 MB of JSON, over Apache Kafka's default limit; zstd (the
+    default) sends ≈ 0.4 MB. Prometheus of its own with 48 h of demo history, the ETL's
+    Pipeline and producer as deployed, the session's tansu, data_storage into MariaDB."""
+    assert stack.demo_end is not None and stack.demo_seed is not None
+    end = stack.demo_end
+    prom_port = free_port()
+    state, env = _side_prometheus(stack, tmp_path, "prom48", prom_port, STACK_DEMO_HOURS="49")
+    topic = f"etl-48h-{uuid.uuid4().hex[:8]}"
+    settings = EtlSettings(
+        prometheus_url=f"http://127.0.0.1:{prom_port}",
+        kafka_bootstrap_servers=stack.kafka_bootstrap,
+        kafka_topic=topic,
+        kafka_dlq_topic=f"{topic}.dlq",
+        etl_selectors=('node_memory_MemFree_bytes{job="host"}',),
+        etl_window_s=2 * DAY,
+    )
+    assert settings.kafka_compression == "zstd"  # the default, not set here
+    try:
+        up = run_bounded([REPO / "scripts" / "up"], timeout=120, env=env)
+        assert up.returncode == 0, up.stdout + dump_logs(state)
+        pipeline = Pipeline(settings)
+        try:
+            report = pipeline.run_cycle(end=end)
+            assert report.ok and report.published == 1, report
+            sent = pipeline._connect().metrics()["producer-metrics"]
+        finally:
+            pipeline.close()
+    finally:
+        run_bounded([REPO / "scripts" / "down"], timeout=60, env=env)
+
+    (record,) = consume_records(stack.kafka_bootstrap, topic, 1)
+    msg = AnalysisMessage.from_bytes(record.value)
+    assert (msg.window.start, msg.window.end) == (end - 2 * DAY, end)
+    assert msg.window.samples == 2 * DAY // 15 + 1 and msg.window.interpolated == 0
+    assert len(record.value) > KAFKA_DEFAULT_LIMIT  # uncompressed, Kafka would refuse it
+    assert sent["batch-size-max"] < KAFKA_DEFAULT_LIMIT / 2, sent  # what went on the wire
+
+    with storage_of(stack, tmp_path, topic) as (db, port):
+        wait_stored(port, 1, "the 48 h message stored")
+        assert stored(db) == {msg.series.key: (end - 2 * DAY, end, 2 * DAY // 15 + 1)}
+
+
+@pytest.mark.timeout(240)
+def test_data_storage_stores_batches_of_every_compression_type(
+    stack: Stack, tmp_path: Path
+) -> None:
+    assert stack.demo_end is not None and stack.demo_seed is not None
+    topic = f"etl-codecs-{uuid.uuid4().hex[:8]}"
+    ensure_topics(stack.kafka_bootstrap, [topic, f"{topic}.dlq"], partitions=3)
+    msgs = demo_messages(
+        seed=stack.demo_seed,
+        end=stack.demo_end,
+        runs=[0],
+        window_s=3 * 3600,
+        names=[
+            "node_memory_MemFree_bytes",
+            "node_memory_MemAvailable_bytes",
+            "node_filefd_allocated",
+            "node_filesystem_avail_bytes",
+        ],
+    )
+    codecs: tuple[Compression, ...] = ("none", "gzip", "lz4", "zstd")
+    assert len(msgs) >= len(codecs)
+    for codec, msg in zip(codecs, msgs, strict=False):
+        producer = make_producer(stack.kafka_bootstrap, f"etl-test-{codec}", compression=codec)
+        try:
+            producer.send(topic, key=msg.kafka_key(), value=msg.to_bytes()).get(timeout=30)
+            rate = producer.metrics()["producer-metrics"]["compression-rate-avg"]
+            assert (rate == 1.0) if codec == "none" else (rate < 0.7), (codec, rate)
+        finally:
+            close_producer(producer, 10.0)
+
+    with storage_of(stack, tmp_path, topic) as (db, port):
+        wait_stored(port, len(codecs), "one message of each codec stored")
+        got = stored(db)
+    assert set(got) == {m.series.key for m in msgs[: len(codecs)]}
