@@ -141,6 +141,15 @@ def run_bounded(
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, None)
 
 
+def migrate(env: Mapping[str, str], timeout: float = 90) -> str:
+    """``python -m sla_common.migrate`` with ``env`` (its MYSQL_*): what compose's migrate
+    service and scripts/up run before the services; its output. AssertionError if it fails."""
+    result = run_bounded([sys.executable, "-m", "sla_common.migrate"], timeout=timeout, env=env)
+    if result.returncode != 0:
+        raise AssertionError(f"migrate failed (exit {result.returncode}):\n{result.stdout}")
+    return result.stdout
+
+
 def wait_until(
     probe: Callable[[], T | None], *, timeout: float, what: str, interval: float = 0.25
 ) -> T:
