@@ -12,10 +12,12 @@ import pytest
 from pymysql.constants import CR, ER
 
 import sla_common
+from sla_common import mysql_startup
 from sla_common.migrate import main as migrate_main
 from sla_common.mysql import (
     DEFAULT_MIGRATIONS_DIR,
     SCHEMA_VERSION,
+    MysqlSettings,
     is_auth_error,
     is_connection_error,
     load_migrations,
@@ -27,7 +29,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_the_code_needs_the_newest_migration_it_ships() -> None:
     # A new migration must come with a deliberate SCHEMA_VERSION bump (and the other way).
-    assert SCHEMA_VERSION == load_migrations()[-1].version
+    assert load_migrations()[-1].version == SCHEMA_VERSION
 
 
 def test_the_migrations_ship_inside_the_package() -> None:
@@ -69,8 +71,6 @@ def test_a_refused_login_is_fatal_at_once_without_the_password(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Deterministic twin of the real-server test: no retry, one clear error."""
-    from sla_common import mysql_startup
-    from sla_common.mysql import MysqlSettings
 
     calls = []
 
