@@ -25,6 +25,8 @@ from typing import Any, Protocol, TypeVar
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
+from sla_common.mysql import MysqlSettings
+
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = REPO / "scripts"
 HOST = "127.0.0.1"
@@ -87,6 +89,16 @@ class Stack:
             retrieval_http_port=int(suite["data_retrieval"]),
             pids={str(k): int(v) for k, v in facts["pids"].items()},
             env={str(k): str(v) for k, v in facts["env"].items()},
+        )
+
+    def mysql_settings(self, database: str = "sla_monitor") -> MysqlSettings:
+        """Settings of the stack's MySQL (its root login) for ``database``."""
+        return MysqlSettings(
+            mysql_host=self.mysql_host,
+            mysql_port=self.mysql_port,
+            mysql_user=self.mysql_user,
+            mysql_password=self.mysql_password,
+            mysql_database=database,
         )
 
     def service_env(self, **extra: str) -> dict[str, str]:

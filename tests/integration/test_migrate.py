@@ -30,7 +30,7 @@ from data_retrieval.settings import RetrievalSettings
 from data_storage.samples import analysed, ref
 from etl_data_pipeline.analyses import AnalysisConfig
 from sla_common.kafka import ensure_topics, make_producer
-from sla_common.mysql import DEFAULT_MIGRATIONS_DIR, MysqlSettings, drop_database
+from sla_common.mysql import DEFAULT_MIGRATIONS_DIR, drop_database
 from tests.integration.retrievalutil import ServerThread
 from tests.integration.slautil import AppProcess, ServiceProcess, app_env
 from tests.integration.stackutil import (
@@ -60,17 +60,6 @@ CREATE TABLE IF NOT EXISTS future_things (
 
 class StorageProcess(ServiceProcess):
     module = "data_storage"
-
-
-def settings(stack: Stack, database: str, **extra: Any) -> MysqlSettings:
-    return MysqlSettings(
-        mysql_host=stack.mysql_host,
-        mysql_port=stack.mysql_port,
-        mysql_user=stack.mysql_user,
-        mysql_password=stack.mysql_password,
-        mysql_database=database,
-        **extra,
-    )
 
 
 def root(stack: Stack) -> pymysql.connections.Connection[Any]:
@@ -103,7 +92,7 @@ def database(stack: Stack) -> Iterator[str]:
     """A database name nothing created yet; dropped afterwards."""
     name = f"migrate_test_{uuid.uuid4().hex[:10]}"
     yield name
-    drop_database(settings(stack, name))
+    drop_database(stack.mysql_settings(name))
 
 
 def env_for(stack: Stack, database: str, **extra: str) -> dict[str, str]:
@@ -245,7 +234,7 @@ def test_services_serve_normally_on_a_schema_one_migration_ahead(
         # data_retrieval reads the series and their forecasts.
         fields = {
             k: v
-            for k, v in settings(stack, database).model_dump().items()
+            for k, v in stack.mysql_settings(database).model_dump().items()
             if k in RetrievalSettings.model_fields
         }
         fields.update(grpc_host="127.0.0.1", grpc_port=0, http_port=0)

@@ -22,7 +22,7 @@ from data_retrieval._pb.sla_monitor.retrieval.v1 import retrieval_pb2_grpc as pb
 from data_retrieval.queries import exact_double, read_double
 from data_storage.samples import analysed, ref
 from etl_data_pipeline.analyses import AnalysisConfig
-from sla_common.mysql import MysqlSettings, close_quietly, connect
+from sla_common.mysql import close_quietly, connect
 from tests.integration.retrievalutil import ServerThread, TempDatabase
 from tests.integration.stackutil import Stack
 
@@ -63,12 +63,7 @@ def stored(x: float) -> float:
 
 @pytest.fixture(scope="module")
 def db(stack: Stack) -> Iterator[TempDatabase]:
-    base = MysqlSettings(
-        mysql_host=stack.mysql_host,
-        mysql_port=stack.mysql_port,
-        mysql_user=stack.mysql_user,
-        mysql_password=stack.mysql_password,
-    )
+    base = stack.mysql_settings()
     msg = analysed(ref(METRIC), END, points=61, step_s=60, config=AnalysisConfig(season_s=600))
     with TempDatabase(base, prefix="sla_dbl") as database:
         database.store([msg])
