@@ -14,7 +14,6 @@ COPY data_storage ./data_storage
 COPY data_retrieval ./data_retrieval
 COPY sla_manager ./sla_manager
 COPY protos ./protos
-COPY db ./db
 RUN uv sync --frozen --no-dev
 
 FROM python:3.11-slim

@@ -7,13 +7,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 
 .DEFAULT_GOAL := help
-.PHONY: help install up down stop status test lint fmt bench demo clean
+.PHONY: help install up down stop status migrate test lint fmt bench demo clean
 
 help:
 	@echo "make install   install what is missing (Debian packages, .venv via uv)"
 	@echo "make up        start the local stack on 127.0.0.1 (idempotent)"
 	@echo "make status    show the stack's components (exit 3 if one is down)"
 	@echo "make down      stop what 'make up' started (alias: make stop)"
+	@echo "make migrate   bring the MySQL schema up to date (the one command that migrates)"
 	@echo "make demo      the stack, the demo history and the services, with where to look"
 	@echo "make test      lint, type-check, unit and integration tests (real services)"
 	@echo "make lint      ruff check, ruff format --check, mypy"
@@ -32,6 +33,13 @@ down stop:
 
 status:
 	scripts/status
+
+# The schema's one owner (the services only check its version). On the local stack's MariaDB
+# when its stack.env exists (scripts/up runs it too), else with the MYSQL_* of the environment.
+migrate:
+	@[ -x $(BIN)/python ] || BOOTSTRAP_QUIET=1 scripts/bootstrap
+	if [ -f "$${STACK_DIR:-.stack}/stack.env" ]; then set -a; . "$${STACK_DIR:-.stack}/stack.env"; set +a; fi; \
+	$(BIN)/python -m sla_common.migrate
 
 # The one test command (README.md, .ci/run). Integration tests start and stop their own stack.
 test:

@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 
 from sla_common.mysql import MysqlSettings, close_quietly, connect
-from tests.integration.stackutil import free_port, start_module, stop_process
+from tests.integration.stackutil import free_port, migrate, start_module, stop_process
 
 SELECTOR = '{__name__=~"node_memory_.+|node_filefd_allocated|node_filesystem_.+",job=~"host|node"}'
 MAX_SERIES = 50
@@ -86,6 +86,7 @@ def measure(repeats: int = 3, steady_minutes: float = 3.0) -> dict[str, Any]:
         "LOG_LEVEL": "WARNING",
     }
     logs = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
+    migrate(base)
     storage = _Proc(
         "data_storage",
         {**base, "HTTP_PORT": str(free_port()), "KAFKA_GROUP_ID": f"bench-{tag}"},

@@ -39,7 +39,7 @@ import httpx
 import numpy as np
 
 from sla_common.mysql import MysqlSettings, close_quietly, connect
-from tests.integration.stackutil import free_port, start_module, stop_process
+from tests.integration.stackutil import free_port, migrate, start_module, stop_process
 
 REPO = Path(__file__).resolve().parent.parent
 SLIS = 50
@@ -78,6 +78,7 @@ class _App:
             LOG_LEVEL="WARNING",
             PYTHONUNBUFFERED="1",
         )
+        migrate(env)
         self.proc = start_module("sla_manager", env, self.log)
         deadline = time.monotonic() + START_TIMEOUT_S
         while not self._answers():

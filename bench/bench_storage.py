@@ -47,14 +47,8 @@ from data_storage.writer import Writer
 from etl_data_pipeline.analyses import AnalysisConfig
 from sla_common.kafka import ensure_topics, make_producer
 from sla_common.messages import AnalysisMessage
-from sla_common.mysql import (
-    apply_migrations,
-    close_quietly,
-    connect,
-    drop_database,
-    ensure_database,
-    load_migrations,
-)
+from sla_common.mysql import close_quietly, connect, drop_database
+from sla_common.mysql_startup import wait_and_migrate
 from tests.integration.stackutil import free_port, metric_value
 
 REPO = Path(__file__).resolve().parent.parent
@@ -72,12 +66,7 @@ def _settings(database: str, **extra: Any) -> StorageSettings:
 @contextmanager
 def fresh_database(prefix: str) -> Iterator[StorageSettings]:
     s = _settings(f"{prefix}_{uuid.uuid4().hex[:10]}")
-    ensure_database(s)
-    conn = connect(s)
-    try:
-        apply_migrations(conn, load_migrations())
-    finally:
-        close_quietly(conn)
+    wait_and_migrate(s, deadline_s=30)  # what `python -m sla_common.migrate` runs
     try:
         yield s
     finally:

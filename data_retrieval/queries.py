@@ -11,14 +11,18 @@ returns, however deep into a series the page is.
 Packed pages: PyMySQL decodes rows in pure Python (~7 µs a row of three numbers, most of a
 stream's server time). For tables of numbers only, a page is fetched as ONE row packed by
 the server (the page's row count, its last position, and ``GROUP_CONCAT`` of its rows) and
-split here (~1 µs a row). MariaDB prints doubles in the shortest form that reads back to the
-same value, which the integration tests check against plain rows; for a server that would
-not, RETRIEVAL_PACKED_PAGES=false reads plain rows.
+split here. A DOUBLE is not packed as the server's decimal text of it (MariaDB prints the
+shortest form that reads back exactly, but how a server renders a double is its own choice:
+MySQL 8 is not tested here), but as two integers ``m,e`` with ``value == m * 2**e`` exactly
+(:func:`exact_double`): powers of two, a multiplication by them and integer text are exact
+on every IEEE-754 server, so the page reads back bit for bit (the integration tests check it
+on edge values). RETRIEVAL_PACKED_PAGES=false reads plain rows instead.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import operator
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -38,6 +42,34 @@ SESSION_SETUP = f"SET SESSION group_concat_max_len = {GROUP_CONCAT_MAX_LEN}"
 
 class PackedPageError(Exception):
     """A packed page did not split into the row count the server reported."""
+
+
+def exact_double(column: str) -> str:
+    """SQL text of the DOUBLE ``column`` as ``'m,e'``, two integers with ``m * 2**e`` equal
+    to the value bit for bit (``'0,0'`` for zero; NULL for NULL); :func:`read_double` reads it.
+
+    ``e = FLOOR(LOG2(|x|))`` is the binary exponent give or take one (LOG2 rounds near
+    powers of two); ``m = x * 2**(53 - e)`` is then an integer of at most 55 bits: a double
+    has 53, and scaling by a power of two is exact. The scale is applied in two factors so
+    that neither overflows (a subnormal needs up to 2**1127). Both servers compute these
+    with the C library's IEEE-754 doubles and print integers exactly.
+    """
+    e = f"FLOOR(LOG2(ABS({column})))"
+    return (
+        f"IF({column} = 0, '0,0', CONCAT(CAST({column} * POW(2, LEAST(53 - {e}, 1000)) * "
+        f"POW(2, GREATEST(-947 - {e}, 0)) AS SIGNED), ',', CAST({e} - 53 AS SIGNED)))"
+    )
+
+
+def read_double(m: str, e: str) -> float:
+    """The double of :func:`exact_double`'s ``'m,e'`` (``int(m)`` has at most 55 bits, all
+    but 53 of them trailing zeros, so ``ldexp`` is exact)."""
+    return math.ldexp(int(m), int(e))
+
+
+def _fields(conv: Callable[[str], Any]) -> int:
+    """Text fields a packed value takes: two for a double (:func:`exact_double`), else one."""
+    return 2 if conv is float else 1
 
 
 @dataclass(frozen=True)
@@ -131,7 +163,8 @@ def points_query(
 ) -> tuple[str, list[Any]]:
     """The SQL and parameters of one page: up to ``n`` rows of one series after ``after``.
 
-    Packed: ``(row count, last position, the rows' values joined by commas)``. The page is
+    Packed: ``(row count, last position, the rows' values joined by commas)``, each double
+    as the two integers of :func:`exact_double`. The page is
     still exactly the first ``n`` rows in key order (the inner ORDER BY ... LIMIT), and its
     last position is their maximum; only the order inside the packed text is left to the
     server (sorting there costs ~20 % of its time), so :func:`unpack` puts it right.
@@ -157,9 +190,13 @@ def points_query(
         return inner, args
     if spec.packed_types is None or len(spec.position) != 1:
         raise ValueError(f"{spec.table}: only numeric tables keyed by one column are packed")
+    values = [
+        exact_double(col) if conv is float else col
+        for col, conv in zip(spec.columns, spec.packed_types, strict=True)
+    ]
     sql = (
         f"SELECT COUNT(*), MAX({order}), "  # noqa: S608 (names from code)
-        f"GROUP_CONCAT(CONCAT_WS(',', {', '.join(spec.columns)}) SEPARATOR ',') "
+        f"GROUP_CONCAT(CONCAT_WS(',', {', '.join(values)}) SEPARATOR ',') "
         f"FROM ({inner}) AS page"
     )
     return sql, args
@@ -225,18 +262,28 @@ def rows(spec: PointTable, page: RawPage) -> Iterable[Row]:
 
 
 def unpack(count: int, text: str, types: Sequence[Callable[[str], Any]]) -> Iterable[Row]:
-    """``count`` rows of ``len(types)`` comma-separated values, in the order of the first
-    value (the position), which the server usually but not necessarily kept."""
+    """``count`` rows of ``len(types)`` comma-separated values (a ``float`` one is the two
+    integers of :func:`exact_double`), in the order of the first value (the position), which
+    the server usually but not necessarily kept."""
     if not count:
         return ()
     values = text.split(",")
-    width = len(types)
+    width = sum(map(_fields, types))
     if len(values) != count * width:
         raise PackedPageError(
             f"a packed page split into {len(values)} values, expected {count} x {width} "
             "(truncated by group_concat_max_len?)"
         )
-    columns = [list(map(conv, values[i::width])) for i, conv in enumerate(types)]
+    columns = []
+    offset = 0
+    for conv in types:
+        if conv is float:
+            columns.append(
+                list(map(read_double, values[offset::width], values[offset + 1 :: width]))
+            )
+        else:
+            columns.append(list(map(conv, values[offset::width])))
+        offset += _fields(conv)
     position = columns[0]
     if all(map(operator.lt, position, position[1:])):
         return zip(*columns, strict=True)  # consumed once, by a fill function
@@ -445,15 +492,25 @@ _ADF_TYPES: tuple[Callable[[str], Any], ...] = (
 )
 
 
-def _number_or_none(conv: Callable[[str], Any], text: str) -> Any:
-    return conv(text) if text else None
+def _adf_numbers(packed: str) -> list[Any]:
+    """The numbers of :data:`ADF_NUMBERS` (None for NULL) from their packed text."""
+    fields = iter(packed.split(","))
+    out: list[Any] = []
+    for conv in _ADF_TYPES:
+        text = next(fields)
+        if conv is float:
+            e = next(fields)
+            out.append(read_double(text, e) if text else None)
+        else:
+            out.append(conv(text) if text else None)
+    if next(fields, None) is not None:
+        raise PackedPageError(f"a packed ADF row has more than {len(_ADF_TYPES)} numbers")
+    return out
 
 
 def _series_and_adf(packed: str | bytes, texts: str | bytes) -> tuple[SeriesRow, Row | None]:
     numbers = packed.decode() if isinstance(packed, bytes) else packed
-    sid, end, start, stat, pvalue, lag, nobs, c1, c5, c10, stationary, made = (
-        _number_or_none(conv, v) for conv, v in zip(_ADF_TYPES, numbers.split(","), strict=True)
-    )
+    sid, end, start, stat, pvalue, lag, nobs, c1, c5, c10, stationary, made = _adf_numbers(numbers)
     key, metric, labels, autolag, run_id = json.loads(texts)
     series = SeriesRow(int(sid), str(key), str(metric), _labels(labels))
     if end is None:
@@ -476,8 +533,12 @@ def _series_and_adf(packed: str | bytes, texts: str | bytes) -> tuple[SeriesRow,
 
 
 def _adf_sql(where: str, order: str, at_term: str) -> str:
-    # COALESCE: CONCAT_WS skips NULLs, which would shift the numbers after one.
-    numbers = ", ".join(f"COALESCE({c}, '')" for c in ADF_NUMBERS)
+    # COALESCE: CONCAT_WS skips NULLs, which would shift the numbers after one. Doubles as
+    # the two integers of exact_double (a NULL one as two empty fields).
+    numbers = ", ".join(
+        f"COALESCE({exact_double(c)}, ',')" if conv is float else f"COALESCE({c}, '')"
+        for c, conv in zip(ADF_NUMBERS, _ADF_TYPES, strict=True)
+    )
     return (
         f"SELECT CONCAT_WS(',', {numbers}), JSON_ARRAY({', '.join(ADF_TEXTS)}) "  # noqa: S608
         "FROM series s LEFT JOIN adf a ON a.series_id = s.id AND a.window_end = "

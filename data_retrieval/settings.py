@@ -55,7 +55,7 @@ class RetrievalSettings(MysqlSettings):
     retrieval_db_threads: int = Field(default=2, ge=1, le=64)
     # Fetch a page of numeric rows as ONE row packed by MySQL (GROUP_CONCAT) instead of one
     # row per point: PyMySQL decodes rows in pure Python, ~7 µs each (see BENCHMARKS.md).
-    # false: plain rows, for a server whose number formatting would not round-trip.
+    # Doubles travel as exact integers (queries.exact_double). false: one row per point.
     retrieval_packed_pages: bool = True
 
     @field_validator("grpc_api_token", "grpc_tls_cert_file", "grpc_tls_key_file", mode="before")

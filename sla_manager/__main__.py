@@ -1,11 +1,12 @@
 """``python -m sla_manager``: the SLA manager's REST API (uvicorn on HTTP_HOST:HTTP_PORT).
 
-Before serving, waits for MySQL (bounded by SLA_STARTUP_WAIT_S, with backoff) and applies
-the schema migrations it lacks (SLA_APPLY_MIGRATIONS=false: only checks that it can
-connect). SIGTERM/SIGINT: uvicorn stops accepting, finishes the requests in flight, exits 0.
+Before serving, waits for MySQL (bounded by SLA_STARTUP_WAIT_S, with backoff) and checks
+that its schema is at least the version this code needs (a newer one is fine); it never
+migrates: ``python -m sla_common.migrate`` does. SIGTERM/SIGINT: uvicorn stops accepting,
+finishes the requests in flight, exits 0.
 
-Exit codes: 0 stopped, 1 MySQL unreachable or schema not migratable (said in one log line),
-2 invalid settings (naming the variable), 3 the HTTP server could not start (port taken).
+Exit codes: 0 stopped, 1 MySQL unreachable, login refused or schema too old (said in one
+log line), 2 invalid settings (naming the variable), 3 the HTTP server could not start.
 """
 
 from __future__ import annotations
@@ -19,8 +20,7 @@ from types import FrameType
 import uvicorn
 
 from sla_common.cli import settings_and_logging
-from sla_common.mysql import MigrationError, close_quietly, connect, retry
-from sla_common.mysql_startup import MYSQL_ERRORS, wait_and_migrate
+from sla_common.mysql_startup import MYSQL_ERRORS, LoginRefused, SchemaTooOld, wait_for_schema
 from sla_manager.app import create_app
 from sla_manager.settings import SlaSettings
 
@@ -44,20 +44,8 @@ class _Server(uvicorn.Server):
 
 
 def prepare_database(settings: SlaSettings) -> None:
-    """Wait for MySQL, then migrate (or just connect); raises when it gives up."""
-    if settings.sla_apply_migrations:
-        wait_and_migrate(
-            settings,
-            deadline_s=settings.sla_startup_wait_s,
-            migrations_dir=settings.mysql_migrations_dir,
-        )
-        return
-    retry(
-        lambda: close_quietly(connect(settings)),
-        what=f"MySQL {settings.mysql_host}:{settings.mysql_port} (start-up)",
-        retry_on=MYSQL_ERRORS,
-        deadline_s=settings.sla_startup_wait_s,
-    )
+    """Wait for MySQL, then check the schema version; raises when it gives up."""
+    wait_for_schema(settings, deadline_s=settings.sla_startup_wait_s)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,8 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_SETTINGS
     try:
         prepare_database(settings)
-    except MigrationError as e:
-        log.error("cannot migrate the schema of %s: %s", settings.mysql_database, e)
+    except (LoginRefused, SchemaTooOld) as e:
+        log.error("%s; not serving", e)
         return EXIT_DEPENDENCY
     except MYSQL_ERRORS as e:
         log.error(

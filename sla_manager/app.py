@@ -42,8 +42,8 @@ def _version() -> str:
 
 
 def create_app(settings: SlaSettings, metrics: SlaMetrics | None = None) -> FastAPI:
-    """The app; its MySQL connections open on first use (the schema must exist: see
-    :func:`sla_common.mysql_startup.wait_and_migrate`, which ``python -m sla_manager`` runs)."""
+    """The app; its MySQL connections open on first use (the schema must exist: ``python -m
+    sla_common.migrate`` makes it, ``python -m sla_manager`` checks it before serving)."""
     services = Services(settings, metrics or SlaMetrics())
     if settings.api_token() is None:
         log.warning(

@@ -17,12 +17,11 @@ The write token (``SLA_API_TOKEN``):
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Self
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from sla_common.mysql import DEFAULT_MIGRATIONS_DIR, MysqlSettings
+from sla_common.mysql import MysqlSettings
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +59,7 @@ class SlaSettings(MysqlSettings):
     sla_etl_matchers: str = Field(
         default='job="sla-monitor",service="etl_data_pipeline"', max_length=1000
     )
-    sla_apply_migrations: bool = True
     sla_access_log: bool = False
-    mysql_migrations_dir: Path = DEFAULT_MIGRATIONS_DIR
 
     @field_validator("sla_api_token", mode="before")
     @classmethod

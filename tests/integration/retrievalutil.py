@@ -2,8 +2,8 @@
 
 - :func:`demo_messages`: real ETL messages (the ETL's analyses of the deterministic demo
   history of :mod:`sla_common.demo`, built by the ETL's own ``build_message``).
-- :class:`TempDatabase`: a uniquely named database on a real MySQL/MariaDB, migrated with
-  ``sla_common.mysql``, filled by data_storage's ``Writer``, dropped afterwards.
+- :class:`TempDatabase`: a uniquely named database on a real MySQL/MariaDB, migrated by the
+  migrate command's code, filled by data_storage's ``Writer``, dropped afterwards.
 - :class:`ServerThread`: ``data_retrieval.server.create_server`` on port 0, served by an
   event loop in a background thread, so tests can use plain blocking gRPC stubs and read
   the server's metrics registry directly.
@@ -40,15 +40,8 @@ from etl_data_pipeline.analyses import AnalysisConfig, analyse, prepare
 from etl_data_pipeline.pipeline import build_message
 from sla_common import demo
 from sla_common.messages import AnalysisMessage, SeriesRef
-from sla_common.mysql import (
-    MysqlSettings,
-    apply_migrations,
-    close_quietly,
-    connect,
-    ensure_database,
-    fetch_all,
-    load_migrations,
-)
+from sla_common.mysql import MysqlSettings, close_quietly, connect, fetch_all
+from sla_common.mysql_startup import wait_and_migrate
 from sla_common.series import series_key
 from tests.integration.stackutil import REPO, free_port, wait_until
 
@@ -156,12 +149,7 @@ class TempDatabase:
         self.settings = self.base.model_copy(update={"mysql_database": self.name})
 
     def __enter__(self) -> TempDatabase:
-        ensure_database(self.settings)
-        conn = connect(self.settings)
-        try:
-            apply_migrations(conn, load_migrations())
-        finally:
-            close_quietly(conn)
+        wait_and_migrate(self.settings, deadline_s=30)  # what `python -m sla_common.migrate` runs
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -1,11 +1,11 @@
 """Helpers for the SLA manager's tests: the app run for real, on a free loopback port.
 
 - :class:`AppProcess`: ``python -m sla_manager`` as a subprocess (what production runs:
-  settings from the environment, the start-up wait and migrations, uvicorn, SIGTERM);
+  settings from the environment, the start-up wait and schema check, uvicorn, SIGTERM);
   :class:`EtlProcess` the same for the ETL.
 - :class:`ServerThread`: ``create_app(settings)`` under uvicorn in a thread of the test
   process, for tests that build the settings themselves.
-- :func:`scratch_database`: a uniquely named database, dropped afterwards.
+- :func:`scratch_database`: a uniquely named, migrated database, dropped afterwards.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ import httpx
 import pymysql
 import uvicorn
 
+from sla_common.mysql import MysqlSettings
+from sla_common.mysql_startup import wait_and_migrate
 from sla_manager.app import create_app
 from sla_manager.settings import SlaSettings
 from tests.integration.stackutil import (
@@ -91,7 +93,7 @@ class ServiceProcess:
 
 class AppProcess(ServiceProcess):
     """``python -m sla_manager``: what production runs (settings from the environment, the
-    start-up wait and migrations, uvicorn, SIGTERM)."""
+    start-up wait and schema check, uvicorn, SIGTERM)."""
 
     module = "sla_manager"
 
@@ -139,9 +141,20 @@ def mysql_admin(host: str, port: int, user: str, password: str) -> pymysql.Conne
 def scratch_database(
     host: str, port: int, user: str = "root", password: str = "", prefix: str = "sla_test"
 ) -> Iterator[str]:
-    """A fresh database name (created by whoever migrates it); dropped on exit."""
+    """A fresh database, migrated by the code ``python -m sla_common.migrate`` runs (the
+    services only check the schema); dropped on exit."""
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     try:
+        wait_and_migrate(
+            MysqlSettings(
+                mysql_host=host,
+                mysql_port=port,
+                mysql_user=user,
+                mysql_password=password,
+                mysql_database=name,
+            ),
+            deadline_s=30,
+        )
         yield name
     finally:
         with contextlib.suppress(pymysql.err.Error):

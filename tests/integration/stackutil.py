@@ -26,6 +26,8 @@ from typing import Any, Protocol, TypeVar
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
+from sla_common.mysql import MysqlSettings
+
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = REPO / "scripts"
 HOST = "127.0.0.1"
@@ -90,6 +92,16 @@ class Stack:
             env={str(k): str(v) for k, v in facts["env"].items()},
         )
 
+    def mysql_settings(self, database: str = "sla_monitor") -> MysqlSettings:
+        """Settings of the stack's MySQL (its root login) for ``database``."""
+        return MysqlSettings(
+            mysql_host=self.mysql_host,
+            mysql_port=self.mysql_port,
+            mysql_user=self.mysql_user,
+            mysql_password=self.mysql_password,
+            mysql_database=database,
+        )
+
     def service_env(self, **extra: str) -> dict[str, str]:
         """os.environ plus stack.env plus ``extra``: the environment for a service under test."""
         return {**os.environ, **self.env, **extra}
@@ -140,6 +152,15 @@ def run_bounded(
             f"{' '.join(map(str, argv))} did not finish in {timeout} s; output:\n{out}"
         ) from None
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, None)
+
+
+def migrate(env: Mapping[str, str], timeout: float = 90) -> str:
+    """``python -m sla_common.migrate`` with ``env`` (its MYSQL_*): what compose's migrate
+    service and scripts/up run before the services; its output. AssertionError if it fails."""
+    result = run_bounded([sys.executable, "-m", "sla_common.migrate"], timeout=timeout, env=env)
+    if result.returncode != 0:
+        raise AssertionError(f"migrate failed (exit {result.returncode}):\n{result.stdout}")
+    return result.stdout
 
 
 def wait_until(

@@ -32,6 +32,7 @@ from tests.integration.stackutil import (
     Stack,
     dump_logs,
     free_port,
+    migrate,
     run_bounded,
     scripts_env,
     start_module,
@@ -133,6 +134,7 @@ def start_chain(stack: Stack, tmp: Path, mysql_port: int, kafka: str | None = No
         tmp,
     )
     extra = {"KAFKA_BOOTSTRAP_SERVERS": kafka} if kafka else {}
+    migrate(chain.env())  # as compose's migrate service does before the services start
     storage_http = free_port()
     chain.services["storage"] = Service(
         "data_storage",

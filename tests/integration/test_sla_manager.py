@@ -531,7 +531,7 @@ def _forecast_message(
 
 @pytest.fixture(scope="module")
 def stored_forecasts(stack: Stack, database: str, app: AppProcess) -> int:
-    """Forecast rows written by data_storage's own writer (the app migrated the schema)."""
+    """Forecast rows written by data_storage's own writer (the fixture migrated the schema)."""
     at = _demo_end(stack)
     fd_points = [
         (at, 99999.0, 0.0, 99999.0, 0.0, 99999.0),  # ts == at: not in (at, at + horizon]

@@ -6,6 +6,7 @@ import json
 import socket
 import stat
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -233,6 +234,14 @@ def test_private_mariadb_starts_and_stops(tmp_path: Path, run: Runner) -> None:
         assert mysql_answers(port)
         assert _status(run, env) == (0, {"mariadb": "running"})
         assert (tmp_path / "data" / "mariadb" / "mysql").is_dir()
+        # `up` ran the one migrate command on MYSQL_DATABASE (default sla_monitor).
+        assert (tmp_path / "logs" / "migrate.log").is_file()
+        check = run(
+            [sys.executable, "-m", "sla_common.migrate", "check"],
+            timeout=60,
+            env={**env, "MYSQL_PORT": str(port), "MYSQL_USER": "root", "MYSQL_PASSWORD": ""},
+        )
+        assert check.returncode == 0 and "sla_monitor is at schema version" in check.stdout
 
         down = run([SCRIPTS / "down"], timeout=60, env=env)
 

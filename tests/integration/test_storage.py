@@ -39,6 +39,7 @@ from sla_common.mysql import (
     drop_database,
     split_sql,
 )
+from sla_common.mysql_startup import wait_and_migrate
 from tests.integration.stackutil import (
     SCRIPTS,
     Runner,
@@ -48,6 +49,7 @@ from tests.integration.stackutil import (
     dump_logs,
     free_port,
     metric_value,
+    migrate,
     run_bounded,
     scripts_env,
     start_module,
@@ -90,6 +92,17 @@ def sql(s: StorageSettings, query: str, args: Sequence[Any] | None = None) -> li
 
 @pytest.fixture
 def db(stack: Stack) -> Iterator[StorageSettings]:
+    """A fresh database, migrated as `python -m sla_common.migrate` does (the service only
+    checks the schema)."""
+    s = settings_for(stack, f"storage_test_{uuid.uuid4().hex[:10]}")
+    wait_and_migrate(s, deadline_s=30)
+    yield s
+    drop_database(s)
+
+
+@pytest.fixture
+def empty_db(stack: Stack) -> Iterator[StorageSettings]:
+    """A database name nothing created yet."""
     s = settings_for(stack, f"storage_test_{uuid.uuid4().hex[:10]}")
     yield s
     drop_database(s)
@@ -427,14 +440,15 @@ def small(n: int, end: int, prefix: str = "small", series: int = 10) -> list[Ana
 
 @pytest.mark.timeout(60)
 def test_migrate_twice_is_a_noop_and_database_sql_gives_the_same_schema(
-    stack: Stack, db: StorageSettings, run: Runner
+    stack: Stack, empty_db: StorageSettings, run: Runner
 ) -> None:
+    db = empty_db
     env = stack.service_env(MYSQL_DATABASE=db.mysql_database)
-    first = run([PY, "-m", "data_storage", "migrate"], timeout=60, env=env)
+    first = run([PY, "-m", "sla_common.migrate"], timeout=60, env=env)
     assert first.returncode == 0, first.stdout
     assert "applied ['0001_initial.sql']" in first.stdout
     before = schema_of(db)
-    second = run([PY, "-m", "data_storage", "migrate"], timeout=60, env=env)
+    second = run([PY, "-m", "sla_common.migrate"], timeout=60, env=env)
     assert second.returncode == 0, second.stdout
     assert "applied none" in second.stdout
     assert schema_of(db) == before
@@ -452,14 +466,14 @@ def test_migrate_twice_is_a_noop_and_database_sql_gives_the_same_schema(
             apply_file(other, DEFAULT_DATABASE_SQL)
         assert schema_of(other) == before
         env_other = stack.service_env(MYSQL_DATABASE=other.mysql_database)
-        third = run([PY, "-m", "data_storage", "migrate"], timeout=60, env=env_other)
+        third = run([PY, "-m", "sla_common.migrate"], timeout=60, env=env_other)
         assert third.returncode == 0 and "applied none" in third.stdout, third.stdout
     finally:
         drop_database(other)
 
     # An applied migration edited afterwards is refused, loudly.
     sql_exec(db, "UPDATE schema_migrations SET checksum = REPEAT('0', 64) WHERE version = 1")
-    refused = run([PY, "-m", "data_storage", "migrate"], timeout=60, env=env)
+    refused = run([PY, "-m", "sla_common.migrate"], timeout=60, env=env)
     assert refused.returncode == 1
     assert "changed after it was applied" in refused.stdout
 
@@ -666,7 +680,7 @@ def test_bad_messages_are_dead_lettered_with_their_reason_and_good_ones_all_stor
     sql_exec_migrated(stack, db)
     sql_exec(db, "ALTER TABLE skipped_analyses MODIFY reason VARCHAR(20) NOT NULL")
 
-    svc = service(db, topic, STORAGE_MAX_MESSAGE_BYTES="65536", STORAGE_APPLY_MIGRATIONS="false")
+    svc = service(db, topic, STORAGE_MAX_MESSAGE_BYTES="65536")
     wait_until(
         lambda: (
             svc.metric("sla_storage_messages_consumed_total") >= len(records)
@@ -699,12 +713,7 @@ def test_bad_messages_are_dead_lettered_with_their_reason_and_good_ones_all_stor
 
 
 def sql_exec_migrated(stack: Stack, db: StorageSettings) -> None:
-    proc = run_bounded(
-        [PY, "-m", "data_storage", "migrate"],
-        timeout=60,
-        env=stack.service_env(MYSQL_DATABASE=db.mysql_database),
-    )
-    assert proc.returncode == 0, proc.stdout
+    migrate(stack.service_env(MYSQL_DATABASE=db.mysql_database, MYSQL_PORT=str(db.mysql_port)))
 
 
 def open_write_transaction(db: StorageSettings) -> Callable[[], int]:
@@ -826,6 +835,7 @@ def test_mariadb_down_for_20_s_under_a_steady_feed_loses_and_duplicates_nothing(
     try:
         up = run_bounded([SCRIPTS / "up"], timeout=120, env=env)
         assert up.returncode == 0, up.stdout + dump_logs(tmp_path / "mariadb")
+        sql_exec_migrated(stack, db)
         svc = service(db, topic, group=group, MYSQL_READ_TIMEOUT_S="5", MYSQL_WRITE_TIMEOUT_S="5")
         feed.start()
         svc.wait_stored(20)
@@ -1030,7 +1040,7 @@ def test_two_consumers_in_one_group_split_the_partitions_and_one_takes_over_from
     bootstrap = stack.kafka_bootstrap
     topic = new_topic(bootstrap, "pair")
     group = f"group-{topic}"
-    a = service(db, topic, group=group)  # both migrate the same database at start: one does
+    a = service(db, topic, group=group)
     b = service(db, topic, group=group)
 
     def split() -> bool:

@@ -124,7 +124,7 @@ def test_every_service_runs_a_real_entry_point_with_settings_it_reads(
     config: dict[str, Any],
 ) -> None:
     ours = {n: s for n, s in config["services"].items() if s.get("image") == "sla-monitor:latest"}
-    assert {"etl", "storage", "retrieval", "sla-manager", "client"} <= set(ours)
+    assert {"etl", "storage", "retrieval", "sla-manager", "client", "migrate"} <= set(ours)
     for name, svc in ours.items():
         command = svc["command"]
         assert command[:2] == ["python", "-m"], (name, command)
@@ -140,15 +140,37 @@ def test_every_service_runs_a_real_entry_point_with_settings_it_reads(
 def test_dependencies_wait_for_health_and_data_is_on_named_volumes(config: dict[str, Any]) -> None:
     services = config["services"]
     for name in ("etl", "storage", "retrieval", "sla-manager"):
-        deps = services[name]["depends_on"]
+        deps = dict(services[name]["depends_on"])
+        # The schema's one owner ran to completion first; the services only check it.
+        assert deps.pop("migrate")["condition"] == "service_completed_successfully", name
         assert all(d["condition"] == "service_healthy" for d in deps.values()), name
         assert "healthcheck" in services[name], name
     for infra in ("prometheus", "kafka", "mysql"):
         assert "healthcheck" in services[infra], infra
     assert {"prometheus-data", "kafka-data", "mysql-data"} <= set(config["volumes"])
-    init = [v for v in services["mysql"]["volumes"] if "docker-entrypoint-initdb.d" in str(v)]
-    assert init and "Database.sql" in str(init[0])
     assert services["client"]["profiles"] == ["client"]
+
+
+def test_one_migrate_service_owns_the_schema_on_the_tested_database(
+    config: dict[str, Any],
+) -> None:
+    services = config["services"]
+    migrate = services["migrate"]
+    assert migrate["command"] == ["python", "-m", "sla_common.migrate"]
+    assert migrate["depends_on"]["mysql"]["condition"] == "service_healthy"
+    assert migrate.get("restart", "no") == "no"  # one-shot: it exits 0 and stays down
+    # The database the tests run against (scripts/up starts MariaDB 10.11), and no init
+    # script: the migrate service is the only thing that creates tables.
+    assert services["mysql"]["image"] == "mariadb:10.11"
+    volumes = [str(v) for v in services["mysql"]["volumes"]]
+    assert not [v for v in volumes if "docker-entrypoint-initdb.d" in v]
+    env = services["mysql"]["environment"]
+    assert {"MARIADB_ROOT_PASSWORD", "MARIADB_USER", "MARIADB_PASSWORD", "MARIADB_DATABASE"} <= set(
+        env
+    )
+    # The migrations ship in the package (so in the wheel and the image), not in db/.
+    assert (REPO / "sla_common" / "migrations" / "0001_initial.sql").is_file()
+    assert "COPY sla_common ./sla_common" in (REPO / "Dockerfile").read_text()
 
 
 def test_dockerfile_is_slim_non_root_and_locked() -> None:
