@@ -19,6 +19,8 @@ from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from sla_common.series import series_key
+
 SCHEMA_VERSION = 1
 
 # Bounds that keep one message well under Kafka's default 1 MiB request size.
@@ -40,6 +42,10 @@ class SeriesRef(_Model):
     labels: dict[str, str]
     selector: str = Field(description="the configured PromQL selector this series came from")
     transform: Literal["none", "rate"] = "none"
+
+    def derived_key(self) -> str:
+        """The key ``metric`` and ``labels`` make (the ETL's :func:`series_key`): ``key``."""
+        return series_key(self.metric, self.labels)
 
 
 class Grid(_Model):

@@ -7,6 +7,7 @@ with SQL and compared with an independent expectation built from the messages se
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -696,6 +697,89 @@ def test_bad_messages_are_dead_lettered_with_their_reason_and_good_ones_all_stor
         n = sum(1 for b in bad if b[0] == reason)
         assert svc.metric("sla_storage_dlq_messages_total", f'{{reason="{reason}"}}') == n
     assert svc.stored() == len(good)
+
+
+MIB = 1024 * 1024
+
+
+def dlq_until(bootstrap: str, topic: str, marker: bytes, timeout: float = 30) -> list[Any]:
+    """The dead letters of ``topic`` up to the one whose ``dlq.source.offset`` header is
+    ``marker`` (all partitions): what was dead-lettered before it, duplicates included."""
+    out: list[Any] = []
+
+    def seen() -> bool:
+        out[:] = consume_all(bootstrap, f"{topic}.dlq", expect=10**6, timeout=1)
+        return any(dict(r.headers).get("dlq.source.offset") == marker for r in out)
+
+    wait_until(seen, timeout=timeout, what=f"the marker dead letter in {topic}.dlq")
+    return out
+
+
+@pytest.mark.timeout(150)
+def test_an_oversized_record_is_dead_lettered_without_its_value_and_the_rest_stored(
+    stack: Stack, db: StorageSettings, service: Service
+) -> None:
+    # One series (one key, one partition): the 5 MiB record sits between its good records.
+    good = small(8, now_end(), prefix="oversized", series=1)
+    key = good[0].kafka_key()
+    huge = b'{"pad": "' + b"x" * (5 * MIB) + b'"}'
+    topic = new_topic(stack.kafka_bootstrap, "oversized")
+    big = make_producer(stack.kafka_bootstrap, "storage-test-big", max_request_size=8 * MIB)
+    try:
+        futures = [big.send(topic, key=m.kafka_key(), value=m.to_bytes()) for m in good[:3]]
+        futures.append(big.send(topic, key=key, value=huge))
+        futures += [big.send(topic, key=m.kafka_key(), value=m.to_bytes()) for m in good[3:]]
+        big.flush(timeout=30)
+        sent = [f.get(timeout=10) for f in futures]
+    finally:
+        big.close(timeout=5)
+    assert len({md.partition for md in sent}) == 1
+    partition, huge_offset = sent[3].partition, sent[3].offset
+
+    sql_exec_migrated(stack, db)
+    svc = service(db, topic)
+    t0 = time.monotonic()
+    wait_until(
+        lambda: stored_windows(db) == {(m.series.key, m.window.end) for m in good},
+        timeout=30,
+        what=f"the good records around the big one stored; log:\n{svc.output()[-3000:]}",
+    )
+    stored_after_s = time.monotonic() - t0
+    # Records that arrive afterwards are stored too: the consumer is not stuck on the big one.
+    later = small(4, now_end() - 3600, prefix="oversized", series=1)
+    ends = produce_messages(stack.kafka_bootstrap, topic, later)
+    wait_until(
+        lambda: stored_windows(db) == {(m.series.key, m.window.end) for m in good + later},
+        timeout=30,
+        what=f"the records produced later stored; log:\n{svc.output()[-3000:]}",
+    )
+    wait_until(
+        lambda: (
+            committed(stack.kafka_bootstrap, f"group-{topic}", topic).get(partition)
+            == ends[partition]
+        ),
+        timeout=30,
+        what=f"offsets committed past the big record; log:\n{svc.output()[-3000:]}",
+    )
+    # A marker after it: every dead letter of the big record comes before the marker's.
+    marker = produce(stack.kafka_bootstrap, topic, [(key, b"not json")])
+    letters = dlq_until(stack.kafka_bootstrap, topic, str(marker[partition] - 1).encode())
+    of_big = [
+        r for r in letters if dict(r.headers)["dlq.source.offset"] == str(huge_offset).encode()
+    ]
+    assert len(of_big) == 1, [dict(r.headers) for r in letters]
+    letter = of_big[0]
+    headers = {h: v.decode() for h, v in letter.headers}
+    assert letter.value is None
+    assert letter.key == key
+    assert headers["dlq.reason"] == "too_large"
+    assert headers["dlq.source.partition"] == str(partition)
+    assert headers["dlq.source.size"] == str(len(huge))
+    assert headers["dlq.source.sha256"] == hashlib.sha256(huge).hexdigest()
+    assert headers["dlq.value.omitted"]
+    assert svc.metric("sla_storage_dlq_messages_total", '{reason="too_large"}') == 1
+    assert svc.alive()
+    assert stored_after_s < 20, stored_after_s
 
 
 def sql_exec_migrated(stack: Stack, db: StorageSettings) -> None:
