@@ -834,7 +834,8 @@ def test_a_write_failure_rolls_back_commits_nothing_and_retries_the_same_batch(
     few: list[AnalysisMessage],
 ) -> None:
     conns: list[FakeConnection] = []
-    failures = [pymysql.err.OperationalError(2013, "Lost connection to MySQL server")] * 2
+    lost = pymysql.err.OperationalError(2013, "Lost connection to MySQL server")
+    failures: list[BaseException] = [lost, lost]
 
     def connect() -> Connection:
         conns.append(FakeConnection(r.kafka, failures))
