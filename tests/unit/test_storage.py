@@ -28,6 +28,7 @@ from pymysql.converters import escape_item
 
 from data_storage import rows as tables
 from data_storage.consumer import StorageConsumer
+from data_storage.deadletter import letter_without_value, whole_letter
 from data_storage.metrics import DLQ_REASONS, StorageMetrics
 from data_storage.samples import analysed, moved, ref
 from data_storage.settings import StorageSettings
@@ -761,6 +762,28 @@ def test_a_record_too_large_for_the_dlq_goes_there_once_without_its_value(
     assert h["dlq.value.omitted"].startswith(b"MessageSizeTooLargeError")
     assert r.sample("sla_storage_dlq_messages_total", reason="too_large") == 1
     assert r.kafka.closed and r.dlq.closed and r.writer.closed
+
+
+def test_a_letter_without_value_drops_a_large_key_and_large_headers_too() -> None:
+    why = Rejected("too_large", "big")
+    small_headers = [("trace", b"t-1")]
+    r = FakeRecord(7, b"k" * 20_000, b"v" * 100, headers=[("h", b"x" * 20_000)])
+    key, value, h = dict_letter(letter_without_value(r, why, "g", "refused"))
+    assert (key, value) == (None, b"")  # a record needs a key or a value
+    assert h["dlq.source.key.size"] == b"20000"
+    assert h["dlq.source.key.sha256"] == hashlib.sha256(r.key or b"").hexdigest().encode()
+    assert h["dlq.source.headers.dropped"] == b"1" and "h" not in h
+    assert h["dlq.source.size"] == b"100" and h["dlq.value.omitted"] == b"refused"
+    kept = FakeRecord(8, b"key", b"v", headers=small_headers)
+    key, value, h = dict_letter(letter_without_value(kept, why, "g", "refused"))
+    assert (key, value, h["trace"], h["dlq.consumer.group"]) == (b"key", None, b"t-1", b"g")
+    assert whole_letter(kept, why, "g")[:2] == (b"key", b"v")
+
+
+def dict_letter(
+    letter: tuple[bytes | None, bytes | None, list[tuple[str, bytes]]],
+) -> tuple[bytes | None, bytes | None, dict[str, bytes]]:
+    return letter[0], letter[1], dict(letter[2])
 
 
 def test_a_dead_letter_the_broker_refuses_as_too_large_is_sent_without_value_not_retried(
