@@ -7,8 +7,9 @@ the unit of work, in the order of quix-streams' checkpoint:
     2. validate each against the message contract; invalid ones are set aside for the DLQ;
     3. write the valid ones in ONE MySQL transaction (server trouble: roll back, back off,
        retry the same batch; a message MySQL itself refuses is isolated and dead-lettered);
-    4. produce the dead letters (original key and bytes, ``dlq.*`` headers) and wait for
-       the broker's acknowledgement;
+    4. produce the dead letters (original key and bytes, ``dlq.*`` headers; without the
+       value when the topic refuses it whole, see :mod:`data_storage.deadletter`) and wait
+       for the broker's acknowledgement;
     5. commit the offsets of every record of the batch, only now;
     6. clear the batch (always, in ``finally``).
 
@@ -42,6 +43,7 @@ from kafka.errors import (
 )
 from kafka.structs import OffsetAndMetadata
 
+from data_storage.deadletter import DeadLetter, DeadLetterQueue
 from data_storage.metrics import StorageMetrics
 from data_storage.rows import row_count
 from data_storage.settings import StorageSettings
@@ -76,6 +78,7 @@ class Item:
     record: Any  # kafka ConsumerRecord
     msg: AnalysisMessage | None = None
     rejected: Rejected | None = None
+    letter: DeadLetter | None = None  # its way to the DLQ, kept across retries of the batch
 
     @property
     def tp(self) -> TopicPartition:
@@ -152,18 +155,37 @@ class BatchAbandoned(Exception):
     """The stop flag arrived while the batch waited for a dependency; nothing was committed."""
 
 
+class NothingWritable(Exception):
+    """No message of the batch could be written, each for an unexpected (non-MySQL) error.
+
+    That says more about the writer than about the messages: the batch is retried like
+    after a server error, and nothing is dead-lettered for it.
+    """
+
+
+# What makes the write step back off and retry the same batch.
+RETRIED_WRITE_ERRORS: tuple[type[BaseException], ...] = (*DB_ERRORS, NothingWritable)
+
+
 @dataclass
 class StorageConsumer:
+    """The loop: Kafka records in, the sink (:class:`Writer`) and the DLQ, then the commit.
+
+    The sink and the Kafka clients can be given (fakes, in the unit tests); otherwise the
+    writer is made from the settings and the clients by :meth:`prepare`.
+    """
+
     settings: StorageSettings
     metrics: StorageMetrics = field(default_factory=StorageMetrics)
     stop: threading.Event = field(default_factory=threading.Event)
     clock: Callable[[], float] = time.time
+    make_writer: Callable[[StorageSettings], Writer] = Writer
+    consumer: Any = field(default=None, repr=False)  # KafkaConsumer
+    producer: Any = field(default=None, repr=False)  # KafkaProducer of the dead letters
 
     def __post_init__(self) -> None:
-        self.writer = Writer(self.settings)
+        self.writer = self.make_writer(self.settings)
         self.batch = Batch()
-        self._consumer: Any = None
-        self._producer: Any = None
         self._revocations = _Revocations()
         self._watch: TopicWatch | None = None
         self._last_purge = time.monotonic()
@@ -214,7 +236,7 @@ class StorageConsumer:
             backoff=self.backoff(),
             stop=self.stop,
         )
-        self._producer = retry(
+        self.producer = self.producer or retry(
             lambda: make_producer(
                 s.kafka_bootstrap_servers,
                 "data_storage-dlq",
@@ -226,7 +248,7 @@ class StorageConsumer:
             backoff=self.backoff(),
             stop=self.stop,
         )
-        self._consumer = retry(
+        self.consumer = self.consumer or retry(
             self._make_consumer,
             what="Kafka consumer",
             retry_on=(KafkaError, OSError),
@@ -278,13 +300,13 @@ class StorageConsumer:
 
     def close(self) -> None:
         """Leave the group (so the next member need not wait a session timeout), close all."""
-        consumer, self._consumer = self._consumer, None
+        consumer, self.consumer = self.consumer, None
         if consumer is not None:
             try:
                 consumer.close(autocommit=False, timeout_ms=self.settings.kafka_request_timeout_ms)
             except KafkaError as e:
                 log.warning("closing the Kafka consumer: %s", e)
-        producer, self._producer = self._producer, None
+        producer, self.producer = self.producer, None
         if producer is not None and not close_producer(producer, 5.0):
             log.warning("the dead-letter producer closed with records unsent")
         self.writer.close()
@@ -299,14 +321,18 @@ class StorageConsumer:
             except Stopped:
                 log.info("stopped before start-up completed")
                 return
-            while not self.stop.is_set():
-                self.fill_batch()
-                if self.batch.items:
-                    self.process_batch()
-                self.maybe_purge()
-                self._maybe_summary()
+            self.consume()
         finally:
             self.close()
+
+    def consume(self) -> None:
+        """Batch after batch until the stop flag is set (the clients are ready)."""
+        while not self.stop.is_set():
+            self.fill_batch()
+            if self.batch.items:
+                self.process_batch()
+            self.maybe_purge()
+            self._maybe_summary()
 
     def fill_batch(self) -> None:
         """Step 1-2: poll and validate until the batch is full, due, or stop is set."""
@@ -330,7 +356,7 @@ class StorageConsumer:
             # Few enough records that a batch overshoots its row budget by one message at most.
             ask = max(1, min(room_msgs, int(room_rows / self._rows_per_msg) + 1))
             try:
-                polled = self._consumer.poll(timeout_ms=timeout_ms, max_records=ask)
+                polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=ask)
             except KafkaError as e:
                 self.metrics.kafka_errors.labels("poll").inc()
                 log.warning("Kafka poll failed: %s: %s", type(e).__name__, e)
@@ -367,16 +393,22 @@ class StorageConsumer:
         if held:
             self.process_batch(commit=False)
         try:
-            mine = [tp for tp in self._consumer.assignment() if tp.topic == topic]
+            mine = [tp for tp in self.consumer.assignment() if tp.topic == topic]
             if mine:
-                self._consumer.seek_to_beginning(*mine)
+                self.consumer.seek_to_beginning(*mine)
         except KafkaError as e:  # e.g. mid-rebalance: the rejoin resets positions anyway
             log.warning("rewinding %s after its re-creation: %s: %s", topic, type(e).__name__, e)
         return True
 
     def _add(self, record: Any) -> None:
         self.metrics.messages_consumed.inc()
-        result = check(record.key, record.value, self.settings.storage_max_message_bytes)
+        s = self.settings
+        result = check(
+            record.key,
+            record.value,
+            s.storage_max_message_bytes,
+            not_after=self.clock() + s.storage_max_future_skew_s,
+        )
         if isinstance(result, Rejected):
             self.batch.add(Item(record, rejected=result))
             return
@@ -433,10 +465,13 @@ class StorageConsumer:
                 except Exception:  # a bug must not stop the whole stream: isolate, dead-letter
                     log.exception("unexpected error writing a batch; isolating its messages")
                     result = self._isolate(None)
-            except DB_ERRORS as e:
+            except RETRIED_WRITE_ERRORS as e:
                 self.writer.drop_connection()
-                self._mysql_failed()
-                self.metrics.write_errors.labels("transient").inc()
+                if isinstance(e, NothingWritable):
+                    self.metrics.write_errors.labels("unexpected").inc()
+                else:
+                    self._mysql_failed()
+                    self.metrics.write_errors.labels("transient").inc()
                 failures += 1
                 delay = backoff.next_delay()
                 log.warning(
@@ -460,7 +495,10 @@ class StorageConsumer:
         self.metrics.write_errors.labels("data").inc()
         if error is not None:
             log.warning("MySQL refused the batch (%s); writing its messages one by one", error)
-        result, refused = self.writer.write_each(self.batch.messages())
+        msgs = self.batch.messages()
+        result, refused = self.writer.write_each(msgs)
+        if len(refused) == len(msgs) and not any(is_data_error(r.error) for r in refused):
+            raise NothingWritable(f"{type(refused[0].error).__name__}: {refused[0].error}")
         bad = {id(r.msg): r for r in refused}
         for item in self.batch.items:
             if item.msg is not None and id(item.msg) in bad:
@@ -475,64 +513,38 @@ class StorageConsumer:
     # ------------------------------------------------------------------ 4. dead letters
 
     def _dead_letter_with_retry(self) -> None:
-        bad = self.batch.bad()
-        if not bad:
+        letters = []
+        for item in self.batch.items:
+            if item.rejected is not None:
+                if item.letter is None:
+                    item.letter = DeadLetter(item.record, item.rejected)
+                letters.append(item.letter)
+        if not letters:
             return
+        s = self.settings
+        queue = DeadLetterQueue(
+            self.producer,
+            s.kafka_dlq_topic,
+            s.kafka_group_id,
+            s.kafka_request_timeout_ms / 1000,
+            self.metrics,
+        )
         backoff = self.backoff()
         while True:
             try:
-                self._dead_letter(bad)
+                queue.send(letters)  # only what is not acknowledged yet
                 return
             except KafkaError as e:
                 self.metrics.kafka_errors.labels("dlq").inc()
                 delay = backoff.next_delay()
                 log.warning(
                     "dead-lettering %d record(s) failed: %s: %s; retrying in %.1fs",
-                    len(bad),
+                    sum(1 for d in letters if not d.finished),
                     type(e).__name__,
                     e,
                     delay,
                 )
                 self._wait_alive(delay)
-
-    def _dead_letter(self, bad: list[Item]) -> None:
-        s = self.settings
-        futures = []
-        for item in bad:
-            r, why = item.record, item.rejected
-            if why is None:
-                continue
-            headers = list(r.headers or [])
-            headers += [
-                ("dlq.reason", why.reason.encode()),
-                ("dlq.error", why.error.encode()),
-                ("dlq.source.topic", r.topic.encode()),
-                ("dlq.source.partition", str(r.partition).encode()),
-                ("dlq.source.offset", str(r.offset).encode()),
-                ("dlq.source.timestamp", str(r.timestamp).encode()),
-                ("dlq.consumer.group", s.kafka_group_id.encode()),
-            ]
-            futures.append(
-                self._producer.send(s.kafka_dlq_topic, key=r.key, value=r.value, headers=headers)
-            )
-        self._producer.flush(timeout=s.kafka_request_timeout_ms / 1000)
-        failed = [f for f in futures if not (f.is_done and f.succeeded())]
-        if failed:
-            first = failed[0].exception if failed[0].is_done else "not acknowledged in time"
-            raise KafkaError(f"{len(failed)} dead letter(s) not acknowledged: {first}")
-        for item in bad:
-            why = item.rejected
-            if why is None:
-                continue
-            self.metrics.dlq_messages.labels(why.reason).inc()
-            log.warning(
-                "dead-lettered %s[%d]@%d: %s: %s",
-                item.record.topic,
-                item.record.partition,
-                item.record.offset,
-                why.reason,
-                why.error[:300],
-            )
 
     # ------------------------------------------------------------------ 5. commit
 
@@ -547,7 +559,7 @@ class StorageConsumer:
             if not offsets:
                 return False
             try:
-                self._consumer.commit(offsets, timeout_ms=self.settings.kafka_request_timeout_ms)
+                self.consumer.commit(offsets, timeout_ms=self.settings.kafka_request_timeout_ms)
             except MEMBERSHIP_ERRORS as e:
                 self.metrics.kafka_errors.labels("commit").inc()
                 log.warning(
@@ -608,7 +620,7 @@ class StorageConsumer:
         be evicted and its partitions shuffled for nothing. Records that still arrive (from
         partitions assigned by a rebalance during this poll) are put back by seeking.
         """
-        consumer = self._consumer
+        consumer = self.consumer
         if consumer is None:
             return
         try:

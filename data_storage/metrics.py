@@ -25,6 +25,7 @@ DLQ_REASONS = (
     "non_finite",
     "invalid",
     "key_mismatch",
+    "future_timestamp",
     "unstorable",
     "db_rejected",
 )
@@ -72,9 +73,16 @@ class StorageMetrics:
             ["reason"],
             registry=r,
         )
+        self.dlq_undeliverable = Counter(
+            "sla_storage_dlq_undeliverable",
+            "Records the dead-letter topic refused even without their value: logged with their "
+            "coordinates and digest, and skipped.",
+            registry=r,
+        )
         self.write_errors = Counter(
             "sla_storage_write_errors",
-            "Failed batch writes, by kind (transient: retried; data: record isolated).",
+            "Failed batch writes, by kind (transient: retried; data: record isolated; "
+            "unexpected: no message of the batch writable for a non-MySQL error, retried).",
             ["kind"],
             registry=r,
         )
@@ -114,7 +122,7 @@ class StorageMetrics:
             self.purged_rows.labels(t.name)
         for reason in DLQ_REASONS:
             self.dlq_messages.labels(reason)
-        for kind in ("transient", "data"):
+        for kind in ("transient", "data", "unexpected"):
             self.write_errors.labels(kind)
         for op in ("poll", "commit", "dlq"):
             self.kafka_errors.labels(op)

@@ -27,6 +27,10 @@ class StorageSettings(MysqlSettings):
     storage_batch_max_wait_ms: int = Field(default=1000, ge=0)
     # Larger messages go to the DLQ unparsed. Default = the ETL producer's max request size.
     storage_max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    # Messages dated later than now + this (window end, produced_at, grid, aggregates;
+    # forecast points + their horizon) go to the DLQ as future_timestamp: a forged or
+    # clock-skewed message would otherwise become the "newest" run and never be purged.
+    storage_max_future_skew_s: int = Field(default=300, ge=0)
 
     # Rows whose time (ts / window end) is older than this are purged; 0 keeps everything.
     storage_retention_s: int = Field(default=7 * 86_400, ge=0)

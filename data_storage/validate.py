@@ -57,8 +57,40 @@ def _describe(e: ValidationError) -> str:
     return text
 
 
-def check(key: bytes | None, value: bytes | None, max_bytes: int) -> AnalysisMessage | Rejected:
-    """The validated message, or why this record must go to the dead-letter topic."""
+def future_problem(msg: AnalysisMessage, not_after: float) -> str | None:
+    """Which time of ``msg`` lies after ``not_after`` (now + the allowed skew), if one does.
+
+    Any of them would pin the data: a window end in the future becomes the "newest" run
+    readers pick, a version (``produced_at``) in the future wins every later update, and
+    retention never purges rows dated ahead. Forecast points may lie ahead by the forecast's
+    horizon.
+    """
+    g = msg.grid
+    times = [
+        ("window.end", msg.window.end, not_after),
+        ("produced_at", msg.produced_at, not_after),
+        ("the grid's last point", g.start + max(0, g.count - 1) * g.step_s, not_after),
+        *((f"aggregates[{i}].end", a.end, not_after) for i, a in enumerate(msg.aggregates)),
+    ]
+    if msg.forecast is not None:
+        limit = not_after + msg.forecast.horizon_s
+        times.append(("the last forecast point", max(p.ts for p in msg.forecast.points), limit))
+    for what, t, limit in times:
+        if t > limit:
+            return (
+                f"{what} {t} is {t - limit:.0f} s past the latest time allowed, {limit:.0f} "
+                "(now + STORAGE_MAX_FUTURE_SKEW_S, + the horizon for forecast points)"
+            )
+    return None
+
+
+def check(
+    key: bytes | None, value: bytes | None, max_bytes: int, *, not_after: float
+) -> AnalysisMessage | Rejected:
+    """The validated message, or why this record must go to the dead-letter topic.
+
+    ``not_after``: the latest time a message may carry (now + the allowed clock skew).
+    """
     if value is None or not value:
         return Rejected("empty", "the record has no value")
     if len(value) > max_bytes:
@@ -73,6 +105,17 @@ def check(key: bytes | None, value: bytes | None, max_bytes: int) -> AnalysisMes
         # The key decides the partition, and so the order of one series' messages.
         shown = key.decode(errors="replace")[:200] if key is not None else None
         return Rejected("key_mismatch", f"record key {shown!r} is not series.key")
+    derived = msg.series.derived_key()
+    if msg.series.key != derived:
+        # Else a message could overwrite another series' metadata (series by key).
+        return Rejected(
+            "key_mismatch",
+            f"series.key {msg.series.key[:200]!r} is not the key of series.metric and "
+            f"series.labels, {derived[:200]!r}",
+        )
+    late = future_problem(msg, not_after)
+    if late is not None:
+        return Rejected("future_timestamp", late)
     problem = unstorable_reason(msg)
     if problem is not None:
         return Rejected("unstorable", problem)

@@ -19,6 +19,8 @@ from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from sla_common.series import series_key
+
 SCHEMA_VERSION = 1
 
 # Bounds that keep one message well under Kafka's default 1 MiB request size.
@@ -51,6 +53,10 @@ class SeriesRef(_Model):
         description="Prometheus' /api/v1/metadata, the name's suffix, or not typed",
     )
     rate_window_s: int | None = Field(default=None, gt=0, description="rate()'s range")
+
+    def derived_key(self) -> str:
+        """The key ``metric`` and ``labels`` make (the ETL's :func:`series_key`): ``key``."""
+        return series_key(self.metric, self.labels)
 
 
 class Grid(_Model):

@@ -2,26 +2,38 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import pymysql
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from kafka import TopicPartition
+from kafka.errors import (
+    CommitFailedError,
+    InvalidRecordError,
+    KafkaTimeoutError,
+    MessageSizeTooLargeError,
+)
 from pymysql.converters import escape_item
 
 from data_storage import rows as tables
+from data_storage.consumer import StorageConsumer
+from data_storage.deadletter import letter_without_value, whole_letter
 from data_storage.metrics import DLQ_REASONS, StorageMetrics
 from data_storage.samples import analysed, moved, ref
 from data_storage.settings import StorageSettings
-from data_storage.validate import Rejected, check
+from data_storage.validate import Rejected, check, future_problem
+from data_storage.writer import Writer, WriteResult
 from etl_data_pipeline.analyses import AnalysisConfig
 from sla_common.messages import AnalysisMessage, SkippedAnalysis
 from sla_common.mysql import (
@@ -29,7 +41,9 @@ from sla_common.mysql import (
     DEFAULT_MIGRATIONS_DIR,
     MAX_STATEMENT_CHARS,
     Backoff,
+    Connection,
     MigrationError,
+    MysqlSettings,
     Stopped,
     insert_rows,
     is_connection_error,
@@ -41,10 +55,13 @@ from sla_common.mysql import (
     split_sql,
     sql_literal,
 )
+from sla_common.series import series_key
 from sla_common.settings import SettingsError, load_settings
 
 END = 1_800_000_000  # a multiple of 15 and 60
 LIMIT = 4 * 1024 * 1024
+SKEW = 300
+NOW = END + 60  # the validation's clock: the messages' window ends a minute ago
 
 
 @pytest.fixture(scope="module")
@@ -67,11 +84,15 @@ def _bytes(doc: dict[str, Any]) -> bytes:
     return json.dumps(doc).encode()
 
 
+def _check(key: bytes | None, value: bytes | None) -> AnalysisMessage | Rejected:
+    return check(key, value, LIMIT, not_after=NOW + SKEW)
+
+
 # --------------------------------------------------------------------------- validation
 
 
 def test_a_valid_message_passes(msg: AnalysisMessage) -> None:
-    assert check(msg.kafka_key(), msg.to_bytes(), LIMIT) == msg
+    assert _check(msg.kafka_key(), msg.to_bytes()) == msg
 
 
 def _bad_cases(msg: AnalysisMessage) -> list[tuple[str, bytes | None, bytes | None, str]]:
@@ -84,6 +105,11 @@ def _bad_cases(msg: AnalysisMessage) -> list[tuple[str, bytes | None, bytes | No
     nan = re.sub(r'"statistic":[-0-9.eE+]+', '"statistic":NaN', msg.to_bytes().decode(), count=1)
     inf_json = json.dumps({**good, "durations_ms": {"adf": float("inf")}})  # -> Infinity
     long_model = {**good, "forecast": {**good["forecast"], "model": "m" * 200}}
+    ahead = NOW + SKEW + 1 - msg.window.end  # one second past what the skew allows
+    later = moved(msg, dt=ahead)
+    forged = {**good, "series": {**good["series"], "key": 'victim{job="a"}'}}
+    forged_key = forged["series"]["key"].encode()
+    label_lie = {**good, "series": {**good["series"], "labels": {"job": "other"}}}
     return [
         ("invalid_json", key, b"this is not json {", "Invalid JSON"),
         ("invalid_json", key, b"\xff\xfe\x00 binary", "Invalid JSON"),
@@ -100,12 +126,16 @@ def _bad_cases(msg: AnalysisMessage) -> list[tuple[str, bytes | None, bytes | No
         ("key_mismatch", b"another{}", msg.to_bytes(), "series.key"),
         ("key_mismatch", None, msg.to_bytes(), "series.key"),
         ("unstorable", key, _bytes(long_model), "forecast.model"),
+        ("future_timestamp", key, later.to_bytes(), "window.end"),
+        ("future_timestamp", key, _bytes({**good, "produced_at": 32_503_679_999}), "produced_at"),
+        ("key_mismatch", forged_key, _bytes(forged), "not the key of series.metric"),
+        ("key_mismatch", key, _bytes(label_lie), "not the key of series.metric"),
     ]
 
 
 def test_every_kind_of_bad_record_is_rejected_with_its_reason(msg: AnalysisMessage) -> None:
     for reason, key, value, needle in _bad_cases(msg):
-        got = check(key, value, LIMIT)
+        got = _check(key, value)
         assert isinstance(got, Rejected), (reason, value[:80] if value else value)
         assert got.reason == reason, (reason, got)
         assert needle in got.error, (reason, got.error)
@@ -113,9 +143,55 @@ def test_every_kind_of_bad_record_is_rejected_with_its_reason(msg: AnalysisMessa
         assert len(got.error) <= 1000
 
 
+def test_times_up_to_the_allowed_skew_pass_and_each_later_one_is_refused(
+    msg: AnalysisMessage,
+) -> None:
+    assert msg.forecast is not None
+    at_limit = moved(msg, dt=NOW + SKEW - msg.window.end)  # forecast points: + the horizon
+    assert _check(at_limit.kafka_key(), at_limit.to_bytes()) == at_limit
+    assert future_problem(at_limit, NOW + SKEW) is None
+    assert future_problem(at_limit, NOW + SKEW - 1) is not None
+    good = _raw(msg)
+    year_2999 = 32_503_680_000 - 86_400
+    horizon = msg.forecast.horizon_s
+    last_point = max(p.ts for p in msg.forecast.points)
+    cases = {
+        "window.end": {**good, "window": {**good["window"], "end": year_2999}},
+        "produced_at": {**good, "produced_at": NOW + SKEW + 1},
+        "the grid's last point": {**good, "grid": {**good["grid"], "start": NOW}},
+        "aggregates[1].end": {
+            **good,
+            "aggregates": [
+                a if i != 1 else {**a, "end": year_2999} for i, a in enumerate(good["aggregates"])
+            ],
+        },
+        "the last forecast point": {
+            **good,
+            "forecast": {
+                **good["forecast"],
+                "points": [
+                    *good["forecast"]["points"][:-1],
+                    {**good["forecast"]["points"][-1], "ts": NOW + SKEW + horizon + 1},
+                ],
+            },
+        },
+    }
+    assert last_point <= NOW + SKEW + horizon
+    for what, doc in cases.items():
+        got = _check(msg.kafka_key(), _bytes(doc))
+        assert isinstance(got, Rejected) and got.reason == "future_timestamp", (what, got)
+        assert got.error.startswith(what), got.error
+
+
+def test_the_series_key_checked_is_the_etls_key_of_metric_and_labels() -> None:
+    labels = {"job": "node", "path": 'a"b', "__name__": "m"}
+    s = ref("m", **labels)
+    assert s.key == series_key("m", labels) == s.derived_key() == 'm{job="node",path="a\\"b"}'
+
+
 def test_a_version_error_wins_over_the_field_errors_it_causes(msg: AnalysisMessage) -> None:
     doc = {"schema_version": 7, "payload": {"whatever": 1}}
-    got = check(msg.kafka_key(), _bytes(doc), LIMIT)
+    got = _check(msg.kafka_key(), _bytes(doc))
     assert isinstance(got, Rejected) and got.reason == "unknown_schema_version"
 
 
@@ -452,3 +528,496 @@ def test_small_config_messages_have_every_analysis() -> None:
     )
     assert m.hp and m.acf and m.decomposition and m.forecast and m.adf
     assert 150 < tables.row_count(m) < 250
+
+
+# --------------------------------------------------------------------------- the consumer, faked
+# StorageConsumer's fault branches, deterministic: fake Kafka clients and writers, no network.
+
+TOPIC, DLQ = "in", "in.dlq"
+TP = TopicPartition(TOPIC, 0)
+MIB = 1024 * 1024
+
+
+@dataclass
+class FakeRecord:
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    topic: str = TOPIC
+    partition: int = 0
+    timestamp: int = 1
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+
+
+class FakeFuture:
+    """Like kafka-python's FutureRecordMetadata; ``pending`` flushes before it completes."""
+
+    def __init__(self, exception: BaseException | None, pending: int = 0) -> None:
+        self.exception, self.pending = exception, pending
+
+    @property
+    def is_done(self) -> bool:
+        return self.pending <= 0
+
+    def succeeded(self) -> bool:
+        return self.is_done and self.exception is None
+
+
+@dataclass
+class FakeProducer:
+    """A dead-letter producer: its own size check raises, the broker's answers are futures."""
+
+    max_request_size: int = 4 * MIB
+    broker: Callable[[bytes | None, bytes | None], BaseException | None] = lambda k, v: None
+    sync_errors: list[BaseException] = field(default_factory=list)  # raised by send(), in order
+    pending: int = 0  # flushes each send stays in flight
+    on_send: Callable[[int], None] = lambda attempt: None
+    acked: list[tuple[bytes | None, bytes | None, dict[str, bytes]]] = field(default_factory=list)
+    attempts: int = 0
+    futures: list[FakeFuture] = field(default_factory=list)
+    closed: bool = False
+
+    def send(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]
+    ) -> FakeFuture:
+        assert topic == DLQ
+        self.attempts += 1
+        self.on_send(self.attempts)
+        if self.sync_errors:
+            raise self.sync_errors.pop(0)
+        size = len(key or b"") + len(value or b"") + sum(len(k) + len(v) for k, v in headers)
+        if size > self.max_request_size:
+            raise MessageSizeTooLargeError(f"{size} bytes")
+        error = self.broker(key, value)
+        future = FakeFuture(error, self.pending)
+        self.futures.append(future)
+        if error is None:
+            self.acked.append((key, value, dict(headers)))
+        return future
+
+    def flush(self, timeout: float | None = None) -> None:
+        late = False
+        for f in self.futures:
+            f.pending -= 1
+            late = late or f.pending > 0
+        if late:
+            raise KafkaTimeoutError("flush timed out")
+
+    def close(self, timeout: float | None = None) -> None:
+        self.closed = True
+
+
+@dataclass
+class FakeConsumer:
+    """Hands out ``records`` in order; sets ``stop`` (a SIGTERM) once they are all out."""
+
+    records: list[FakeRecord]
+    stop: threading.Event
+    commit_errors: list[BaseException] = field(default_factory=list)
+    commits: list[dict[TopicPartition, int]] = field(default_factory=list)
+    paused: bool = False
+    closed: bool = False
+
+    def poll(self, timeout_ms: int = 0, max_records: int | None = None) -> dict[Any, list[Any]]:
+        if self.paused:
+            return {}
+        if not self.records:
+            self.stop.set()
+            return {}
+        n = max_records or len(self.records)
+        out, self.records = self.records[:n], self.records[n:]
+        return {TP: out}
+
+    def assignment(self) -> set[TopicPartition]:
+        return {TP}
+
+    def pause(self, *tps: TopicPartition) -> None:
+        self.paused = True
+
+    def resume(self, *tps: TopicPartition) -> None:
+        self.paused = False
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        raise AssertionError("a paused consumer fetched records")
+
+    def commit(self, offsets: dict[TopicPartition, Any], timeout_ms: int | None = None) -> None:
+        if self.commit_errors:
+            raise self.commit_errors.pop(0)
+        self.commits.append({tp: om.offset for tp, om in offsets.items()})
+
+    def close(self, autocommit: bool = True, timeout_ms: int | None = None) -> None:
+        assert not autocommit
+        self.closed = True
+
+
+class FakeWriter(Writer):
+    """A sink in memory: ``fail`` raises for whole writes; ``refuse(msg)`` fails a write
+    containing ``msg`` (atomically, like the transaction); ``during`` runs inside each write."""
+
+    def __init__(self, settings: MysqlSettings) -> None:
+        super().__init__(settings)
+        self.stored: list[AnalysisMessage] = []
+        self.fail: list[BaseException] = []
+        self.refuse: Callable[[AnalysisMessage], BaseException | None] = lambda m: None
+        self.during: Callable[[int], None] = lambda n: None
+        self.writes = 0
+        self.dropped = 0
+        self.closed = False
+
+    def write(self, messages: Sequence[AnalysisMessage]) -> WriteResult:
+        self.writes += 1
+        self.during(self.writes)
+        if self.fail:
+            raise self.fail.pop(0)
+        for m in messages:
+            error = self.refuse(m)
+            if error is not None:
+                raise error
+        self.stored.extend(messages)
+        return WriteResult({"series": len(messages)}, 0.001)
+
+    def drop_connection(self) -> None:
+        self.dropped += 1
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class Started(StorageConsumer):
+    """The consumer with its clients given: no database to migrate, no topics to create."""
+
+    def prepare(self) -> None:
+        pass
+
+
+@dataclass
+class Rig:
+    consumer: Started
+    kafka: FakeConsumer
+    dlq: FakeProducer
+
+    @property
+    def writer(self) -> FakeWriter:
+        assert isinstance(self.consumer.writer, FakeWriter)
+        return self.consumer.writer
+
+    def sample(self, name: str, **labels: str) -> float:
+        value = self.consumer.metrics.registry.get_sample_value(name, labels)
+        return value if value is not None else 0.0
+
+    def letters(self) -> list[tuple[bytes | None, bytes | None, dict[str, bytes]]]:
+        return self.dlq.acked
+
+
+def rig(
+    records: list[FakeRecord],
+    writer: Callable[[MysqlSettings], Writer] = FakeWriter,
+    **settings: Any,
+) -> Rig:
+    stop = threading.Event()
+    kafka, dlq = FakeConsumer(records, stop), FakeProducer()
+    s = StorageSettings(
+        kafka_topic=TOPIC,
+        kafka_dlq_topic=DLQ,
+        storage_batch_max_wait_ms=0,  # a batch is what one poll brings
+        storage_backoff_base_s=0.001,
+        storage_max_backoff_s=0.002,
+        storage_retention_s=0,
+        **settings,
+    )
+    c = Started(s, stop=stop, clock=lambda: NOW, make_writer=writer, consumer=kafka, producer=dlq)
+    return Rig(c, kafka, dlq)
+
+
+def records_of(*items: AnalysisMessage | tuple[bytes | None, bytes | None]) -> list[FakeRecord]:
+    out = []
+    for i, item in enumerate(items):
+        key, value = item if isinstance(item, tuple) else (item.kafka_key(), item.to_bytes())
+        out.append(FakeRecord(i, key, value))
+    return out
+
+
+@pytest.fixture(scope="module")
+def few(short_msg: AnalysisMessage) -> list[AnalysisMessage]:
+    return [moved(short_msg, series=ref("few", i=str(i))) for i in range(4)]
+
+
+def test_a_record_too_large_for_the_dlq_goes_there_once_without_its_value(
+    few: list[AnalysisMessage],
+) -> None:
+    huge = b'{"pad": "' + b"x" * (5 * MIB) + b'"}'
+    key = few[0].kafka_key()
+    r = rig(records_of(few[0], few[1], (key, huge), few[2], few[3]))
+    r.consumer.run()
+
+    assert r.writer.stored == few
+    assert r.kafka.commits == [{TP: 5}]
+    assert r.dlq.attempts == 2  # whole (refused by the producer's own check), then without value
+    ((k, v, h),) = r.letters()
+    assert (k, v) == (key, None)
+    assert h["dlq.reason"] == b"too_large"
+    assert h["dlq.source.offset"] == b"2" and h["dlq.source.partition"] == b"0"
+    assert h["dlq.source.size"] == str(len(huge)).encode()
+    assert h["dlq.source.sha256"] == hashlib.sha256(huge).hexdigest().encode()
+    assert h["dlq.value.omitted"].startswith(b"MessageSizeTooLargeError")
+    assert r.sample("sla_storage_dlq_messages_total", reason="too_large") == 1
+    assert r.kafka.closed and r.dlq.closed and r.writer.closed
+
+
+def test_a_letter_without_value_drops_a_large_key_and_large_headers_too() -> None:
+    why = Rejected("too_large", "big")
+    small_headers = [("trace", b"t-1")]
+    r = FakeRecord(7, b"k" * 20_000, b"v" * 100, headers=[("h", b"x" * 20_000)])
+    key, value, h = dict_letter(letter_without_value(r, why, "g", "refused"))
+    assert (key, value) == (None, b"")  # a record needs a key or a value
+    assert h["dlq.source.key.size"] == b"20000"
+    assert h["dlq.source.key.sha256"] == hashlib.sha256(r.key or b"").hexdigest().encode()
+    assert h["dlq.source.headers.dropped"] == b"1" and "h" not in h
+    assert h["dlq.source.size"] == b"100" and h["dlq.value.omitted"] == b"refused"
+    kept = FakeRecord(8, b"key", b"v", headers=small_headers)
+    key, value, h = dict_letter(letter_without_value(kept, why, "g", "refused"))
+    assert (key, value, h["trace"], h["dlq.consumer.group"]) == (b"key", None, b"t-1", b"g")
+    assert whole_letter(kept, why, "g")[:2] == (b"key", b"v")
+
+
+def dict_letter(
+    letter: tuple[bytes | None, bytes | None, list[tuple[str, bytes]]],
+) -> tuple[bytes | None, bytes | None, dict[str, bytes]]:
+    return letter[0], letter[1], dict(letter[2])
+
+
+def test_a_dead_letter_the_broker_refuses_as_too_large_is_sent_without_value_not_retried(
+    few: list[AnalysisMessage],
+) -> None:
+    r = rig(records_of(few[0], (b"k", b"not json"), few[1]))
+    r.dlq.broker = lambda k, v: MessageSizeTooLargeError("broker limit") if v else None
+    r.consumer.run()
+
+    assert r.dlq.attempts == 2
+    ((k, v, h),) = r.letters()
+    assert (k, v, h["dlq.reason"]) == (b"k", None, b"invalid_json")
+    assert b"broker limit" in h["dlq.value.omitted"]
+    assert r.kafka.commits == [{TP: 3}] and r.writer.stored == few[:2]
+    assert r.sample("sla_storage_kafka_errors_total", operation="dlq") == 0  # nothing retried
+
+
+def test_a_record_not_even_its_valueless_letter_fits_is_logged_counted_and_passed(
+    few: list[AnalysisMessage], caplog: pytest.LogCaptureFixture
+) -> None:
+    r = rig(records_of(few[0], (b"k", b"{"), few[1]))
+    r.dlq.broker = lambda k, v: InvalidRecordError("no")
+    r.consumer.run()
+
+    assert r.dlq.attempts == 2 and r.letters() == []
+    assert r.sample("sla_storage_dlq_undeliverable_total") == 1
+    assert r.kafka.commits == [{TP: 3}] and r.writer.stored == few[:2]
+    assert "cannot be dead-lettered even without its value" in caplog.text
+    assert hashlib.sha256(b"{").hexdigest() in caplog.text
+
+
+def test_dead_letters_acknowledged_before_a_failure_are_not_sent_again(
+    few: list[AnalysisMessage],
+) -> None:
+    bad = [(b"a", b"{1"), (b"b", b"{2"), (b"c", b"{3")]
+    r = rig(records_of(few[0], *bad))
+    calls = iter([None, KafkaTimeoutError("broker gone"), None])  # then all acknowledged
+    r.dlq.broker = lambda k, v: next(calls, None)
+    r.consumer.run()
+
+    assert [k for k, _, _ in r.letters()] == [b"a", b"c", b"b"]  # b once more, a and c not
+    assert r.dlq.attempts == 4
+    assert r.sample("sla_storage_kafka_errors_total", operation="dlq") == 1
+    assert r.sample("sla_storage_dlq_messages_total", reason="invalid_json") == 3
+    assert r.kafka.commits == [{TP: 4}]
+
+
+def test_a_dead_letter_still_in_flight_is_waited_for_not_sent_twice() -> None:
+    r = rig(records_of((b"a", b"{")))
+    r.dlq.pending = 2  # not acknowledged within the first flush
+    r.consumer.run()
+
+    assert r.dlq.attempts == 1 and len(r.letters()) == 1
+    assert r.sample("sla_storage_kafka_errors_total", operation="dlq") == 1
+    assert r.kafka.commits == [{TP: 1}]
+
+
+def test_the_dlq_down_until_stop_leaves_the_batch_uncommitted(few: list[AnalysisMessage]) -> None:
+    r = rig(records_of(few[0], (b"a", b"{")))
+    r.dlq.sync_errors = [KafkaTimeoutError("no metadata")] * 100
+    r.dlq.on_send = lambda n: r.consumer.stop.set() if n == 3 else None
+    r.consumer.run()
+
+    assert r.dlq.attempts == 3 and r.letters() == []
+    assert r.kafka.commits == []  # the batch is consumed again after the restart
+    assert r.writer.stored == [few[0]]  # written (idempotent), not committed
+    assert r.kafka.closed and r.dlq.closed and r.writer.closed
+
+
+def test_a_write_failure_rolls_back_commits_nothing_and_retries_the_same_batch(
+    few: list[AnalysisMessage],
+) -> None:
+    conns: list[FakeConnection] = []
+    lost = pymysql.err.OperationalError(2013, "Lost connection to MySQL server")
+    failures: list[BaseException] = [lost, lost]
+
+    def connect() -> Connection:
+        conns.append(FakeConnection(r.kafka, failures))
+        return conns[-1]  # type: ignore[return-value]
+
+    r = rig(records_of(*few), writer=lambda s: Writer(s, connect_fn=connect))
+    r.consumer.run()
+
+    assert [c.log for c in conns] == [
+        ["begin", "commit failed", "rollback", "close"],
+        ["begin", "commit failed", "rollback", "close"],
+        ["begin", "commit", "close"],
+    ]
+    assert [c.commits_seen for c in conns] == [0, 0, 0]  # no offset commit while failing
+    same_batch = sorted(series_key_hash(m.series.key) for m in few)
+    assert conns[0].keys == conns[1].keys == conns[2].keys == same_batch
+    assert r.kafka.commits == [{TP: 4}]
+    assert r.sample("sla_storage_write_errors_total", kind="transient") == 2
+    assert r.letters() == []
+
+
+class FakeConnection:
+    """Enough of a PyMySQL connection for Writer.write; its commits raise ``failures``."""
+
+    def __init__(self, kafka: FakeConsumer, failures: list[BaseException]) -> None:
+        self.kafka, self.failures = kafka, failures
+        self.log: list[str] = []
+        self.keys: list[bytes] = []
+        self.commits_seen = -1  # offset commits made when this transaction ended
+        self._rows: list[tuple[bytes, int]] = []
+
+    def begin(self) -> None:
+        self.log.append("begin")
+
+    def cursor(self) -> FakeConnection:
+        return self
+
+    def __enter__(self) -> FakeConnection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def mogrify(self, query: str, args: tuple[object, ...]) -> str:
+        return repr(args[0])
+
+    def execute(self, sql: str, args: Sequence[Any] | None = None) -> int:
+        if sql.startswith("SELECT key_hash") and args:  # the series of the batch
+            self.keys += args
+            self._rows = [(h, i + 1) for i, h in enumerate(args)]
+        return 1
+
+    def fetchall(self) -> list[tuple[bytes, int]]:
+        return self._rows
+
+    def commit(self) -> None:
+        self.commits_seen = len(self.kafka.commits)
+        if self.failures:
+            self.log.append("commit failed")
+            raise self.failures.pop(0)
+        self.log.append("commit")
+
+    def rollback(self) -> None:
+        self.log.append("rollback")
+
+    def close(self) -> None:
+        self.log.append("close")
+
+
+def test_a_message_mysql_refuses_is_isolated_and_dead_lettered_alone(
+    few: list[AnalysisMessage],
+) -> None:
+    r = rig(records_of(*few))
+    too_long = pymysql.err.DataError(1406, "Data too long for column 'reason'")
+    r.writer.refuse = lambda m: too_long if m == few[2] else None
+    r.consumer.run()
+
+    assert r.writer.stored == [few[0], few[1], few[3]]
+    ((k, v, h),) = r.letters()
+    assert (k, v, h["dlq.reason"]) == (few[2].kafka_key(), few[2].to_bytes(), b"db_rejected")
+    assert r.kafka.commits == [{TP: 4}]
+
+
+def test_an_unexpected_error_on_one_message_dead_letters_that_one_only(
+    few: list[AnalysisMessage],
+) -> None:
+    r = rig(records_of(*few))
+    r.writer.refuse = lambda m: ZeroDivisionError("a bug") if m == few[1] else None
+    r.consumer.run()
+
+    assert r.writer.stored == [few[0], few[2], few[3]]
+    assert [h["dlq.reason"] for _, _, h in r.letters()] == [b"db_rejected"]
+    assert r.kafka.commits == [{TP: 4}]
+
+
+def test_an_unexpected_error_for_every_message_dead_letters_nothing_and_commits_nothing(
+    few: list[AnalysisMessage],
+) -> None:
+    # The catch-all must not turn a broken writer into "every message to the DLQ, committed".
+    r = rig(records_of(*few))
+    r.writer.refuse = lambda m: TypeError("a bug in the writer")
+    r.writer.during = lambda n: r.consumer.stop.set() if n > 10 else None
+    r.consumer.run()
+
+    assert r.writer.writes > 10  # retried, batch after batch of tries
+    assert r.letters() == [] and r.dlq.attempts == 0
+    assert r.kafka.commits == []
+    assert r.sample("sla_storage_write_errors_total", kind="unexpected") >= 2
+    assert r.kafka.closed and r.dlq.closed and r.writer.closed
+
+
+def test_an_unexpected_error_at_the_end_of_a_batch_neither_dead_letters_nor_commits(
+    few: list[AnalysisMessage],
+) -> None:
+    r = rig(records_of(few[0], (b"k", b"{"), few[1]))
+    r.kafka.commit_errors = [RuntimeError("a bug in the commit")]
+    with pytest.raises(RuntimeError, match="a bug in the commit"):
+        r.consumer.run()
+
+    assert [h["dlq.reason"] for _, _, h in r.letters()] == [b"invalid_json"]  # the bad one only
+    assert r.kafka.commits == []  # redelivered after the restart, upserted again
+    assert r.sample("sla_storage_messages_stored_total") == 0
+    assert r.kafka.closed and r.dlq.closed and r.writer.closed
+
+
+def test_a_commit_lost_to_a_rebalance_is_not_retried_and_the_loop_goes_on(
+    few: list[AnalysisMessage],
+) -> None:
+    r = rig(records_of(*few), storage_batch_max_messages=2)
+    r.kafka.commit_errors = [CommitFailedError()]
+    r.consumer.run()
+
+    assert r.kafka.commits == [{TP: 4}]  # the first batch's commit lost, the second's made
+    assert r.writer.stored == few
+
+
+def test_stop_during_a_write_finishes_the_batch_commits_and_closes(
+    few: list[AnalysisMessage],
+) -> None:
+    r = rig(records_of(*few), storage_batch_max_messages=2)
+    r.writer.during = lambda n: r.consumer.stop.set()  # SIGTERM while the first batch writes
+    r.consumer.run()
+
+    assert r.writer.stored == few[:2]
+    assert r.kafka.commits == [{TP: 2}]
+    assert r.kafka.records == records_of(*few)[2:]  # never fetched: the next owner's
+    assert r.kafka.closed and r.dlq.closed and r.writer.closed
+
+
+def test_stop_while_mysql_is_down_leaves_the_batch_uncommitted_and_closes(
+    few: list[AnalysisMessage],
+) -> None:
+    r = rig(records_of(*few))
+    gone = pymysql.err.OperationalError(2003, "Can't connect to MySQL server")
+    r.writer.fail = [gone] * 100
+    r.writer.during = lambda n: r.consumer.stop.set() if n == 3 else None
+    r.consumer.run()
+
+    assert r.writer.writes == 3 and r.writer.stored == []
+    assert r.kafka.commits == [] and r.letters() == []
+    assert r.sample("sla_storage_mysql_up") == 0
+    assert r.kafka.closed and r.dlq.closed and r.writer.closed
