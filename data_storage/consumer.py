@@ -24,7 +24,6 @@ uncommitted: it is redelivered to whoever consumes next.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -52,7 +51,7 @@ from data_storage.writer import Writer, WriteResult
 from sla_common.kafka import TopicWatch, close_producer, ensure_topics, make_producer
 from sla_common.messages import AnalysisMessage
 from sla_common.mysql import Backoff, Stopped, is_data_error, retry
-from sla_common.mysql_startup import MYSQL_ERRORS, wait_and_migrate
+from sla_common.mysql_startup import MYSQL_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -201,28 +200,19 @@ class StorageConsumer:
     # ------------------------------------------------------------------ start / stop
 
     def prepare(self) -> None:
-        """Migrate the database, create the topics, join the group: each retried until done.
+        """Wait for the database (the schema is `python -m sla_common.migrate`'s job, and
+        `python -m data_storage` checks its version before this), each retried until done.
 
-        Raises :class:`Stopped` if the stop flag arrives first, and
-        :class:`MigrationError` when the schema cannot be brought up to date.
+        Raises :class:`Stopped` if the stop flag arrives first.
         """
         s = self.settings
-        if s.storage_apply_migrations:
-            wait_and_migrate(
-                s,
-                deadline_s=math.inf,  # a consumer without its database waits, it does not die
-                migrations_dir=s.mysql_migrations_dir,
-                stop=self.stop,
-                backoff=self.backoff(),
-            )
-        else:
-            retry(
-                self.writer.connection,
-                what=f"MySQL {s.mysql_host}:{s.mysql_port}/{s.mysql_database}",
-                retry_on=DB_ERRORS,
-                backoff=self.backoff(),
-                stop=self.stop,
-            )
+        retry(
+            self.writer.connection,
+            what=f"MySQL {s.mysql_host}:{s.mysql_port}/{s.mysql_database}",
+            retry_on=DB_ERRORS,
+            backoff=self.backoff(),
+            stop=self.stop,
+        )
         self.metrics.mysql_up.set(1)
         retry(
             lambda: ensure_topics(
@@ -230,6 +220,7 @@ class StorageConsumer:
                 [s.kafka_topic, s.kafka_dlq_topic],
                 partitions=s.kafka_partitions,
                 timeout_ms=s.kafka_request_timeout_ms,
+                max_message_bytes=s.storage_max_message_bytes,
             ),
             what=f"Kafka {s.kafka_bootstrap_servers} topic set-up",
             retry_on=(KafkaError, OSError),

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import ClassVar, Self
+from typing import Self
 
 from pydantic import Field, model_validator
 
-from sla_common.mysql import DEFAULT_MIGRATIONS_DIR, MysqlSettings
+from sla_common.mysql import MysqlSettings
 
 
 class StorageSettings(MysqlSettings):
@@ -44,11 +43,6 @@ class StorageSettings(MysqlSettings):
 
     storage_backoff_base_s: float = Field(default=0.5, gt=0)
     storage_max_backoff_s: float = Field(default=30.0, gt=0)
-    # Not settings any more (the environment cannot turn them on): `python -m sla_common.migrate`
-    # is the one owner of the schema, and `python -m data_storage` only checks its version.
-    # Constants until StorageConsumer.prepare drops its migrate branch, which they keep off.
-    storage_apply_migrations: ClassVar[bool] = False
-    mysql_migrations_dir: ClassVar[Path] = DEFAULT_MIGRATIONS_DIR
 
     @model_validator(mode="after")
     def _check(self) -> Self:

@@ -480,7 +480,6 @@ def test_settings_defaults(clean_env: pytest.MonkeyPatch) -> None:
     assert (s.kafka_session_timeout_ms, s.kafka_heartbeat_interval_ms) == (6000, 1000)
     assert s.http_port == 8002 and s.mysql_database == "sla_monitor"
     assert s.storage_batch_max_messages == 500 and s.storage_retention_s == 7 * 86400
-    assert s.mysql_migrations_dir == DEFAULT_MIGRATIONS_DIR
 
 
 def test_settings_errors_name_the_variable(clean_env: pytest.MonkeyPatch) -> None:
