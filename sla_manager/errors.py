@@ -13,8 +13,8 @@
   ``Retry-After``; Prometheus giving up on a query at its timeout → **503** too; a
   Prometheus answer larger than SLA_PROMETHEUS_MAX_RESPONSE_BYTES, or a subquery of too
   many steps (refused before it is sent) → **422**.
-- A body larger than SLA_MAX_BODY_BYTES → **413** (FastAPI's ``max_body_size``, enforced
-  while the body streams in).
+- A body larger than SLA_MAX_BODY_BYTES → **413** ``Content Too Large`` (FastAPI's
+  ``max_body_size``: refused on its Content-Length, or once that much has streamed in).
 """
 
 from __future__ import annotations
@@ -143,12 +143,6 @@ def install_handlers(app: FastAPI, metrics: SlaMetrics, settings: SlaSettings) -
             headers={"Retry-After": str(retry_after_s)},
         )
 
-    async def body_too_large(_request: Request, _exc: Exception) -> JSONResponse:
-        return JSONResponse(
-            {"detail": f"the body is larger than SLA_MAX_BODY_BYTES={settings.sla_max_body_bytes}"},
-            status_code=413,
-        )
-
     async def too_much(_request: Request, exc: Exception) -> JSONResponse:
         error = {
             "type": str(getattr(exc, "error_type", "too_large")),
@@ -195,7 +189,6 @@ def install_handlers(app: FastAPI, metrics: SlaMetrics, settings: SlaSettings) -
     }
     for exc_type, handler in handlers.items():
         app.add_exception_handler(exc_type, handler)
-    app.add_exception_handler(413, body_too_large)  # FastAPI's max_body_size raises it
 
 
 def _doc(model: type[Any], description: str) -> dict[str, Any]:
@@ -208,7 +201,7 @@ Responses = dict[int | str, dict[str, Any]]
 UNAVAILABLE: Responses = {
     503: _doc(ErrorBody, "Prometheus or MySQL is down or busy (see Retry-After)")
 }
-TOO_LARGE: Responses = {413: _doc(ErrorBody, "the body is larger than SLA_MAX_BODY_BYTES")}
+TOO_LARGE: Responses = {413: {"description": "the body is larger than SLA_MAX_BODY_BYTES"}}
 NOT_FOUND: Responses = {404: _doc(ErrorBody, "no SLI of that name")}
 AUTH: Responses = {
     401: _doc(ErrorBody, "no `Authorization: Bearer` token"),
