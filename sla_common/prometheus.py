@@ -139,14 +139,13 @@ def check_cost(query: str) -> None:
         )
 
 
-def query_params(query: str, timeout_s: float, **params: str | float) -> dict[str, str]:
-    """The form of a ``/api/v1/query`` or ``/api/v1/query_range`` request: ``timeout`` in
-    seconds always (Prometheus accepts a float), so that it stops evaluating then."""
-    return {
-        "query": query,
-        "timeout": repr(float(timeout_s)),
-        **{k: str(v) for k, v in params.items()},
-    }
+def query_params(params: Mapping[str, str | float], timeout_s: float) -> dict[str, str]:
+    """The form of a ``/api/v1/query`` or ``/api/v1/query_range`` request: ``params`` as
+    text, and ``timeout`` in seconds (Prometheus accepts a float) so that it stops
+    evaluating then, unless ``params`` has one already."""
+    form = {k: str(v) for k, v in params.items()}
+    form.setdefault("timeout", repr(float(timeout_s)))
+    return form
 
 
 def parse_response(response: httpx.Response) -> Any:
@@ -259,8 +258,9 @@ class PrometheusClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _get(self, path: str, params: Mapping[str, str]) -> Any:
-        check_cost(params["query"])
+    def _get(self, path: str, params: Mapping[str, str | float]) -> Any:
+        """POST a query (``params`` with ``query``) under the bounds of the module doc."""
+        check_cost(str(params["query"]))
         if self._slots is not None and not self._slots.acquire(timeout=self.slot_wait_s):
             raise PrometheusBusy(
                 f"{self.max_concurrent} Prometheus queries already in flight "
@@ -268,7 +268,8 @@ class PrometheusClient:
             )
         try:
             # POST with a form body: long selectors would overflow a GET's URL.
-            with self._http.stream("POST", path, data=dict(params)) as streamed:
+            form = query_params(params, self.timeout_s)
+            with self._http.stream("POST", path, data=form) as streamed:
                 # The body as iter_bytes() decoded it: no Content-Encoding to apply again.
                 response = httpx.Response(streamed.status_code, content=self._read(streamed))
         except httpx.HTTPError as e:
@@ -298,8 +299,7 @@ class PrometheusClient:
         parts = [
             parse_matrix(
                 self._get(
-                    "/api/v1/query_range",
-                    query_params(query, self.timeout_s, start=a, end=b, step=step),
+                    "/api/v1/query_range", {"query": query, "start": a, "end": b, "step": step}
                 )
             )
             for a, b in range_chunks(start, end, step)
@@ -307,9 +307,9 @@ class PrometheusClient:
         return parts[0] if len(parts) == 1 else merge_chunks(parts)
 
     def query(self, query: str, time: float | None = None) -> list[InstantSample]:
-        params = query_params(query, self.timeout_s)
+        params: dict[str, str | float] = {"query": query}
         if time is not None:
-            params["time"] = str(time)
+            params["time"] = time
         return parse_vector(self._get("/api/v1/query", params))
 
     def count(self, expr: str, time: float, by: Sequence[str] = ()) -> list[InstantSample]:

@@ -53,6 +53,14 @@ def _matrix(n_series: int) -> Answer:
     return 200, json.dumps(body).encode()
 
 
+def _empty(path: str, form: dict[str, str]) -> Answer:
+    """An empty result of the type asked for: a matrix for a range query or a range
+    selector (``x[5m]``), else a vector."""
+    if path.endswith("query_range") or form.get("query", "").rstrip().endswith("]"):
+        return _matrix(0)
+    return _vector()
+
+
 class FakePrometheus:
     """``/api/v1/*`` on a free loopback port: records each request's path and form, answers
     with ``respond(path, form)``; while ``hold`` is clear, every request waits for it."""
@@ -62,7 +70,7 @@ class FakePrometheus:
         self.lock = threading.Lock()
         self.hold = threading.Event()
         self.hold.set()
-        self.respond: Callable[[str, dict[str, str]], Answer] = lambda _p, _f: _vector()
+        self.respond: Callable[[str, dict[str, str]], Answer] = _empty
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
