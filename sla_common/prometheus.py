@@ -295,6 +295,21 @@ class PrometheusClient:
             chunks.append(chunk)
         return b"".join(chunks)
 
+    def count(self, expr: str, time: float, by: Sequence[str] = ()) -> list[InstantSample]:
+        """How many series ``expr`` gives at ``time``, without fetching them: the instant
+        ``count by (by) (expr)``, one sample per group (none when ``expr`` gives nothing).
+        A scalar expression counts as one series without labels. ``by``: label names
+        (``[a-zA-Z_][a-zA-Z0-9_]*``; checked here, as they are written into the query)."""
+        for name in by:
+            if not _LABEL_NAME.fullmatch(name):
+                raise ValueError(f"{name!r} is not a label name")
+        try:
+            return self.query(f"count by ({', '.join(by)}) (({expr}))", time)
+        except PrometheusError as e:
+            if "got scalar" not in e.message:  # "expected type instant vector ..., got scalar"
+                raise
+        return [InstantSample({}, time, 1.0)]
+
     def query_range(self, query: str, start: float, end: float, step: float) -> list[RangeSeries]:
         parts = [
             parse_matrix(
@@ -311,21 +326,6 @@ class PrometheusClient:
         if time is not None:
             params["time"] = time
         return parse_vector(self._get("/api/v1/query", params))
-
-    def count(self, expr: str, time: float, by: Sequence[str] = ()) -> list[InstantSample]:
-        """How many series ``expr`` gives at ``time``, without fetching them: the instant
-        ``count by (by) (expr)``, one sample per group (none when ``expr`` gives nothing).
-        A scalar expression counts as one series without labels. ``by``: label names
-        (``[a-zA-Z_][a-zA-Z0-9_]*``; checked here, as they are written into the query)."""
-        for name in by:
-            if not _LABEL_NAME.fullmatch(name):
-                raise ValueError(f"{name!r} is not a label name")
-        try:
-            return self.query(f"count by ({', '.join(by)}) (({expr}))", time)
-        except PrometheusError as e:
-            if "got scalar" not in e.message:  # "expected type instant vector ..., got scalar"
-                raise
-        return [InstantSample({}, time, 1.0)]
 
     def ready(self) -> bool:
         try:
