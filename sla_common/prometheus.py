@@ -304,7 +304,8 @@ class PrometheusClient:
             if not _LABEL_NAME.fullmatch(name):
                 raise ValueError(f"{name!r} is not a label name")
         try:
-            return self.query(f"count by ({', '.join(by)}) (({expr}))", time)
+            # New lines around expr: a "# comment" at its end cannot swallow the parentheses.
+            return self.query(f"count by ({', '.join(by)}) ((\n{expr}\n))", time)
         except PrometheusError as e:
             if "got scalar" not in e.message:  # "expected type instant vector ..., got scalar"
                 raise

@@ -130,6 +130,16 @@ def test_prometheus_applies_the_timeout_the_client_sends(stack: Stack) -> None:
             prom.query_range("up", time.time() - 600, time.time(), 15)
 
 
+def test_count_works_for_scalars_and_selectors_ending_in_a_comment(stack: Stack) -> None:
+    with PrometheusClient(stack.prometheus_url) as prom:
+        now = time.time()
+        assert [s.value for s in prom.count("1 + 1", now)] == [1.0]  # a scalar
+        labelled = 'label_replace(vector(1), "job", "x", "", "") # one series, job="x"'
+        (group,) = prom.count(labelled, now, by=["job"])
+        assert group.labels == {"job": "x"} and group.value == 1.0
+        assert prom.count("absent_metric_name_zz", now) == []
+
+
 def _range_queries(stack: Stack) -> float:
     """Range queries Prometheus has answered (its counter appears with the first one)."""
     return max(

@@ -146,7 +146,7 @@ def test_every_query_sends_prometheus_a_timeout(prom: FakePrometheus) -> None:
     assert len(prom.requests) == 5
     for path, form in prom.requests:
         assert form["timeout"] == "2.5", (path, form)
-    assert prom.requests[2][1]["query"] == "count by (job) ((up))"
+    assert prom.requests[2][1]["query"] == "count by (job) ((\nup\n))"
 
 
 def test_prometheus_giving_up_at_its_timeout_is_a_timeout(prom: FakePrometheus) -> None:
@@ -324,7 +324,7 @@ def test_series_are_counted_before_a_range_query_fetches_them(
     assert message in r.text
     assert prom.paths() == ["/api/v1/query"]  # the count; no query_range
     by = "device" if labels else ""
-    assert prom.requests[0][1]["query"] == f"count by ({by}) ((node_filesystem_avail_bytes))"
+    assert prom.requests[0][1]["query"] == f"count by ({by}) ((\nnode_filesystem_avail_bytes\n))"
 
 
 def test_within_the_caps_the_range_query_follows_the_count(prom: FakePrometheus) -> None:
