@@ -533,6 +533,10 @@ def build_components(cfg: Config) -> dict[str, Component]:
                 argv=[
                     find_exe("prometheus"),
                     f"--config.file={cfg.state_dir / 'prometheus.yml'}",
+                    # Bounds per query (issue 11 #5): the suite's services send a shorter
+                    # timeout= themselves; 10M samples ≈ 2000 series × a 12 h window at 15 s.
+                    "--query.timeout=30s",
+                    "--query.max-samples=10000000",
                     f"--storage.tsdb.path={cfg.prometheus_data}",
                     "--storage.tsdb.retention.time=15d",
                     f"--web.listen-address={HOST}:{cfg.prometheus_port}",

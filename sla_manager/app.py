@@ -72,9 +72,10 @@ def create_app(settings: SlaSettings, metrics: SlaMetrics | None = None) -> Fast
         version=_version(),
         description=DESCRIPTION,
         lifespan=lifespan,
+        max_body_size=settings.sla_max_body_bytes,  # 413 beyond, counted as it streams in
     )
     app.state.services = services
-    install_handlers(app, services.metrics, settings.sla_retry_after_s)
+    install_handlers(app, services.metrics, settings)
     app.add_middleware(MetricsMiddleware, metrics=services.metrics)
     for module in (slis, evaluations, etl, health):
         app.include_router(module.router)

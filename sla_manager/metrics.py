@@ -1,7 +1,9 @@
 """The SLA manager's own metrics (served on /metrics from the app's own registry).
 
-Requests are labelled by route *template* (``/slis/{name}``), never by raw path, so the
-number of series stays bounded whatever clients send; unmatched paths share one label.
+Requests are labelled by route *template* (``/slis/{name}``), never by raw path, and by
+method among the standard ones, so the number of series stays bounded whatever clients
+send: unmatched paths share one ``route`` value (``<unmatched>``), any other method name
+(``curl -X PROBEA``) one ``method`` value (``other``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 UNMATCHED = "<unmatched>"
+OTHER_METHOD = "other"
+# RFC 9110's methods and PATCH: the ones a label may name.
+KNOWN_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
+)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
@@ -39,6 +46,11 @@ class SlaMetrics:
         )
         self.in_flight = Gauge(
             "sla_manager_http_requests_in_flight", "Requests being answered.", registry=r
+        )
+        self.overloaded = Counter(
+            "sla_manager_prometheus_busy",
+            "Requests answered 503 because SLA_PROMETHEUS_MAX_CONCURRENT queries were running.",
+            registry=r,
         )
         self.dependency_failures = Counter(
             "sla_manager_dependency_failures",
@@ -83,6 +95,7 @@ class MetricsMiddleware:
         path = getattr(scope.get("route"), "path", None)
         if path is None:
             path = scope["path"] if "endpoint" in scope else UNMATCHED
-        labels = (scope["method"], path, str(status))
+        method = scope["method"] if scope["method"] in KNOWN_METHODS else OTHER_METHOD
+        labels = (method, path, str(status))
         self.metrics.requests.labels(*labels).inc()
         self.metrics.latency.labels(*labels).observe(seconds)

@@ -27,7 +27,13 @@ class Services:
             size=s.sla_mysql_pool_size,
             acquire_timeout_s=s.mysql_connect_timeout_s,
         )
-        self.prometheus = PrometheusClient(s.prometheus_url, s.prometheus_timeout_s)
+        self.prometheus = PrometheusClient(
+            s.prometheus_url,
+            s.prometheus_timeout_s,
+            max_concurrent=s.sla_prometheus_max_concurrent,
+            slot_wait_s=s.sla_prometheus_slot_wait_s,
+            max_response_bytes=s.sla_prometheus_max_response_bytes,
+        )
         self.slis = SliStore(self.pool)
         self.forecasts = ForecastStore(self.pool)
 

@@ -55,6 +55,25 @@ class SlaSettings(MysqlSettings):
     sla_max_series: int = Field(
         default=500, ge=1, le=100_000, description="series reported per SLI and request"
     )
+    # Resource bounds (Prometheus' own are --query.timeout and --query.max-samples).
+    sla_max_points: int = Field(
+        default=100_000,
+        ge=1,
+        le=10_000_000,
+        description="evaluations × series a /violations range query may fetch",
+    )
+    sla_prometheus_max_concurrent: int = Field(
+        default=8, ge=1, le=1000, description="Prometheus queries in flight per process"
+    )
+    sla_prometheus_slot_wait_s: float = Field(
+        default=1.0, ge=0, le=60, description="wait for a free query slot, then answer 503"
+    )
+    sla_prometheus_max_response_bytes: int = Field(
+        default=8 * 1024 * 1024, ge=1024, description="largest Prometheus answer read"
+    )
+    sla_max_body_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="largest request body (413 beyond)"
+    )
     # Label matchers that select the ETL's own metrics as Prometheus scrapes them.
     sla_etl_matchers: str = Field(
         default='job="sla-monitor",service="etl_data_pipeline"', max_length=1000

@@ -3,6 +3,11 @@
 Which series an SLI covers: those its selector returns (Prometheus), kept when they carry
 every label of the SLI's ``labels`` with exactly that value, in label-set order, at most
 SLA_MAX_SERIES of them (``truncated`` says when more matched).
+
+Before a range query fetches anything, an instant ``count by (<the SLI's label names>)``
+at ``end`` says how many series it would return: more than SLA_MAX_SERIES kept by the
+labels, or more than SLA_MAX_POINTS evaluations × series fetched, is a 422 without the
+range query ever being sent.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Query
 
-from sla_common.prometheus import InstantSample, RangeSeries
+from sla_common.prometheus import InstantSample, PrometheusClient, RangeSeries
 from sla_common.series import series_key
 from sla_manager import evaluation as ev
 from sla_manager.deps import (
@@ -64,6 +69,32 @@ def _narrow(items: Sequence[T], sli: Sli, settings: SlaSettings) -> tuple[list[T
 
 def _labels_of(item: InstantSample | RangeSeries) -> Mapping[str, str]:
     return item.labels
+
+
+def _check_range_size(
+    prometheus: PrometheusClient, sli: Sli, at: float, evaluations: int, settings: SlaSettings
+) -> None:
+    """422 when the range query would return too much (see the module doc)."""
+    groups = prometheus.count(sli.selector, at, by=sorted(sli.labels))
+    fetched = sum(int(g.value) for g in groups)
+    kept = sum(
+        int(g.value) for g in groups if all(g.labels.get(k) == v for k, v in sli.labels.items())
+    )
+    if kept > settings.sla_max_series:
+        raise validation_error(
+            ("path", "name"),
+            f"the SLI's selector gives {kept} series at {at}, more than SLA_MAX_SERIES="
+            f"{settings.sla_max_series}: narrow the selector or the SLI's labels",
+            sli.name,
+        )
+    if evaluations * fetched > settings.sla_max_points:
+        raise validation_error(
+            ("query", "step"),
+            f"{evaluations} evaluations × {fetched} series = {evaluations * fetched} points, "
+            f"more than SLA_MAX_POINTS={settings.sla_max_points}: use a larger step, a "
+            "shorter window or a narrower selector",
+            None,
+        )
 
 
 def _split(labels: Mapping[str, str]) -> tuple[str | None, dict[str, str]]:
@@ -154,6 +185,7 @@ def sli_violations(
             params.step,
         )
     sli = sli_or_404(store, name)
+    _check_range_size(prometheus, sli, end, evaluations, settings)
     result, total = _narrow(prometheus.query_range(sli.selector, start, end, step), sli, settings)
     bounds = sli.bounds()
     series = []

@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from sla_common.mysql_pool import PoolClosed, PoolExhausted
-from sla_common.prometheus import PrometheusError, PrometheusUnavailable
+from sla_common.prometheus import PrometheusBusy, PrometheusError, PrometheusUnavailable
 from sla_manager.deps import ServicesDep
 from sla_manager.models import DependencyHealth, HealthResponse
 from sla_manager.services import Services
@@ -33,6 +33,7 @@ _FAILURES = (
     PoolClosed,
     PrometheusError,
     PrometheusUnavailable,
+    PrometheusBusy,
 )
 
 

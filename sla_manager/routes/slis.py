@@ -9,14 +9,17 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, Response, status
 
 from sla_common.prometheus import PrometheusClient
+from sla_manager.bodies import StrictJsonRoute
 from sla_manager.deps import PrometheusDep, SliName, SliStoreDep, WriteAccess, sli_or_404
-from sla_manager.errors import AUTH, CONFLICT, NOT_FOUND, PROMQL, UNAVAILABLE
+from sla_manager.errors import AUTH, CONFLICT, NOT_FOUND, PROMQL, TOO_LARGE, UNAVAILABLE
 from sla_manager.models import ListQuery, Sli, SliCreate, SliSpec
 from sla_manager.store import DuplicateSli
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/slis", tags=["slis"], responses={**UNAVAILABLE})
+router = APIRouter(
+    prefix="/slis", tags=["slis"], responses={**UNAVAILABLE}, route_class=StrictJsonRoute
+)
 
 
 def check_selector(prometheus: PrometheusClient, selector: str) -> None:
@@ -39,7 +42,7 @@ def list_slis(params: Annotated[ListQuery, Query()], store: SliStoreDep) -> list
     status_code=status.HTTP_201_CREATED,
     summary="Create an SLI",
     dependencies=[WriteAccess],
-    responses={**AUTH, **PROMQL, **CONFLICT},
+    responses={**AUTH, **PROMQL, **CONFLICT, **TOO_LARGE},
 )
 def create_sli(
     body: SliCreate, response: Response, store: SliStoreDep, prometheus: PrometheusDep
@@ -65,7 +68,7 @@ def get_sli(name: SliName, store: SliStoreDep) -> Sli:
     "/{name}",
     summary="Replace an SLI's definition",
     dependencies=[WriteAccess],
-    responses={**AUTH, **PROMQL, **NOT_FOUND},
+    responses={**AUTH, **PROMQL, **NOT_FOUND, **TOO_LARGE},
 )
 def replace_sli(name: SliName, body: SliSpec, store: SliStoreDep, prometheus: PrometheusDep) -> Sli:
     sli_or_404(store, name)  # before asking Prometheus: a 404 says more than a 400

@@ -8,12 +8,14 @@ schema, /metrics) is checked here. tests/integration/test_sla_*.py run it for re
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
+from sla_manager.errors import safe_errors
 from sla_manager.settings import SlaSettings
 from tests.integration.slautil import ServerThread
 
@@ -201,3 +203,135 @@ def test_metrics_label_requests_by_route_template(fresh_client: httpx.Client) ->
     assert 'route="<unmatched>",status="404"' in text
     assert 'route="/openapi.json",status="200"' in text
     assert "sla_manager_http_request_duration_seconds_bucket" in text
+
+
+def test_unknown_methods_and_routes_collapse_into_one_label_each(
+    fresh_client: httpx.Client,
+) -> None:
+    client = fresh_client
+    for method in ("PROBEA", "PROBEB", "X-CUSTOM"):
+        for path in ("/slis", "/nope/1", "/nope/2"):
+            assert client.request(method, path).status_code in (404, 405)
+    client.request("PATCH", "/slis")  # a standard method keeps its name
+    text = client.get("/metrics").text
+    assert "PROBE" not in text and "X-CUSTOM" not in text and "/nope" not in text
+    assert 'sla_manager_http_requests_total{method="other",route="/slis",status="405"} 3.0' in text
+    assert (
+        'sla_manager_http_requests_total{method="other",route="<unmatched>",status="404"} 6.0'
+        in text
+    )
+    assert 'method="PATCH",route="/slis",status="405"' in text
+
+
+# Bodies Python's json reads but JSON and UTF-8 cannot hold: each a 422 saying what.
+NON_JSON = [
+    ('{"name": "fd", "selector": "up", "max": NaN}', "NaN is not a JSON number"),
+    ('{"name": "fd", "selector": "up", "max": Infinity}', "Infinity is not a JSON number"),
+    ('{"name": "fd", "selector": "up", "min": -Infinity}', "-Infinity is not a JSON number"),
+    ('{"name": "fd", "selector": "up", "max": 1e309}', "1e309 is beyond the range of a double"),
+    ('{"name": "fd", "selector": "\\ud800", "max": 1}', "lone surrogate \\ud800"),
+    ('{"name": "fd", "selector": "up", "max": 1, "labels": {"\\udfff": "x"}}', "\\udfff"),
+    ('{"name": "\\ud800", "selector": "up", "max": 1}', "lone surrogate"),
+]
+
+
+@pytest.mark.parametrize(("method", "path"), [("POST", "/slis"), ("PUT", "/slis/fd")])
+@pytest.mark.parametrize(("body", "message"), NON_JSON)
+def test_non_json_numbers_and_lone_surrogates_are_a_short_422(
+    client: httpx.Client, method: str, path: str, body: str, message: str
+) -> None:
+    headers = {**_auth(), "Content-Type": "application/json"}
+    r = client.request(method, path, content=body.encode(), headers=headers)
+    assert r.status_code == 422, r.text
+    assert "Traceback" not in r.text and len(r.content) < 1000
+    (error,) = r.json()["detail"]
+    assert error["type"] == "json_invalid"
+    assert message in error["ctx"]["error"], r.text
+
+
+def test_utf8_encoded_surrogates_are_a_422_too(client: httpx.Client) -> None:
+    body = b'{"name": "fd", "selector": "\xed\xa0\x80", "max": 1}'  # U+D800 as UTF-8 bytes
+    headers = {**_auth(), "Content-Type": "application/json"}
+    r = client.post("/slis", content=body, headers=headers)
+    assert r.status_code == 422, r.text
+    assert "lone surrogate" in r.text
+
+
+def test_non_finite_query_parameters_are_a_422(client: httpx.Client) -> None:
+    for value in ("NaN", "inf", "-Infinity", "1e309"):
+        r = client.get(f"/slis/fd/status?time={value}")
+        assert r.status_code == 422, (value, r.text)
+
+
+def test_a_422_echoes_at_most_a_few_hundred_characters_of_the_input(
+    client: httpx.Client,
+) -> None:
+    big = "x" * 900_000  # under the 1 MiB body limit
+    cases = [
+        ({**SLI, "description": big}, "description"),
+        ({**SLI, "name": big}, "name"),
+        ({**SLI, "selector": big}, "selector"),
+        ({"name": "fd", "selector": "up", "padding": big}, "padding"),
+    ]
+    for body, field in cases:
+        r = client.post("/slis", json=body, headers=_auth())
+        assert r.status_code == 422, r.text
+        assert len(r.content) < 2000, (field, len(r.content))
+        assert any(field in map(str, e["loc"]) for e in r.json()["detail"]), r.text
+        assert "(900000 characters)" in r.text
+
+
+def test_the_echo_is_json_safe_whatever_the_input() -> None:
+    # What FastAPI's own handler failed on: NaN and a lone surrogate in an echoed input.
+    errors = [
+        {"type": "finite_number", "loc": ("body", "max"), "msg": "m", "input": float("nan")},
+        {"type": "x", "loc": ("body", "\ud800"), "msg": "bad \ud800", "input": {"a": "\udfff"}},
+        {"type": "x", "loc": ("body",), "msg": "m", "input": [float("inf")] * 1000},
+    ]
+    out = safe_errors(errors)
+    text = json.dumps(out, allow_nan=False, ensure_ascii=False)
+    text.encode("utf-8")  # raises for a lone surrogate
+    assert out[0]["input"] == "NaN"
+    assert out[1]["loc"] == ["body", "\\ud800"] and out[1]["input"] == '{"a": "\\udfff"}'
+    assert len(out[2]["input"]) < 300
+
+
+def _raw_post(base_url: str, head: dict[str, str], parts: list[bytes]) -> bytes:
+    """Send a request's head and only ``parts`` of its body over a raw socket, then read
+    the answer: a server that waits for the whole body never answers (socket timeout)."""
+    url = httpx.URL(base_url)
+    lines = ["POST /slis HTTP/1.1", f"Host: {url.host}", *(f"{k}: {v}" for k, v in head.items())]
+    with socket.create_connection((url.host, url.port or 80), timeout=20) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        for part in parts:
+            sock.sendall(part)
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    return answer
+
+
+def test_a_body_over_the_limit_is_a_413_without_waiting_for_the_rest(
+    client: httpx.Client,
+) -> None:
+    head = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    # Announced as 10 MiB: refused on the header, after 100 bytes of body.
+    announced = _raw_post(
+        str(client.base_url), {**head, "Content-Length": str(10 * 1024 * 1024)}, [b"{" * 100]
+    )
+    assert announced.startswith(b"HTTP/1.1 413 "), announced[:200]
+    # Chunked (no length): refused once 1 MiB has streamed in, the other 9 MiB never sent.
+    chunk = b"x" * 65536
+    parts = [b"%x\r\n%s\r\n" % (len(chunk), chunk)] * 17  # 1.06 MiB
+    streamed = _raw_post(str(client.base_url), {**head, "Transfer-Encoding": "chunked"}, parts)
+    assert streamed.startswith(b"HTTP/1.1 413 "), streamed[:200]
+    # And through an ordinary client sending all of it.
+    r = client.post("/slis", content=b"{" * (2 * 1024 * 1024), headers=head)
+    assert r.status_code == 413 and "Content Too Large" in r.text
+    # Just under the limit is read and validated as usual.
+    body = json.dumps({**SLI, "description": "x" * (1024 * 1024 - 200)}).encode()
+    assert len(body) < 1024 * 1024
+    assert client.post("/slis", content=body, headers=head).status_code == 422
