@@ -49,7 +49,7 @@ import numpy as np
 import pandas as pd
 
 from etl_data_pipeline.analyses import ForecastResult, forecast, prepare
-from etl_data_pipeline.forecast import ForecastOptions, breach_probability
+from etl_data_pipeline.forecast import ForecastOptions
 from sla_common.demo import generate
 
 NAB = Path(__file__).resolve().parents[1] / ".." / "shared" / "nab" / "data"
@@ -247,10 +247,10 @@ def predictors() -> dict[str, Predictor]:
     def ours(p: float) -> Predictor:
         def fire(c: Cycle, side: str, thr: float) -> bool | None:
             f = c.fc.get("ours")
-            if f is None or f.loc is None or f.scale is None:
+            if f is None:
                 return None
             lo, hi = (None, thr) if side == "upper" else (thr, None)
-            return breach_probability(f.loc, f.scale, lo, hi, f.floor, f.df) >= p
+            return f.breach_probability(lo, hi) >= p
 
         return fire
 

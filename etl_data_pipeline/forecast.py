@@ -92,6 +92,12 @@ class ForecastResult:
         object.__setattr__(self, "min", float(np.min(self.mean)))
         object.__setattr__(self, "avg", float(np.mean(self.mean)))
 
+    def breach_probability(self, lower: float | None = None, upper: float | None = None) -> float:
+        """:func:`breach_probability` of this forecast's predictive distribution."""
+        if self.loc is None or self.scale is None:
+            raise ValueError(f"forecast {self.model!r} carries no predictive distribution")
+        return breach_probability(self.loc, self.scale, lower, upper, self.floor, self.df)
+
 
 @dataclass(frozen=True)
 class ForecastOptions:

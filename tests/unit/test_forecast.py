@@ -44,7 +44,7 @@ def test_a_spike_six_hours_ago_does_not_blow_up_the_band() -> None:
     assert isinstance(r, ForecastResult)
     # the band stays near the current level: never negative, nowhere near the 20,000 limit
     assert np.all(r.lower95 > 3000) and np.all(r.upper95 < 6000), (r.lower95, r.upper95)
-    assert breach_probability(r.loc, r.scale, upper=20_000, floor=r.floor, df=r.df) < 1e-3
+    assert r.breach_probability(upper=20_000) < 1e-3
     assert r.outliers_replaced >= 15  # the storm's 20 per-minute means, give or take edges
 
 
@@ -61,7 +61,7 @@ def test_a_spike_happening_now_is_not_cleaned_away() -> None:
     r = forecast(_prepared(x))
     assert isinstance(r, ForecastResult)
     assert r.mean[0] > 20_000
-    assert breach_probability(r.loc, r.scale, upper=20_000, floor=r.floor, df=r.df) > 0.5
+    assert r.breach_probability(upper=20_000) > 0.5
 
 
 def test_hampel_replaces_isolated_outliers_and_keeps_level_shifts_and_the_newest_points() -> None:
