@@ -307,7 +307,7 @@ def violations(
     return res
 
 
-def measure(near: int = 12, far: int = 12, seed: int = 1) -> dict[str, Any]:
+def measure(near: int = 8, far: int = 8, seed: int = 1) -> dict[str, Any]:
     warnings.simplefilter("ignore")
     rng = np.random.default_rng(seed)
     methods = {"today": ForecastOptions.legacy(), "ours": ForecastOptions()}

@@ -109,7 +109,7 @@ class ForecastOptions:
     protect: int = 3  # newest points never replaced
     scale_window_s: int = 6 * 3600  # residuals used for the robust spread
     width_scale: float = 1.0  # multiplies the spread (calibration knob)
-    residuals: Literal["raw", "cleaned"] = "cleaned"  # what the spread is measured against
+    residuals: Literal["raw", "cleaned"] = "raw"  # what the spread is measured against
     domain: bool = True  # clip at the floor of a non-negative series
 
     @classmethod
@@ -130,15 +130,21 @@ def hampel(x: FloatArray, half_window: int, k: float, protect: int) -> tuple[Flo
     n = x.size
     if n < 5 or half_window < 1:
         return x, 0
-    med = pd.Series(x).rolling(2 * half_window + 1, center=True, min_periods=1).median()
-    dist = np.abs(x - med.to_numpy())
+    rolling = pd.Series(x).rolling(2 * half_window + 1, center=True, min_periods=1)
+    med = np.array(rolling.median(), dtype=np.float64)
+    # Near the end the window shrinks symmetrically (the last point is its own median): a
+    # level shift of the last minutes is a new level, not an outlier of the older one.
+    for i in range(max(0, n - half_window), n):
+        d = n - 1 - i
+        med[i] = np.median(x[i - d : i + d + 1])
+    dist = np.abs(x - med)
     sigma = 1.4826 * float(np.median(dist))
     if sigma <= 0:
         return x, 0
     out = dist > k * sigma
     if protect > 0:
         out[max(0, n - protect) :] = False
-    cleaned = np.where(out, med.to_numpy(), x)
+    cleaned = np.where(out, med, x)
     return cleaned.astype(np.float64), int(out.sum())
 
 
@@ -276,19 +282,24 @@ def fit_forecast(
 
 # Student-t degrees of freedom and the ratio of their 97.5 % to 90 % quantiles (decreasing
 # in df; the normal's is 1.96 / 1.2816 = 1.529), to pick the tail that fits the residuals.
-_DF_GRID = np.array([2.0, 2.5, 3.0, 4.0, 5.0, 7.0, 10.0, 15.0, 30.0, 100.0])
+_DF_GRID = np.array([1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 7.0, 10.0, 15.0, 30.0, 100.0])
 _RATIO_GRID = np.array([t_dist.ppf(0.975, d) / t_dist.ppf(0.9, d) for d in _DF_GRID])
 _NORMAL_RATIO = Z95 / Z80
 
 
 def _tail(w80: float, w95: float) -> tuple[float | None, float]:
     """Degrees of freedom (``None``: normal) and scale of the symmetric Student-t whose
-    central 80 % and 95 % half-widths are closest to ``w80`` and ``w95``."""
+    central 80 % and 95 % half-widths are ``w80`` and ``w95``. Tails lighter than the
+    normal's get the normal through both (geometric mean of the two scales); tails heavier
+    than Cauchy's (a few incidents among the residuals) get Cauchy through ``w80``, the
+    better estimated of the two."""
     if w80 <= 0:
         return None, w95 / Z95
     ratio = w95 / w80
     if ratio <= _RATIO_GRID[-1]:
-        return None, math.sqrt((w80 / Z80) * (w95 / Z95)) if ratio > _NORMAL_RATIO else w80 / Z80
+        return None, math.sqrt((w80 / Z80) * (w95 / Z95))
+    if ratio >= _RATIO_GRID[0]:
+        return float(_DF_GRID[0]), w80 / float(t_dist.ppf(0.9, _DF_GRID[0]))
     df = float(np.interp(ratio, _RATIO_GRID[::-1], _DF_GRID[::-1]))
     q80, q95 = float(t_dist.ppf(0.9, df)), float(t_dist.ppf(0.975, df))
     return df, math.sqrt((w80 / q80) * (w95 / q95))
