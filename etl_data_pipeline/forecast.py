@@ -7,21 +7,30 @@ analytic intervals (``ForecastOptions.legacy()``, kept for the side-by-side benc
 
 - **Incidents in the history do not blow up the fit.** Before fitting, a Hampel filter
   replaces points further than ``hampel_k`` robust standard deviations from their rolling
-  median (a window of ``hampel_window_s`` each side) by that median: a 20-minute spike six
-  hours ago is gone, a level shift lasting longer than the window stays. The newest
-  ``protect`` points are never replaced, so an incident happening *now* is seen as it is.
-- **The spread comes from robust residuals, not from the squared ones.** ETS' analytic
-  variance is ``sigma² · c_h`` with ``sigma²`` the mean squared one-step residual, which one
-  spike inflates a hundredfold. Here ``sigma`` is the scaled MAD of the one-step residuals of
-  the recent history (measured against the *raw* values, so real noise counts), ``c_h`` the
-  model's own growth of the variance with the horizon, and the interval's width a
-  multiple of it (``width_scale``; chosen by measurement, see bench/bench_forecast.py).
+  median (a window of ``hampel_window_s`` each side, shrinking symmetrically at the end) by
+  that median: a 20-minute spike an hour or six ago is gone, a level shift lasting longer
+  than the window, or the one of the last minutes, stays. The newest ``protect`` points are
+  never replaced, so an incident happening *now* is seen as it is.
+- **The spread comes from residual quantiles, not from the squared residuals.** ETS'
+  analytic variance is ``sigma² · c_h`` with ``sigma²`` the mean squared one-step residual,
+  which one spike inflates a hundredfold. Here the empirical 80 % and 95 % quantiles of the
+  recent (``scale_window_s``) absolute one-step residuals, measured against the *raw*
+  values so that real noise and recurring spikes count (split-conformal style), fix a
+  symmetric Student-t: its degrees of freedom from the ratio of the two quantiles (normal
+  when the tails are normal, Cauchy at the heaviest), its scale through both. The scale
+  grows with the horizon as the model's own analytic variance does (``c_h``).
 - **Bounds respect the metric's domain.** A series whose history never went below zero
   (bytes, counts, rates) is non-negative: its bounds are clipped at ``floor`` = 0 and the
-  predictive distribution is a normal *censored* at the floor.
+  predictive distribution is censored at the floor.
 
-The predictive distribution of each point is ``max(floor, N(loc, scale²))``; ``loc`` and
-``scale`` go into the Kafka message so consumers can compute :func:`breach_probability`.
+Why these choices: bench/bench_forecast.py replays the NAB subset and the demo through this
+code; measuring the spread against the cleaned values (spikes removed) under-covered NAB
+(80 % → 0.74, 95 % → 0.87), against the raw ones it is within 5 points of nominal on both,
+and the Hampel filter lowers the forecast error (MASE) on NAB (BENCHMARKS.md).
+
+The predictive distribution of each point is ``max(floor, loc + scale·T)``, ``T`` normal
+(``df`` None) or Student-t; ``loc``, ``scale``, ``df`` and ``floor`` go into the Kafka
+message so consumers can compute :func:`breach_probability`.
 """
 
 from __future__ import annotations
@@ -103,7 +112,7 @@ class ForecastResult:
 class ForecastOptions:
     """How :func:`fit_forecast` treats the history; the defaults are the measured choice."""
 
-    robust: bool = True  # Hampel-clean the history and use a MAD-based spread
+    robust: bool = True  # Hampel-clean the history, spread from residual quantiles
     hampel_window_s: int = 3600  # half-width of the rolling window
     hampel_k: float = 4.0  # robust standard deviations that make an outlier
     protect: int = 3  # newest points never replaced
