@@ -103,7 +103,7 @@ def load_demo(hours: float = 36.0) -> list[Series]:
     for s in generate(seed=42, end=end, hours=hours, step_s=15):
         if s.kind == "counter":
             continue
-        m = pd.Series(s.values, pd.to_datetime(s.timestamps, unit="s", utc=True))
+        m = pd.Series(s.values, pd.to_datetime(s.timestamps, unit="s"))  # naive UTC
         pm = m.resample("60s", label="right", closed="right").mean().dropna()
         pts = pm.index.to_numpy().astype("datetime64[s]").astype(np.int64)
         out.append(
