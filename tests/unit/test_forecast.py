@@ -10,8 +10,9 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from etl_data_pipeline.analyses import analyse, forecast, prepare
-from etl_data_pipeline.forecast import ForecastOptions, ForecastResult, breach_probability, hampel
+from etl_data_pipeline.forecast import ForecastOptions, ForecastResult, hampel
 from etl_data_pipeline.pipeline import build_message
+from sla_common.breach import breach_probability
 from sla_common.messages import AnalysisMessage, Forecast, ForecastPoint, SeriesRef
 
 T0 = 1_760_000_000
