@@ -20,6 +20,7 @@ from typing import Any
 from bench import (
     bench_analyses,
     bench_e2e,
+    bench_forecast,
     bench_kafka,
     bench_retrieval,
     bench_sla,
@@ -47,7 +48,9 @@ def machine() -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument(
-        "which", nargs="*", default=["analyses", "kafka", "storage", "retrieval", "sla", "e2e"]
+        "which",
+        nargs="*",
+        default=["analyses", "forecast", "kafka", "storage", "retrieval", "sla", "e2e"],
     )
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
@@ -65,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
             f"ours more accurate on {100 * a['ours_more_accurate_fraction']:.0f}% of cases"
         )
         print("  time per analysis (median ms):", json.dumps(a["where_time_goes_ms"]))
+    if "forecast" in args.which:
+        results["forecast"] = bench_forecast.measure()
+        print(bench_forecast.summary(results["forecast"]))
     if "kafka" in args.which:
         bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
         results["kafka"] = bench_kafka.measure(bootstrap, args.repeats)

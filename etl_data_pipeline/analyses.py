@@ -18,16 +18,19 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal, TypeVar
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
-from statsmodels.tsa.exponential_smoothing.ets import ETSModel
 from statsmodels.tsa.filters.hp_filter import hpfilter
 from statsmodels.tsa.seasonal import seasonal_decompose
 from statsmodels.tsa.stattools import acf, adfuller
+
+# Re-exported: the forecast's result and options are part of this module's interface.
+from etl_data_pipeline.forecast import ForecastOptions as ForecastOptions  # noqa: PLC0414
+from etl_data_pipeline.forecast import ForecastResult as ForecastResult  # noqa: PLC0414
+from etl_data_pipeline.forecast import fit_forecast
 
 log = logging.getLogger(__name__)
 
@@ -392,27 +395,6 @@ def aggregates(
 # --------------------------------------------------------------------------- forecast
 
 
-@dataclass(frozen=True)
-class ForecastResult:
-    model: str  # e.g. "ets(A,Ad,A) period=60", "ets(A,Ad,N)", "constant", "naive"
-    step_s: int
-    history_points: int
-    timestamps: IntArray
-    mean: FloatArray
-    lower80: FloatArray
-    upper80: FloatArray
-    lower95: FloatArray
-    upper95: FloatArray
-    max: float = field(init=False)
-    min: float = field(init=False)
-    avg: float = field(init=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "max", float(np.max(self.mean)))
-        object.__setattr__(self, "min", float(np.min(self.mean)))
-        object.__setattr__(self, "avg", float(np.mean(self.mean)))
-
-
 def _resample_mean(prepared: Prepared, step_s: int) -> tuple[IntArray, FloatArray]:
     """Means over buckets of ``step_s`` seconds, stamped at the bucket's last grid point."""
     if step_s <= prepared.step_s:
@@ -428,113 +410,34 @@ def _resample_mean(prepared: Prepared, step_s: int) -> tuple[IntArray, FloatArra
     return stamps.astype(np.int64), means.astype(np.float64)
 
 
-def _ets_forecast(
-    z: FloatArray, horizon: int, period: int | None, damped: bool, trend: bool
-) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]:
-    y = pd.Series(z)
-    model = ETSModel(
-        y,
-        error="add",
-        trend="add" if trend else None,
-        damped_trend=damped and trend,
-        seasonal="add" if period else None,
-        seasonal_periods=period,
-        initialization_method="heuristic"
-        if z.size >= 10 + (2 * period if period else 0)
-        else "estimated",
-    )
-    res = model.fit(disp=False)
-    pred = res.get_prediction(start=z.size, end=z.size + horizon - 1)
-    mean = np.asarray(pred.predicted_mean, dtype=np.float64)
-    i80 = np.asarray(pred.pred_int(alpha=0.2), dtype=np.float64)
-    i95 = np.asarray(pred.pred_int(alpha=0.05), dtype=np.float64)
-    return mean, i80[:, 0], i80[:, 1], i95[:, 0], i95[:, 1]
-
-
 def forecast(
     prepared: Prepared,
     horizon_s: int = 600,
     step_s: int = 60,
     season_s: int = 3600,
+    options: ForecastOptions | None = None,
 ) -> ForecastResult | Skipped:
-    """Holt-Winters forecast of the next ``horizon_s`` seconds with 80 % and 95 % intervals.
+    """Holt-Winters forecast of the next ``horizon_s`` seconds with its predictive
+    distribution and 80 % and 95 % intervals (see :mod:`etl_data_pipeline.forecast`).
 
-    The model is additive exponential smoothing in state-space form (ETS(A,Ad,A): additive
-    error, damped additive trend, additive season) so prediction intervals are analytic.
-    Multiplicative forms are never used: real series contain zeros and negatives. The
-    series is averaged to one point per ``step_s`` (the fit cost grows with the season
-    length in points) and standardised before fitting (byte counts of 1e10 upset the
-    optimiser). With less than two seasons of history it falls back to a damped trend,
-    with under 10 points to simple smoothing, and a constant series gets a constant
-    forecast with zero-width intervals.
+    The series is averaged to one point per ``step_s`` (the fit cost grows with the season
+    length in points). A series whose measured samples are all ≥ 0 is non-negative: its
+    bounds never go below 0.
     """
     if prepared.n == 0:
         return Skipped("forecast", "empty", "no samples")
     stamps, m = _resample_mean(prepared, step_s)
     step = max(step_s, prepared.step_s)
     horizon = max(1, math.ceil(horizon_s / step))
-    future = stamps[-1] + step * np.arange(1, horizon + 1, dtype=np.int64)
     if m.size < 3:
         return Skipped("forecast", "too_short", f"{m.size} points at {step} s; need at least 3")
-
-    if _is_constant(m):
-        flat = np.full(horizon, float(m[-1]))
-        return ForecastResult(
-            "constant",
-            step,
-            int(m.size),
-            _ro_int(future),
-            *(_ro(flat) for _ in range(5)),
-        )
-
-    mu, sd = float(np.mean(m)), float(np.std(m))
-    z = (m - mu) / sd
     period = round(season_s / step) if season_s > 0 else 0
-    candidates: list[tuple[str, int | None, bool, bool]] = []
-    if period >= 2 and z.size >= 2 * period + 10:
-        candidates.append((f"ets(A,Ad,A) period={period}", period, True, True))
-    if z.size >= 10:
-        candidates.append(("ets(A,Ad,N)", None, True, True))
-    candidates.append(("ets(A,N,N)", None, False, False))
-
-    for name, per, damped, trend in candidates:
-        try:
-            with warnings.catch_warnings(), np.errstate(all="ignore"):
-                warnings.simplefilter("ignore")
-                parts = _ets_forecast(z, horizon, per, damped, trend)
-        except (ValueError, ArithmeticError, np.linalg.LinAlgError, IndexError) as e:
-            log.debug("forecast model %s failed: %s", name, e)
-            continue
-        if all(np.all(np.isfinite(p)) for p in parts):
-            mean, l80, u80, l95, u95 = (p * sd + mu for p in parts)
-            return ForecastResult(
-                name,
-                step,
-                int(m.size),
-                _ro_int(future),
-                _ro(mean),
-                _ro(l80),
-                _ro(u80),
-                _ro(l95),
-                _ro(u95),
-            )
-
-    # Every model failed: a naive (random-walk) forecast with its textbook interval.
-    sigma = float(np.std(np.diff(m))) if m.size > 1 else 0.0
-    h = np.arange(1, horizon + 1, dtype=np.float64)
-    spread = sigma * np.sqrt(h)
-    last = float(m[-1])
-    mean = np.full(horizon, last)
-    return ForecastResult(
-        "naive",
-        step,
-        int(m.size),
-        _ro_int(future),
-        _ro(mean),
-        _ro(last - 1.2816 * spread),
-        _ro(last + 1.2816 * spread),
-        _ro(last - 1.96 * spread),
-        _ro(last + 1.96 * spread),
+    nonnegative = bool(np.all(prepared.raw_values >= 0))
+    return _guard(
+        "forecast",
+        lambda: fit_forecast(
+            stamps, m, step, horizon, period, nonnegative=nonnegative, options=options
+        ),
     )
 
 

@@ -109,6 +109,41 @@ def _floats(a: np.ndarray[Any, Any]) -> list[float]:
     return [float(v) for v in a.tolist()]
 
 
+def _forecast_message(f: ForecastResult, horizon_s: int) -> m.Forecast:
+    """The forecast with its predictive distribution (loc/scale per point) when it has one."""
+    n = f.timestamps.size
+    loc = f.loc.tolist() if f.loc is not None else [None] * n
+    scale = f.scale.tolist() if f.scale is not None else [None] * n
+    return m.Forecast(
+        model=f.model,
+        step_s=f.step_s,
+        horizon_s=horizon_s,
+        history_points=f.history_points,
+        points=[
+            m.ForecastPoint(
+                ts=int(t), value=v, lower80=l8, upper80=u8, lower95=l9, upper95=u9, loc=lc, scale=sc
+            )
+            for t, v, l8, u8, l9, u9, lc, sc in zip(
+                f.timestamps.tolist(),
+                f.mean.tolist(),
+                f.lower80.tolist(),
+                f.upper80.tolist(),
+                f.lower95.tolist(),
+                f.upper95.tolist(),
+                loc,
+                scale,
+                strict=True,
+            )
+        ],
+        max=f.max,
+        min=f.min,
+        mean=f.avg,
+        distribution=None if f.scale is None else ("normal" if f.df is None else "student_t"),
+        df=f.df,
+        floor=f.floor,
+    )
+
+
 def build_message(
     run_id: str,
     produced_at: int,
@@ -153,28 +188,7 @@ def build_message(
             resid=_floats(d.resid),
         )
     if isinstance(result.forecast, ForecastResult):
-        f = result.forecast
-        fc = m.Forecast(
-            model=f.model,
-            step_s=f.step_s,
-            horizon_s=horizon_s,
-            history_points=f.history_points,
-            points=[
-                m.ForecastPoint(ts=int(t), value=v, lower80=l8, upper80=u8, lower95=l9, upper95=u9)
-                for t, v, l8, u8, l9, u9 in zip(
-                    f.timestamps.tolist(),
-                    f.mean.tolist(),
-                    f.lower80.tolist(),
-                    f.upper80.tolist(),
-                    f.lower95.tolist(),
-                    f.upper95.tolist(),
-                    strict=True,
-                )
-            ],
-            max=f.max,
-            min=f.min,
-            mean=f.avg,
-        )
+        fc = _forecast_message(result.forecast, horizon_s)
     aggs = [
         m.Aggregate(
             window=w.window,

@@ -142,6 +142,10 @@ class ForecastPoint(_Model):
     upper80: Finite
     lower95: Finite
     upper95: Finite
+    # The point's predictive distribution, ``max(floor, loc + scale·T)`` with ``T`` as the
+    # forecast's ``distribution`` says (optional: absent in messages of older ETLs).
+    loc: Finite | None = None
+    scale: Finite | None = Field(default=None, ge=0)
 
 
 class Forecast(_Model):
@@ -153,6 +157,18 @@ class Forecast(_Model):
     max: Finite
     min: Finite
     mean: Finite
+    # What the points' loc/scale mean (optional: absent in messages of older ETLs):
+    # "normal", or "student_t" with ``df`` degrees of freedom; ``floor`` is the domain's
+    # lower limit (0 for a non-negative series), below which no value can fall.
+    distribution: Literal["normal", "student_t"] | None = None
+    df: Finite | None = Field(default=None, gt=0)
+    floor: Finite | None = None
+
+    @model_validator(mode="after")
+    def _distribution(self) -> Self:
+        if (self.distribution == "student_t") != (self.df is not None):
+            raise ValueError("df is required with distribution=student_t and only then")
+        return self
 
 
 class SkippedAnalysis(_Model):
