@@ -5,7 +5,11 @@ The ETL builds messages with these models and consumers validate against them: a
 that does not validate goes to the dead-letter topic with the reason, never into storage.
 
 Versioning: ``schema_version`` is a literal. A change that old consumers cannot read bumps
-it; consumers reject versions they do not know rather than guessing.
+it; consumers reject versions they do not know rather than guessing. Version 2 added optional
+fields (the series' metric type and rate window, the ADF regression, the HP cut-off, each
+forecast point's predictive distribution): version 1 messages still validate (the fields
+are absent), while a version 1 consumer refuses version 2 (``extra="forbid"``), which is why
+the version moved. Upgrade consumers before producers.
 
 Times are epoch seconds (UTC by definition). Series on the regular analysis grid (HP,
 decomposition) carry their values only; timestamp ``i`` is ``grid.start + i * grid.step_s``.
@@ -21,7 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sla_common.series import series_key
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+SCHEMA_VERSIONS_READ = (1, 2)
 
 # Bounds that keep one message well under Kafka's default 1 MiB request size.
 MAX_GRID_POINTS = 20_000
@@ -178,7 +183,7 @@ class SkippedAnalysis(_Model):
 
 
 class AnalysisMessage(_Model):
-    schema_version: Literal[1] = 1
+    schema_version: Literal[1, 2] = 2
     run_id: str = Field(min_length=1, max_length=64)
     produced_at: EpochS
     series: SeriesRef

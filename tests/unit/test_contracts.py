@@ -48,7 +48,7 @@ def test_message_round_trips_and_carries_every_analysis() -> None:
     back = AnalysisMessage.from_bytes(raw)
     assert back == msg
     doc = json.loads(raw)
-    assert doc["schema_version"] == 1
+    assert doc["schema_version"] == 2
     assert doc["adf"]["critical_values"].keys() == {"1%", "5%", "10%"}
     assert len(doc["hp"]["trend"]) == doc["grid"]["count"] == 2880
     assert [a["window"] for a in doc["aggregates"]] == ["1h", "3h", "12h"]
@@ -61,7 +61,7 @@ def test_message_round_trips_and_carries_every_analysis() -> None:
 @pytest.mark.parametrize(
     ("mutate", "needle"),
     [
-        (lambda d: d.update(schema_version=2), "schema_version"),
+        (lambda d: d.update(schema_version=3), "schema_version"),
         (lambda d: d.pop("run_id"), "run_id"),
         (lambda d: d["adf"].update(pvalue="low"), "pvalue"),
         (lambda d: d["grid"].update(count=5), "grid.count"),
@@ -174,3 +174,25 @@ def test_repeat_filter_lets_one_record_per_interval_through() -> None:
         False,
     ]
     assert f.filter(rec("other %s", 2))  # a different message is not held back
+
+
+def test_a_version_1_message_without_the_version_2_fields_still_validates() -> None:
+    doc = json.loads(_message().to_bytes())
+    doc["schema_version"] = 1
+    for part, fields in _V2_FIELDS.items():
+        for field in fields:
+            doc[part].pop(field, None)
+    for point in doc["forecast"]["points"]:
+        point.pop("loc", None)
+        point.pop("scale", None)
+    back = AnalysisMessage.from_bytes(json.dumps(doc).encode())
+    assert back.schema_version == 1
+    assert back.forecast is not None and back.forecast.points[0].loc is None
+
+
+_V2_FIELDS = {
+    "series": ("metric_type", "type_source", "rate_window_s"),
+    "adf": ("regression",),
+    "hp": ("cutoff_period_s",),
+    "forecast": ("distribution", "df", "floor"),
+}

@@ -98,7 +98,7 @@ def test_a_valid_message_passes(msg: AnalysisMessage) -> None:
 def _bad_cases(msg: AnalysisMessage) -> list[tuple[str, bytes | None, bytes | None, str]]:
     key = msg.kafka_key()
     good = _raw(msg)
-    v2 = {**good, "schema_version": 2}
+    v2 = {**good, "schema_version": 3}
     missing = {k: v for k, v in good.items() if k != "window"}
     wrong = {**good, "produced_at": "yesterday"}
     wrong_nested = {**good, "hp": {**good["hp"], "trend": "up"}}
