@@ -860,6 +860,23 @@ def test_interactive_client_ends_cleanly_on_ctrl_c_and_on_end_of_input(
     assert "Pick a metric" in proc.stdout and "Traceback" not in proc.stdout
 
 
+def test_interactive_client_quits_on_ctrl_c_even_when_sigint_came_in_ignored(
+    server: ServerThread,
+) -> None:
+    # A CI job started with `cmd &` by a non-interactive shell hands every descendant SIGINT
+    # ignored; on its own terminal the menu still quits on Ctrl-C.
+    term = Terminal(
+        [PY, "-m", "data_retrieval.client"], env=client_env(server), sigint_ignored=True
+    )
+    try:
+        term.expect("Pick a metric")
+        term.send_raw(b"\x03")
+        assert term.wait() == 130
+        assert "Traceback" not in term.output
+    finally:
+        term.close()
+
+
 def test_client_commands_print_json_for_scripts(
     server: ServerThread, db: TempDatabase, run: Runner
 ) -> None:
