@@ -727,6 +727,9 @@ def test_a_cancelled_stream_stops_reading_the_database(
     assert grpc_errors(caplog) == []  # a client leaving is no server error
 
 
+DEADLINE_S = 3.0
+
+
 def test_a_passed_deadline_ends_the_stream_and_its_reading(
     server: ServerThread, db: TempDatabase, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -735,11 +738,14 @@ def test_a_passed_deadline_ends_the_stream_and_its_reading(
 
     async def slow_reader() -> grpc.StatusCode:
         async with grpc.aio.insecure_channel(server.target, options=SMALL_WINDOW) as ch:
+            # A deadline the first page meets even on a loaded machine; then the client
+            # dawdles until it has passed.
+            passed = asyncio.get_running_loop().time() + DEADLINE_S
             call = pb_grpc.RetrievalServiceStub(ch).ListHodrickPrescott(
-                pb.ListHodrickPrescottRequest(selector=metric_selector(FS)), timeout=0.5
+                pb.ListHodrickPrescottRequest(selector=metric_selector(FS)), timeout=DEADLINE_S
             )
             await call.read()
-            await asyncio.sleep(1.0)  # the deadline passes while the client dawdles
+            await asyncio.sleep(passed - asyncio.get_running_loop().time() + 0.5)
             try:
                 while isinstance(await call.read(), pb.ListHodrickPrescottResponse):
                     pass
@@ -757,7 +763,8 @@ def test_a_passed_deadline_ends_the_stream_and_its_reading(
 
 
 def test_sigterm_turns_health_not_serving_then_stops(db: TempDatabase) -> None:
-    with ServerProcess(db.settings, GRPC_SHUTDOWN_DRAIN_S="1.5", GRPC_SHUTDOWN_GRACE_S="5") as srv:
+    # A drain long enough for the calls below to be made during it on a loaded machine.
+    with ServerProcess(db.settings, GRPC_SHUTDOWN_DRAIN_S="5", GRPC_SHUTDOWN_GRACE_S="5") as srv:
         # its own /metrics, for Prometheus
         with grpc.insecure_channel(srv.target) as ch:
             pb_grpc.RetrievalServiceStub(ch).GetDickeyFuller(
