@@ -43,7 +43,14 @@ from data_retrieval.client.api import (
     selector,
     time_range,
 )
-from data_retrieval.client.menu import LineReader, Menu, Write, stdout_writer, write_reports
+from data_retrieval.client.menu import (
+    LineReader,
+    Menu,
+    Write,
+    stdout_writer,
+    take_ctrl_c,
+    write_reports,
+)
 from data_retrieval.client.settings import ClientSettings
 from sla_common.cli import EXIT_BAD_SETTINGS, settings_and_logging
 
@@ -231,6 +238,8 @@ def main(argv: list[str] | None = None, write: Write = stdout_writer) -> int:
     settings = settings_and_logging(ClientSettings, log)
     if settings is None:
         return EXIT_BAD_SETTINGS
+    if (args.command or "menu") == "menu":
+        take_ctrl_c(sys.stdin.fileno())  # before asyncio.run, which then handles Ctrl-C
     try:
         return asyncio.run(run(args, settings, write))
     except InputError as e:

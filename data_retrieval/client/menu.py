@@ -14,6 +14,7 @@ import asyncio
 import codecs
 import contextlib
 import os
+import signal
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Sequence
@@ -182,6 +183,26 @@ async def write_full_series(
 
 
 # --------------------------------------------------------------------------- input
+
+
+def take_ctrl_c(fd: int) -> bool:
+    """Let Ctrl-C on the terminal ``fd`` quit the menu, even if SIGINT came in ignored.
+
+    A non-interactive shell starts a background command (``cmd &``) with SIGINT ignored,
+    and every descendant inherits that (a CI job or a script started this way, and whatever
+    it runs). Python then installs no handler and asyncio none either, so Ctrl-C did
+    nothing. When ``fd`` is a terminal whose foreground job is this process, its Ctrl-C is
+    meant for us: take SIGINT back. True when it did so.
+    """
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        return False
+    try:
+        if not os.isatty(fd) or os.tcgetpgrp(fd) != os.getpgrp():
+            return False
+    except OSError:  # not a terminal, or none controlling this process
+        return False
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    return True
 
 
 class LineReader:

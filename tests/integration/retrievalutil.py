@@ -368,12 +368,21 @@ class Terminal:
     typed into it becomes SIGINT for the program, as at a keyboard.
     """
 
-    def __init__(self, argv: Sequence[str], env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        argv: Sequence[str],
+        env: dict[str, str] | None = None,
+        *,
+        sigint_ignored: bool = False,
+    ) -> None:
         self._master, slave = pty.openpty()
         # Not a process group leader, so setsid(1) makes the session without forking: the
         # program keeps this pid and is its own process group (killpg works).
+        command = ["setsid", "--ctty", *argv]
+        if sigint_ignored:  # as a non-interactive shell starts `cmd &`: SIGINT inherited ignored
+            command = ["sh", "-c", 'trap "" INT; exec "$@"', "sh", *command]
         self.proc = subprocess.Popen(
-            ["setsid", "--ctty", *argv],
+            command,
             stdin=slave,
             stdout=slave,
             stderr=slave,

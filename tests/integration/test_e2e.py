@@ -20,13 +20,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import numpy as np
 import pymysql
 import pytest
+from grpc_health.v1 import health_pb2
 
 from data_retrieval.client.api import RetrievalClient, collect, selector
 from sla_common import demo
+from tests.integration.retrievalutil import health_status
 from tests.integration.stackutil import (
     REPO,
     Stack,
@@ -71,6 +74,14 @@ class Service:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
+
+
+def grpc_serving(target: str) -> bool:
+    try:
+        status = health_status(target, timeout=2)
+    except grpc.RpcError:
+        return False
+    return bool(status == health_pb2.HealthCheckResponse.SERVING)
 
 
 def http_ok(url: str) -> bool:
@@ -157,6 +168,8 @@ def start_chain(stack: Stack, tmp: Path, mysql_port: int, kafka: str | None = No
         tmp / "sla.log",
     )
     wait_until(lambda: http_ok(f"{chain.sla_url}/healthz"), timeout=60, what="sla_manager")
+    # Every caller talks to data_retrieval at once: it answers before the chain is "started".
+    wait_until(lambda: grpc_serving(chain.grpc_target), timeout=60, what="data_retrieval")
     return chain
 
 
@@ -428,7 +441,16 @@ def test_chain_keeps_every_published_cycle_through_broker_db_and_consumer_faults
         # reported after it is back must be stored, with nobody restarting the consumer
         # (it rejoins the group the broker forgot, and rewinds on the re-created topic).
         step("broker down", ["down", "--only", "kafka"])
-        time.sleep(2)  # storage finishes a batch it already holds (MySQL is up)
+        # Storage finishes a batch it already holds (MySQL is up): what it stores settles,
+        # however long that takes on a loaded machine.
+        seen: list[set[int]] = [set()]
+
+        def settled() -> bool:
+            now = stored_ends()
+            done, seen[0] = now == seen[0], now
+            return done
+
+        wait_until(settled, timeout=60, what="storage to finish its batch", interval=1.5)
         at_risk = {end for _r, end, _n in reported()} - stored_ends()
         assert len(at_risk) <= 2, at_risk  # at most what was in flight at the restart
         time.sleep(4)

@@ -7,6 +7,7 @@ with SQL and compared with an independent expectation built from the messages se
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -22,10 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pymysql
 import pytest
 from kafka import TopicPartition
 from kafka.admin import KafkaAdminClient
 
+from data_storage.rows import RUNS, run_rows
 from data_storage.samples import analysed, moved, ref
 from data_storage.settings import StorageSettings
 from data_storage.writer import Writer
@@ -34,7 +37,6 @@ from sla_common.kafka import ensure_topics, make_producer
 from sla_common.messages import AnalysisMessage, SkippedAnalysis
 from sla_common.mysql import (
     DEFAULT_DATABASE_SQL,
-    Connection,
     close_quietly,
     connect,
     drop_database,
@@ -882,23 +884,49 @@ def sql_exec_migrated(stack: Stack, db: StorageSettings) -> None:
     migrate(stack.service_env(MYSQL_DATABASE=db.mysql_database, MYSQL_PORT=str(db.mysql_port)))
 
 
-def open_write_transaction(db: StorageSettings) -> Callable[[], int]:
-    """A probe: rows modified by an open transaction of a session using ``db``, else 0."""
-    conn: Connection = connect(db, database="", autocommit=True)
+@contextlib.contextmanager
+def runs_locked(
+    db: StorageSettings, msgs: Sequence[AnalysisMessage]
+) -> Iterator[Callable[[], int]]:
+    """Row locks on the ``runs`` rows of ``msgs``, held by an open transaction of the test.
 
-    def probe() -> int:
-        with conn.cursor() as cur:
+    The consumer writes a batch's ``runs`` rows last, in the batch's one transaction: a batch
+    that reaches a locked row waits there, everything else written and uncommitted, until the
+    test rolls its own transaction back (InnoDB's lock wait timeout bounds that wait). So a
+    signal sent meanwhile arrives mid-write for certain, instead of when a race is won. Yields
+    a probe: the rows written by a transaction of the consumer that waits for a lock, else 0.
+    The rows are locked in key order, as the consumer takes them, so the two cannot deadlock.
+    """
+    rows = sorted({r[0]: r for r in run_rows(msgs)}.values())
+    holder = connect(db, database="", autocommit=False)  # not "on" db: the probe skips it
+    watcher = connect(db, database="", autocommit=True)
+
+    def blocked_mid_write() -> int:
+        with watcher.cursor() as cur:
             cur.execute(
                 "SELECT COALESCE(MAX(t.trx_rows_modified), 0) FROM information_schema.innodb_trx t "
                 "JOIN information_schema.processlist p ON p.id = t.trx_mysql_thread_id "
-                "WHERE p.db = %s",
+                "WHERE p.db = %s AND t.trx_state = 'LOCK WAIT'",
                 (db.mysql_database,),
             )
             row = cur.fetchone()
             return int(row[0]) if row else 0
 
-    probe.conn = conn  # type: ignore[attr-defined]
-    return probe
+    try:
+        holder.begin()
+        with holder.cursor() as cur:
+            marks = ", ".join(["(" + ", ".join(["%s"] * len(RUNS.columns)) + ")"] * len(rows))
+            cur.execute(
+                f"INSERT INTO `{db.mysql_database}`.{RUNS.name} ({', '.join(RUNS.columns)}) "  # noqa: S608
+                f"VALUES {marks} ON DUPLICATE KEY UPDATE run_id = run_id",
+                [v for r in rows for v in r],
+            )
+        yield blocked_mid_write
+    finally:
+        close_quietly(watcher)
+        with contextlib.suppress(pymysql.MySQLError, OSError):
+            holder.rollback()
+        close_quietly(holder)
 
 
 @pytest.mark.timeout(120)
@@ -907,18 +935,16 @@ def test_sigkill_in_the_middle_of_a_batch_then_restart_stores_everything_once(
 ) -> None:
     msgs = realistic(series=6, runs=5, end=now_end(), prefix="kill")  # 30 × ≈ 5,800 rows
     topic = new_topic(stack.kafka_bootstrap, "kill")
-    produce_messages(stack.kafka_bootstrap, topic, msgs)
+    produce_messages(stack.kafka_bootstrap, topic, msgs[:18])
     group = f"group-{topic}"
-    batch = {"STORAGE_BATCH_MAX_ROWS": "25000"}  # ≈ 4 messages, ~0.3 s per transaction
+    batch = {"STORAGE_BATCH_MAX_ROWS": "25000"}  # ≈ 4 messages a transaction
     first = service(db, topic, group=group, **batch)
     first.wait_stored(4)
-    probe = open_write_transaction(db)
-    try:
-        wait_until(lambda: probe() > 0, timeout=30, interval=0.01, what="a batch mid-write")
+    with runs_locked(db, msgs) as blocked_mid_write:
+        produce_messages(stack.kafka_bootstrap, topic, msgs[18:])  # a batch is still to come
+        wait_until(blocked_mid_write, timeout=60, interval=0.1, what="a batch mid-write")
         os.kill(first.pid, signal.SIGKILL)
-    finally:
-        close_quietly(probe.conn)  # type: ignore[attr-defined]
-    assert first.stop() == -signal.SIGKILL
+        assert first.stop() == -signal.SIGKILL
 
     partial = stored_windows(db)
     done = committed(stack.kafka_bootstrap, group, topic)
@@ -939,27 +965,29 @@ def test_sigkill_in_the_middle_of_a_batch_then_restart_stores_everything_once(
     assert second.alive()
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(120)
 def test_sigterm_finishes_and_commits_the_current_batch_then_exits_0(
     stack: Stack, db: StorageSettings, service: Service
 ) -> None:
-    # Enough small batches (two messages each) that the write is still going on when the
-    # probe looks, however fast the machine is at the moment.
     msgs = realistic(series=6, runs=12, end=now_end(), prefix="term")
     topic = new_topic(stack.kafka_bootstrap, "term")
-    produce_messages(stack.kafka_bootstrap, topic, msgs)
+    produce_messages(stack.kafka_bootstrap, topic, msgs[:36])
     group = f"group-{topic}"
-    svc = service(db, topic, group=group, STORAGE_BATCH_MAX_ROWS="12000")
+    svc = service(db, topic, group=group, STORAGE_BATCH_MAX_ROWS="12000")  # ≈ 2 a batch
     svc.wait_stored(4)
-    probe = open_write_transaction(db)
-    try:
-        wait_until(lambda: probe() > 0, timeout=30, interval=0.01, what="a batch mid-write")
+    with runs_locked(db, msgs) as blocked_mid_write:
+        produce_messages(stack.kafka_bootstrap, topic, msgs[36:])  # a batch is still to come
+        wait_until(blocked_mid_write, timeout=60, interval=0.1, what="a batch mid-write")
         svc.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
-    finally:
-        close_quietly(probe.conn)  # type: ignore[attr-defined]
-    t0 = time.monotonic()
+        wait_until(
+            lambda: "finishing and committing the current batch" in svc.output(),
+            timeout=30,
+            what="SIGTERM received",
+        )
+        assert svc.alive()
+        before = stored_windows(db)  # committed only: not the batch that waits
+    # The lock is gone: the batch goes on from where it waited.
     assert svc.stop(timeout=30) == 0, svc.output()[-3000:]
-    assert time.monotonic() - t0 < 15
 
     # Everything stored is committed and everything committed is stored: the batch that was
     # being written when SIGTERM came was finished and its offsets committed.
@@ -968,6 +996,7 @@ def test_sigterm_finishes_and_commits_the_current_batch_then_exits_0(
     by_partition = partition_of_records(stack.kafka_bootstrap, topic, len(msgs))
     committed_windows = {w for (p, off), w in by_partition.items() if off < done.get(p, 0)}
     assert stored == committed_windows
+    assert before < stored, "the batch mid-write when SIGTERM came was not finished"
     assert 4 < len(stored) < len(msgs)
     assert "leaving" in svc.output() or "stopped" in svc.output()
     assert_stored_equals(db, [m for m in msgs if (m.series.key, m.window.end) in stored])
