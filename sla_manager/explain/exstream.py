@@ -25,11 +25,17 @@ on the base):
 
 The pipeline (:func:`explain`):
 
-1. rank every feature by ``D`` (ties: by the larger standardised shift of the medians);
+1. rank every feature by ``D``. Distances equal to ``tie_decimals`` decimals are ties, and
+   sharp incidents make many (every series the incident drags along separates perfectly):
+   a tie goes to the larger gap between the two classes' value ranges relative to their
+   joint span (the feature that moved furthest out, in its own terms), then to the one that
+   left its reference range earlier before the anomaly (in the points between the
+   reference and the anomaly);
 2. **false-positive filtering**: a feature whose distance between two *reference-only*
-   intervals (default: the first ``|A|`` points of the reference against the rest of it)
-   reaches ``false_positive_ratio`` of its own distance separates any two intervals, not
-   this anomaly: it is dropped;
+   intervals (default: windows of ``|A|`` points at either end of the reference against
+   the rest of it, past a gap as long as the one before the anomaly) reaches
+   ``false_positive_ratio`` of its own distance separates any two intervals, not this
+   anomaly: it is dropped;
 3. **reward-leap filtering**: of what remains, keep the features above the largest drop
    between consecutive distances (searched among the first ``leap_window + 1``);
 4. **correlation clustering**: a kept feature whose values correlate with an earlier kept
@@ -49,7 +55,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal
@@ -74,7 +80,8 @@ class ExplainConfig:
 
     false_positive_ratio: float = 0.8
     correlation_threshold: float = 0.9
-    leap_window: int = 30
+    leap_window: int = 100
+    tie_decimals: int = 2
     min_distance: float = 0.0
     max_predicates: int | None = None
     max_ranked: int = 100
@@ -114,6 +121,8 @@ class FeatureScore:
     anomalous_median: float
     reference_median: float
     standardised_shift: float  # (median A - median R) / robust sd of R
+    lead_points: int  # points right before the anomaly already out of the reference range
+    margin: float  # gap between the classes' ranges / their joint span (< 0: overlap)
     mixed_points: int
     reference_distance: float  # D between the two reference-only intervals
 
@@ -340,6 +349,20 @@ def best_predicate(
 # --------------------------------------------------------------------------- pipeline
 
 
+def _lead(
+    x: FloatArray, gap_cols: IntArray, above: BoolArray, r_min: FloatArray, r_max: FloatArray
+) -> IntArray:
+    """How many points right before the anomaly (in the gap after the reference) each
+    feature had already left its reference range, in the anomaly's direction."""
+    if len(gap_cols) == 0:
+        return np.zeros(x.shape[0], dtype=np.int64)
+    g = x[:, gap_cols]
+    out_of_range = np.where(above[:, None], g > r_max[:, None], g < r_min[:, None])
+    inside = ~out_of_range[:, ::-1]  # scan backwards from the anomaly's start
+    run = np.where(inside.any(axis=1), np.argmax(inside, axis=1), len(gap_cols))
+    return np.asarray(run, dtype=np.int64)
+
+
 def _mask(mask: npt.ArrayLike, n: int, what: str) -> BoolArray:
     m = np.asarray(mask)
     if m.dtype != np.bool_ or m.shape != (n,):
@@ -352,16 +375,16 @@ def explain(
     anomalous: npt.ArrayLike,
     reference: npt.ArrayLike,
     *,
-    false_positive_intervals: tuple[npt.ArrayLike, npt.ArrayLike] | None = None,
+    false_positive_intervals: Sequence[tuple[npt.ArrayLike, npt.ArrayLike]] | None = None,
     config: ExplainConfig | None = None,
 ) -> Explanation:
     """Explain the anomalous columns of ``values`` (features x time points, finite on every
     column used) against the reference columns. Masks are boolean, one entry per column.
-    ``false_positive_intervals``: two disjoint reference-only masks, (reference-like,
-    anomaly-like). Default: the first ``|A|`` reference columns (at most half of them) play
-    the anomaly against the rest of the reference, so both tests have the same class
-    proportions and the same geometry (a window against a longer one next to it), away from
-    the onset of the anomaly, which often begins before the violation does."""
+    ``false_positive_intervals``: pairs of disjoint reference-only masks, (reference-like,
+    anomaly-like); a feature's reference distance is its largest over the pairs. Default:
+    two pairs with the anomaly's geometry (a window of ``|A|`` points, a gap as long as the
+    one between the reference and the anomaly, the rest of the reference): the window at the
+    start of the reference (mirrored) and at its end (shifted back)."""
     cfg = config or ExplainConfig()
     t0 = time.perf_counter()
     x = np.asarray(values, dtype=np.float64)
@@ -374,32 +397,53 @@ def explain(
         raise ValueError("the anomalous and the reference intervals both need points")
     if (is_a & is_r).any():
         raise ValueError("the anomalous and reference intervals overlap")
+    a_cols = np.flatnonzero(is_a)
+    before = np.flatnonzero(is_r[: a_cols[0]])
+    # columns between the end of a reference that precedes the anomaly and its start
+    gap_cols = np.arange(before[-1] + 1, a_cols[0]) if len(before) else np.arange(0)
+    pairs: list[tuple[BoolArray, BoolArray]] = []
     if false_positive_intervals is None:
         ref_cols = np.flatnonzero(is_r)
         if len(ref_cols) < 2:
             raise ValueError("the reference needs at least two points to split")
-        head = min(int(is_a.sum()), len(ref_cols) // 2)
-        fp1 = np.zeros(t, dtype=np.bool_)
-        fp2 = np.zeros(t, dtype=np.bool_)
-        fp2[ref_cols[:head]] = True  # plays the anomaly: as many points as it, at the start
-        fp1[ref_cols[head:]] = True
+        head = min(len(a_cols), len(ref_cols) // 2)
+        skip = min(len(gap_cols), len(ref_cols) - head - len(ref_cols) // 2)
+        first = np.zeros(t, dtype=np.bool_)
+        first[ref_cols[:head]] = True
+        after = np.zeros(t, dtype=np.bool_)
+        after[ref_cols[head + skip :]] = True
+        last = np.zeros(t, dtype=np.bool_)
+        last[ref_cols[-head:]] = True
+        before_last = np.zeros(t, dtype=np.bool_)
+        before_last[ref_cols[: len(ref_cols) - head - skip]] = True
+        # (reference-like, anomaly-like): the anomaly's geometry mirrored to the start of
+        # the reference, and shifted back to its end
+        pairs = [(after, first), (before_last, last)]
     else:
-        fp1 = _mask(false_positive_intervals[0], t, "false-positive interval")
-        fp2 = _mask(false_positive_intervals[1], t, "false-positive interval")
-        if not fp1.any() or not fp2.any():
-            raise ValueError("both false-positive intervals need points")
-        if (fp1 & fp2).any() or ((fp1 | fp2) & is_a).any():
-            raise ValueError("false-positive intervals must be disjoint and reference-only")
+        for ref_like, anom_like in false_positive_intervals:
+            fp_r = _mask(ref_like, t, "false-positive interval")
+            fp_a = _mask(anom_like, t, "false-positive interval")
+            if not fp_r.any() or not fp_a.any():
+                raise ValueError("both false-positive intervals need points")
+            if (fp_r & fp_a).any() or ((fp_r | fp_a) & is_a).any():
+                raise ValueError("false-positive intervals must be disjoint and reference-only")
+            pairs.append((fp_r, fp_a))
+        if not pairs:
+            raise ValueError("give at least one pair of false-positive intervals")
 
-    used = is_a | is_r | fp1 | fp2
+    used = is_a | is_r
+    for fp_r, fp_a in pairs:
+        used |= fp_r | fp_a
     cols = np.flatnonzero(used)
     main_cls = np.where(is_a[cols], 1, np.where(is_r[cols], 0, -1)).astype(np.int8)
-    fp_cls = np.where(fp1[cols], 0, np.where(fp2[cols], 1, -1)).astype(np.int8)
+    fp_cls = [
+        np.where(fp_r[cols], 0, np.where(fp_a[cols], 1, -1)).astype(np.int8) for fp_r, fp_a in pairs
+    ]
+    fp_sizes = [(int(fp_r.sum()), int(fp_a.sum())) for fp_r, fp_a in pairs]
     n_a, n_r = int(is_a.sum()), int(is_r.sum())
-    n_f1, n_f2 = int(fp1.sum()), int(fp2.sum())
     all_main = bool((main_cls >= 0).all())
     h_class = float(class_entropy(n_a, n_r))
-    h_class_fp = float(class_entropy(n_f1, n_f2))
+    h_class_fp = [float(class_entropy(nr, na)) for nr, na in fp_sizes]
 
     dist = np.empty(f)
     h_seg = np.empty(f)
@@ -427,12 +471,14 @@ def explain(
         h_seg[lo:hi] = h
         mixed[lo:hi] = mx
         dist[lo:hi] = np.minimum(h_class / h, 1.0)
-        fc = fp_cls[order]
-        fkeep = fc >= 0
-        hf, _ = segmentation_entropy(
-            sv[fkeep].reshape(hi - lo, n_f1 + n_f2), (fc[fkeep] == 1).reshape(hi - lo, -1)
-        )
-        dist_fp[lo:hi] = np.minimum(h_class_fp / hf, 1.0)
+        dist_fp[lo:hi] = 0.0
+        for fcls, (nr, na), hc in zip(fp_cls, fp_sizes, h_class_fp, strict=True):
+            fc = fcls[order]
+            fkeep = fc >= 0
+            hf, _ = segmentation_entropy(
+                sv[fkeep].reshape(hi - lo, nr + na), (fc[fkeep] == 1).reshape(hi - lo, nr + na)
+            )
+            dist_fp[lo:hi] = np.maximum(dist_fp[lo:hi], np.minimum(hc / hf, 1.0))
         av = smv[sma].reshape(hi - lo, n_a)
         rv = smv[~sma].reshape(hi - lo, n_r)
         a_min[lo:hi], a_max[lo:hi], a_med[lo:hi] = av[:, 0], av[:, -1], av[:, n_a // 2]
@@ -443,8 +489,14 @@ def explain(
     scale = r_iqr / 1.349
     floor = 1e-9 * np.maximum(np.abs(r_med), 1.0)
     shift = (a_med - r_med) / np.maximum(scale, floor)
-    key = np.round(dist, 9)
-    full_order = np.lexsort((-np.abs(shift), -key))
+    above = a_med >= r_med
+    span = np.maximum(a_max, r_max) - np.minimum(a_min, r_min)
+    margin = np.divide(
+        np.where(above, a_min - r_max, r_min - a_max), span, out=np.zeros(f), where=span > 0
+    )
+    lead = _lead(x, gap_cols, above, r_min, r_max)
+    key = np.round(dist, cfg.tie_decimals)
+    full_order = np.lexsort((-lead, -margin, -key))
     false_pos = dist_fp >= cfg.false_positive_ratio * dist
     order = full_order[~false_pos[full_order]]
     fp_order = full_order[false_pos[full_order]]
@@ -489,12 +541,14 @@ def explain(
         return FeatureScore(
             index=i,
             distance=float(dist[i]),
-            direction="above" if a_med[i] >= r_med[i] else "below",
+            direction="above" if above[i] else "below",
             anomalous_range=(float(a_min[i]), float(a_max[i])),
             reference_range=(float(r_min[i]), float(r_max[i])),
             anomalous_median=float(a_med[i]),
             reference_median=float(r_med[i]),
             standardised_shift=float(shift[i]),
+            lead_points=int(lead[i]),
+            margin=float(margin[i]),
             mixed_points=int(mixed[i]),
             reference_distance=float(dist_fp[i]),
         )

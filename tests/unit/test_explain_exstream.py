@@ -169,10 +169,26 @@ def test_false_positive_intervals_can_be_given() -> None:
     fp_ref[:600] = True
     fp_anom = np.zeros(n, dtype=bool)
     fp_anom[600:660] = True
-    e = explain(x, a, r, false_positive_intervals=(fp_ref, fp_anom))
+    e = explain(x, a, r, false_positive_intervals=[(fp_ref, fp_anom)])
     assert 2 not in e.order
     with pytest.raises(ValueError, match="reference-only"):
-        explain(x, a, r, false_positive_intervals=(fp_ref, a))
+        explain(x, a, r, false_positive_intervals=[(fp_ref, a)])
+    with pytest.raises(ValueError, match="at least one pair"):
+        explain(x, a, r, false_positive_intervals=[])
+
+
+def test_ties_go_to_the_feature_that_moved_furthest_out() -> None:
+    n, n_a = 400, 40
+    rng = np.random.default_rng(4)
+    x = rng.uniform(0, 1, (2, n))
+    x[0, -n_a:] = rng.uniform(1.2, 1.3, n_a)  # just above the reference's range
+    x[1, -n_a:] = rng.uniform(5.0, 5.1, n_a)  # far above it
+    a = np.zeros(n, dtype=bool)
+    a[-n_a:] = True
+    e = explain(x, a, ~a, config=ExplainConfig(false_positive_ratio=10.0))
+    assert [s.index for s in e.ranked] == [1, 0]
+    assert e.ranked[0].margin > e.ranked[1].margin > 0
+    assert e.ranked[0].distance == e.ranked[1].distance == pytest.approx(1.0)
 
 
 def test_pipeline_ranks_clusters_and_explains() -> None:
