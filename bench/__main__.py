@@ -1,4 +1,5 @@
-"""``python -m bench [analyses|kafka|storage|retrieval|sla ...]``: run the benchmarks.
+"""``python -m bench [analyses|kafka|storage|retrieval|sla|e2e|explain ...]``: run the
+benchmarks.
 
 Kafka benchmarks use KAFKA_BOOTSTRAP_SERVERS, storage ones MYSQL_* too (``make bench``
 starts the local stack and sources its stack.env first). Results go to
@@ -20,6 +21,7 @@ from typing import Any
 from bench import (
     bench_analyses,
     bench_e2e,
+    bench_explain,
     bench_kafka,
     bench_retrieval,
     bench_sla,
@@ -47,7 +49,9 @@ def machine() -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument(
-        "which", nargs="*", default=["analyses", "kafka", "storage", "retrieval", "sla", "e2e"]
+        "which",
+        nargs="*",
+        default=["analyses", "kafka", "storage", "retrieval", "sla", "e2e", "explain"],
     )
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
@@ -91,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     if "e2e" in args.which:
         results["e2e"] = bench_e2e.measure(args.repeats)
         print(bench_e2e.summary(results["e2e"]))
+    if "explain" in args.which:
+        results["explain"] = bench_explain.measure(args.repeats)
+        print(bench_explain.summary(results["explain"]))
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     path = out / time.strftime("%Y%m%dT%H%M%SZ.json", time.gmtime())

@@ -280,13 +280,20 @@ def _violation(
 
 
 def generate_host(
-    seed: int = 42, end: int | None = None, hours: float = 24.0, step_s: int = 15
+    seed: int = 42,
+    end: int | None = None,
+    hours: float = 24.0,
+    step_s: int = 15,
+    with_incidents: bool = True,
 ) -> Host:
-    """``hours`` of history at ``step_s`` ending at ``end`` (aligned down to the step)."""
+    """``hours`` of history at ``step_s`` ending at ``end`` (aligned down to the step).
+    ``with_incidents=False``: the same host on a quiet day (its unrelated bursts only)."""
     if not 1 <= step_s <= 300:
         raise ValueError("step_s must be in [1, 300]")
-    if not hours * HOUR >= 7 * HOUR:
+    if with_incidents and not hours * HOUR >= 7 * HOUR:
         raise ValueError("hours must cover the incidents (at least 7)")
+    if hours * HOUR < 2 * step_s:
+        raise ValueError("hours must cover at least two steps")
     e = align_end(end, step_s)
     n = int(hours * HOUR // step_s) + 1
     ts = e - step_s * np.arange(n - 1, -1, -1, dtype=np.int64)
@@ -297,13 +304,15 @@ def generate_host(
     batch = g.window(BATCH_ONSET, BATCH_END)
 
     # ---------------------------------------------------------------- incidents' shapes
+    on = 1.0 if with_incidents else 0.0
     leak = g.profile([(LEAK_ONSET, 0.0), (LEAK_PEAK, 9.0 * GIB), (LEAK_RESTART, 9.4 * GIB)]) * (
         g.t <= e - LEAK_RESTART
     )
+    leak = on * leak
     leak_rate = np.gradient(leak, g.t)  # bytes/s allocated by the leak
-    disk = g.window(DISK_ONSET, DISK_CLEANUP)
+    disk = on * g.window(DISK_ONSET, DISK_CLEANUP)
     disk_fill = g.profile([(DISK_ONSET, 0.0), (DISK_CLEANUP, 50 * GIB)]) * disk
-    storm = g.profile(
+    storm = on * g.profile(
         [(FD_ONSET + 120, 0.0), (FD_ONSET - 60, 1.0), (FD_END + 60, 1.0), (FD_END - 120, 0.0)]
     )
 
@@ -323,7 +332,7 @@ def generate_host(
     sreclaim = g.pattern(_key("node_memory_SReclaimable_bytes"), 0.35 * GIB, 0.03 * GIB, 0, 5 * MIB)
     available = free + 0.85 * cache + 0.5 * sreclaim
     swap_used = 0.2 * GIB + 1.2 * GIB * np.maximum.accumulate(evicted * (g.t <= e - LEAK_RESTART))
-    swap_used = np.where(g.t > e - LEAK_RESTART, 0.2 * GIB + 0.6 * GIB, swap_used)
+    swap_used = np.where(g.t > e - LEAK_RESTART, 0.2 * GIB + 0.6 * GIB * on, swap_used)
     pressure = np.clip((1.5 * GIB - available) / GIB, 0, 1)
     # dirty pages and writeback come in bursts, more of them while the log floods sdb
     dirty = g.pattern(_key("node_memory_Dirty_bytes"), 30 * MIB, 5 * MIB, 0, 8 * MIB, phi=0.7)
@@ -624,6 +633,8 @@ def generate_host(
 
     var = {"device": "/dev/sdb1", "fstype": "ext4", "mountpoint": "/var"}
     mem_key: Callable[[str], str] = lambda f: _key(f"node_memory_{f}_bytes")  # noqa: E731
+    if not with_incidents:
+        return Host(ts, series, frozenset(g.counters), ())
     incidents = (
         incident(
             "memory_leak",

@@ -36,12 +36,23 @@ The pipeline (:func:`explain`):
    the rest of it, past a gap as long as the one before the anomaly) reaches
    ``false_positive_ratio`` of its own distance separates any two intervals, not this
    anomaly: it is dropped;
+   A feature whose median moved by less than ``min_relative_change`` of its magnitude in
+   the reference (a few inodes of a filesystem's millions) is dropped as negligible: the
+   distance does not see magnitudes, and such a move separates perfectly when the series
+   is quantised and wanders slowly. Dropped features stay at the end of ``order``;
 3. **reward-leap filtering**: of what remains, keep the features above the largest drop
    between consecutive distances (searched among the first ``leap_window + 1``);
 4. **correlation clustering**: a kept feature whose values correlate with an earlier kept
    one at ``|r| >= correlation_threshold`` joins its group (it "moves with" it);
-5. **the explanation**: one predicate per group representative, ``feature < t`` or
-   ``feature > t``, with the threshold that best separates the classes (balanced accuracy).
+5. **the explanation**: one predicate per group representative (the first
+   ``max_predicates``), ``feature < t`` or ``feature > t``, with the threshold that best
+   separates the classes (balanced accuracy).
+
+The defaults of :class:`ExplainConfig` were chosen on generated cases (BENCHMARKS.md):
+``false_positive_ratio`` 0.3 and ``false_positive_distance`` 0.5 (a feature that separates
+the reference-only pair at 30 % of its own distance, or at 0.5 at all, is dropped); give
+the pair one day earlier where the history has it (daily patterns are the usual false
+positives of SRE metrics).
 
 The false-positive filter runs before the leap rather than on the leap's survivors: it is
 as cheap as the ranking here (the same sort), and filtering first keeps a real cause that
@@ -78,12 +89,16 @@ _CHUNK_CELLS = 2_000_000
 class ExplainConfig:
     """Knobs of :func:`explain` (defaults as measured in BENCHMARKS.md)."""
 
-    false_positive_ratio: float = 0.8
+    false_positive_ratio: float = 0.3
+    false_positive_distance: float = 0.5
+    false_positive_windows: int = 8
+    false_positive_quantile: float = 0.5
+    min_relative_change: float = 0.01
     correlation_threshold: float = 0.9
     leap_window: int = 100
     tie_decimals: int = 2
     min_distance: float = 0.0
-    max_predicates: int | None = None
+    max_predicates: int | None = 3
     max_ranked: int = 100
 
     def __post_init__(self) -> None:
@@ -91,8 +106,12 @@ class ExplainConfig:
             raise ValueError("false_positive_ratio must be positive")
         if not 0.0 <= self.correlation_threshold <= 1.0:
             raise ValueError("correlation_threshold must be in [0, 1]")
-        if self.leap_window < 1 or self.max_ranked < 1:
-            raise ValueError("leap_window and max_ranked must be at least 1")
+        if self.min_relative_change < 0.0:
+            raise ValueError("min_relative_change must not be negative")
+        if self.false_positive_distance <= 0.0:
+            raise ValueError("false_positive_distance must be positive")
+        if self.leap_window < 1 or self.max_ranked < 1 or self.false_positive_windows < 1:
+            raise ValueError("leap_window, max_ranked and false_positive_windows must be >= 1")
         if self.min_distance < 0.0:
             raise ValueError("min_distance must not be negative")
         if self.max_predicates is not None and self.max_predicates < 1:
@@ -154,10 +173,12 @@ class Predicate:
 class Explanation:
     ranked: tuple[FeatureScore, ...]  # best first, false positives left out (max_ranked)
     false_positives: tuple[FeatureScore, ...]  # dropped, best first (max_ranked)
+    negligible: tuple[FeatureScore, ...]  # moved by less than min_relative_change
     kept: tuple[int, ...]  # above the reward leap, best first
     clusters: tuple[Cluster, ...]
     predicates: tuple[Predicate, ...]  # the explanation: their conjunction
-    order: IntArray  # every non-false-positive feature's row, best first
+    order: IntArray  # every row, best first; from demoted_from on the dropped ones
+    demoted_from: int  # rows of order before this index passed both filters
     distances: Distances
     timings_ms: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
 
@@ -283,11 +304,14 @@ def _freeze(d: Distances) -> Distances:
 
 def reward_leap(sorted_distances: npt.ArrayLike, window: int = 30) -> int:
     """How many of the (descending) distances lie above the largest drop between two
-    consecutive ones among the first ``window + 1``."""
+    consecutive ones among the first ``window + 1`` (and, when that is all of them, the drop
+    from the last one to 0)."""
     d = np.asarray(sorted_distances, dtype=np.float64)
     if len(d) <= 1:
         return len(d)
     head = d[: window + 1]
+    if len(d) <= window + 1:
+        head = np.append(head, 0.0)  # the drop after the last one counts: [1, 1] keeps both
     gaps = head[:-1] - head[1:]
     return int(np.argmax(gaps)) + 1
 
@@ -363,6 +387,36 @@ def _lead(
     return np.asarray(run, dtype=np.int64)
 
 
+def _default_pairs(
+    ref_cols: IntArray, n_a: int, gap: int, t: int, windows: int
+) -> list[tuple[BoolArray, BoolArray]]:
+    """Reference-only pairs with the anomaly's geometry: a window of ``n_a`` reference points
+    (anomaly-like) and, past a gap of ``gap`` points, the reference on the longer side of it
+    (reference-like), for ``windows`` window positions spread over the reference."""
+    n_r = len(ref_cols)
+    head = max(1, min(n_a, n_r // 2))
+    skip = min(gap, max(0, n_r - 2 * head))
+    starts = np.unique(np.linspace(0, n_r - head, max(1, windows)).round().astype(np.int64))
+    pairs = []
+    for p in starts:
+        before = ref_cols[: max(0, p - skip)]
+        after = ref_cols[p + head + skip :]
+        side = before if len(before) >= len(after) else after
+        if len(side) < head:
+            continue
+        anom_like = np.zeros(t, dtype=np.bool_)
+        anom_like[ref_cols[p : p + head]] = True
+        ref_like = np.zeros(t, dtype=np.bool_)
+        ref_like[side] = True
+        pairs.append((ref_like, anom_like))
+    if not pairs:  # a short reference: its two halves
+        first, second = np.zeros(t, dtype=np.bool_), np.zeros(t, dtype=np.bool_)
+        first[ref_cols[: n_r // 2]] = True
+        second[ref_cols[n_r // 2 :]] = True
+        pairs.append((first, second))
+    return pairs
+
+
 def _mask(mask: npt.ArrayLike, n: int, what: str) -> BoolArray:
     m = np.asarray(mask)
     if m.dtype != np.bool_ or m.shape != (n,):
@@ -406,19 +460,7 @@ def explain(
         ref_cols = np.flatnonzero(is_r)
         if len(ref_cols) < 2:
             raise ValueError("the reference needs at least two points to split")
-        head = min(len(a_cols), len(ref_cols) // 2)
-        skip = min(len(gap_cols), len(ref_cols) - head - len(ref_cols) // 2)
-        first = np.zeros(t, dtype=np.bool_)
-        first[ref_cols[:head]] = True
-        after = np.zeros(t, dtype=np.bool_)
-        after[ref_cols[head + skip :]] = True
-        last = np.zeros(t, dtype=np.bool_)
-        last[ref_cols[-head:]] = True
-        before_last = np.zeros(t, dtype=np.bool_)
-        before_last[ref_cols[: len(ref_cols) - head - skip]] = True
-        # (reference-like, anomaly-like): the anomaly's geometry mirrored to the start of
-        # the reference, and shifted back to its end
-        pairs = [(after, first), (before_last, last)]
+        pairs = _default_pairs(ref_cols, len(a_cols), len(gap_cols), t, cfg.false_positive_windows)
     else:
         for ref_like, anom_like in false_positive_intervals:
             fp_r = _mask(ref_like, t, "false-positive interval")
@@ -471,14 +513,15 @@ def explain(
         h_seg[lo:hi] = h
         mixed[lo:hi] = mx
         dist[lo:hi] = np.minimum(h_class / h, 1.0)
-        dist_fp[lo:hi] = 0.0
-        for fcls, (nr, na), hc in zip(fp_cls, fp_sizes, h_class_fp, strict=True):
+        per_pair = np.empty((len(fp_cls), hi - lo))
+        for k, (fcls, (nr, na), hc) in enumerate(zip(fp_cls, fp_sizes, h_class_fp, strict=True)):
             fc = fcls[order]
             fkeep = fc >= 0
             hf, _ = segmentation_entropy(
                 sv[fkeep].reshape(hi - lo, nr + na), (fc[fkeep] == 1).reshape(hi - lo, nr + na)
             )
-            dist_fp[lo:hi] = np.maximum(dist_fp[lo:hi], np.minimum(hc / hf, 1.0))
+            per_pair[k] = np.minimum(hc / hf, 1.0)
+        dist_fp[lo:hi] = np.quantile(per_pair, cfg.false_positive_quantile, axis=0)
         av = smv[sma].reshape(hi - lo, n_a)
         rv = smv[~sma].reshape(hi - lo, n_r)
         a_min[lo:hi], a_max[lo:hi], a_med[lo:hi] = av[:, 0], av[:, -1], av[:, n_a // 2]
@@ -497,9 +540,16 @@ def explain(
     lead = _lead(x, gap_cols, above, r_min, r_max)
     key = np.round(dist, cfg.tie_decimals)
     full_order = np.lexsort((-lead, -margin, -key))
-    false_pos = dist_fp >= cfg.false_positive_ratio * dist
-    order = full_order[~false_pos[full_order]]
+    false_pos = (dist_fp >= cfg.false_positive_ratio * dist) | (
+        dist_fp >= cfg.false_positive_distance
+    )
+    level = np.maximum(np.abs(r_min), np.abs(r_max))
+    negligible = ~false_pos & (np.abs(a_med - r_med) < cfg.min_relative_change * level)
+    demoted = false_pos | negligible
+    order = full_order[~demoted[full_order]]
     fp_order = full_order[false_pos[full_order]]
+    negligible_order = full_order[negligible[full_order]]
+    full = np.concatenate([order, full_order[demoted[full_order]]])
     t_fp = time.perf_counter()
 
     eligible = order[dist[order] >= cfg.min_distance]
@@ -555,7 +605,8 @@ def explain(
 
     ranked = tuple(score(int(i)) for i in order[: cfg.max_ranked])
     fps = tuple(score(int(i)) for i in fp_order[: cfg.max_ranked])
-    order.setflags(write=False)
+    small = tuple(score(int(i)) for i in negligible_order[: cfg.max_ranked])
+    full.setflags(write=False)
     h_class_arr = np.full(f, h_class)
     timings = {
         "rank": (t_rank - t0) * 1e3,
@@ -567,10 +618,12 @@ def explain(
     return Explanation(
         ranked=ranked,
         false_positives=fps,
+        negligible=small,
         kept=tuple(int(i) for i in kept),
         clusters=clusters,
         predicates=tuple(predicates),
-        order=order,
+        order=full,
+        demoted_from=len(order),
         distances=_freeze(Distances(dist, h_class_arr, h_seg, mixed)),
         timings_ms=MappingProxyType({k: round(v, 3) for k, v in timings.items()}),
     )
@@ -594,20 +647,17 @@ def _sig3(v: float) -> str:
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 
-def unit_of(metric: str) -> str:
+def unit_of(metric: str, counter: bool | None = None) -> str:
     """The unit a feature's values are in, from the Prometheus naming conventions; counters
-    (``_total``) are explained by their per-second rate."""
-    if metric.endswith("_bytes_total"):
-        return "bytes/s"
-    if metric.endswith("_bytes"):
-        return "bytes"
-    if metric.endswith("_seconds_total"):
-        return "s/s"
-    if metric.endswith("_seconds"):
-        return "seconds"
-    if metric.endswith("_total"):
-        return "/s"
-    return ""
+    (``_total``, or ``counter=True`` for node-exporter's untyped ones such as
+    ``node_vmstat_pgfault``) are explained by their per-second rate."""
+    is_counter = metric.endswith("_total") if counter is None else counter
+    base = metric.removesuffix("_total")
+    if base.endswith("_bytes"):
+        return "bytes/s" if is_counter else "bytes"
+    if base.endswith("_seconds"):
+        return "s/s" if is_counter else "seconds"
+    return "/s" if is_counter else ""
 
 
 def format_value(value: float, unit: str) -> str:
@@ -627,8 +677,16 @@ def format_value(value: float, unit: str) -> str:
     return _sig3(value)
 
 
-def predicate_text(series: str, metric: str, predicate: Predicate, rate_window: str = "5m") -> str:
+def predicate_text(
+    series: str,
+    metric: str,
+    predicate: Predicate,
+    rate_window: str = "5m",
+    counter: bool | None = None,
+) -> str:
     """``node_memory_MemAvailable_bytes{instance="demo-host:9100"} < 1.9 GiB``; a counter is
     written as its rate: ``rate(node_disk_written_bytes_total{...}[5m]) > 12 MiB/s``."""
-    expr = f"rate({series}[{rate_window}])" if metric.endswith("_total") else series
-    return f"{expr} {predicate.op} {format_value(predicate.threshold, unit_of(metric))}"
+    is_counter = metric.endswith("_total") if counter is None else counter
+    expr = f"rate({series}[{rate_window}])" if is_counter else series
+    value = format_value(predicate.threshold, unit_of(metric, is_counter))
+    return f"{expr} {predicate.op} {value}"

@@ -131,6 +131,8 @@ def test_reward_leap_keeps_what_is_above_the_largest_drop() -> None:
     assert reward_leap([1.0, 0.98, 0.95, 0.4, 0.35]) == 3
     assert reward_leap([0.9, 0.2, 0.19]) == 1
     assert reward_leap([0.7]) == 1
+    assert reward_leap([1.0, 1.0]) == 2  # no drop between them: the drop is after them
+    assert reward_leap([0.9, 0.88, 0.05]) == 2
     assert reward_leap([]) == 0
     # the drop is searched among the first window + 1 values only
     assert reward_leap([1.0, 0.9, 0.8, 0.7, 0.1], window=2) == 1
@@ -155,10 +157,13 @@ def test_false_positive_filter_drops_a_drifting_feature() -> None:
     e = explain(x, a, r)
     assert e.distances.distance[2] > 0.8  # the drift separates the intervals well...
     assert 2 in [s.index for s in e.false_positives]  # ...but so it does within the reference
-    assert 2 not in e.order
+    assert list(e.order).index(2) >= e.demoted_from
+    assert sorted(e.order) == list(range(len(x)))
     assert e.ranked[0].index in {0, 1}
-    # with a ratio above any reachable value nothing is dropped and the drift ranks with them
-    e2 = explain(x, a, r, config=ExplainConfig(false_positive_ratio=10.0))
+    # with thresholds above any reachable value nothing is dropped: the drift ranks with them
+    e2 = explain(
+        x, a, r, config=ExplainConfig(false_positive_ratio=10.0, false_positive_distance=10.0)
+    )
     assert 2 in e2.kept
 
 
@@ -170,7 +175,8 @@ def test_false_positive_intervals_can_be_given() -> None:
     fp_anom = np.zeros(n, dtype=bool)
     fp_anom[600:660] = True
     e = explain(x, a, r, false_positive_intervals=[(fp_ref, fp_anom)])
-    assert 2 not in e.order
+    assert list(e.order).index(2) >= e.demoted_from
+    assert sorted(e.order) == list(range(len(x)))
     with pytest.raises(ValueError, match="reference-only"):
         explain(x, a, r, false_positive_intervals=[(fp_ref, a)])
     with pytest.raises(ValueError, match="at least one pair"):
@@ -286,6 +292,11 @@ def test_predicate_text_in_human_units() -> None:
     assert unit_of("node_cpu_seconds_total") == "s/s"
     assert unit_of("node_filefd_allocated") == ""
     assert unit_of("node_network_receive_packets_total") == "/s"
+    assert unit_of("node_vmstat_pgmajfault", counter=True) == "/s"
+    assert (
+        predicate_text("node_vmstat_pgmajfault{}", "node_vmstat_pgmajfault", rate, counter=True)
+        == "rate(node_vmstat_pgmajfault{}[5m]) > 12900000/s"
+    )
 
 
 # --------------------------------------------------------------------------- input and results
