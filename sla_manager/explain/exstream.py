@@ -91,7 +91,7 @@ class ExplainConfig:
 
     false_positive_ratio: float = 0.3
     false_positive_distance: float = 0.5
-    false_positive_windows: int = 8
+    false_positive_windows: int = 4
     false_positive_quantile: float = 0.5
     min_relative_change: float = 0.01
     correlation_threshold: float = 0.9
