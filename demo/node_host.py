@@ -47,6 +47,7 @@ from scipy.signal import lfilter
 
 from sla_common.demo import DemoSeries, align_end
 from sla_common.series import series_key
+from sla_manager.explain.features import counter_rates
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -156,18 +157,6 @@ class Host:
             timestamps=ts,
             values=np.vstack(rows),
         )
-
-
-def counter_rates(values: FloatArray, step_s: int, window: int) -> FloatArray:
-    """Per-second rate over a trailing window of ``window`` steps, reset-aware (a drop counts
-    as a restart from 0, as Prometheus' ``rate`` does)."""
-    d = np.diff(values, prepend=values[0])
-    d = np.where(d < 0, values, d)  # after a reset the counter restarted from 0
-    c = np.cumsum(d)
-    out = np.empty_like(values)
-    out[window:] = (c[window:] - c[:-window]) / (window * step_s)
-    out[:window] = out[window] if len(values) > window else 0.0
-    return out
 
 
 class _Gen:

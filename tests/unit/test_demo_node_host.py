@@ -8,7 +8,7 @@ import io
 import numpy as np
 import pytest
 
-from demo.node_host import GIB, MIB, Features, Host, counter_rates, generate_host
+from demo.node_host import GIB, MIB, Features, Host, generate_host
 from sla_common.demo import write_openmetrics
 
 END = 1_760_000_007
@@ -142,13 +142,6 @@ def test_unrelated_bursts_happen_outside_the_incidents(host: Host, features: Fea
     backup = (sod >= 2 * 3600 + 300) & (sod < 2 * 3600 + 35 * 60)
     assert backup.any()
     assert np.median(v[backup]) > 20 * MIB > 5 * np.median(v[~backup])
-
-
-def test_counter_rates_are_reset_aware() -> None:
-    v = np.array([0.0, 15, 30, 45, 5, 20, 35])
-    r = counter_rates(v, 15, 2)
-    assert np.allclose(r[2:], 1.0, atol=0.34)
-    assert (r >= 0).all()
 
 
 def test_writes_as_openmetrics(host: Host) -> None:
