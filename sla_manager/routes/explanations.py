@@ -1,10 +1,11 @@
 """``POST /explanations``: which series changed in the anomalous interval(s), EXstream style.
 
 The candidates are the series a PromQL selector returns (counted first: at most
-``MAX_CANDIDATE_SERIES``), fetched with one range query from the reference's start to the
-last anomalous interval's end at ``step``; counters (``*_total``) become per-second rates
-over ``max(step, 60 s)``. Series with samples at fewer than half of the intervals' points
-are left out (``sparse``); gaps in the others are filled with the previous value. Then
+``MAX_CANDIDATE_SERIES``, and at most ``MAX_CELLS`` series x points), fetched with one
+range query from the reference's start to the last anomalous interval's end at ``step``;
+counters (``*_total``) become per-second rates over ``max(step, 60 s)``. Series with
+samples at fewer than half of the intervals' points are left out (``sparse``); gaps in the
+others are filled with the previous value. Then
 :func:`sla_manager.explain.exstream.explain` ranks, filters, clusters and writes the
 predicates. Reads are open, like the other evaluations.
 """
@@ -28,6 +29,7 @@ from sla_manager.models import MAX_EPOCH_S
 
 MAX_CANDIDATE_SERIES = 2000
 MAX_POINTS = 11_000  # per series, over the whole fetched range
+MAX_CELLS = 6_000_000  # series x points fetched in one request (~50 MB of floats)
 DEFAULT_REFERENCE_S = 6 * 3600
 DEFAULT_GAP_S = 3600
 MIN_COVERAGE = 0.5
@@ -161,6 +163,13 @@ def post_explanation(body: ExplainRequest, prometheus: PrometheusDep) -> Explain
             "selector",
             f"the selector matches {matched} series, more than the cap of "
             f"{MAX_CANDIDATE_SERIES}: narrow it",
+            matched,
+        )
+    if matched * n_points > MAX_CELLS:
+        raise _bad(
+            "selector",
+            f"{matched} series x {n_points} points is more than {MAX_CELLS}: narrow the "
+            "selector, shorten the intervals or use a larger step",
             matched,
         )
     result = prometheus.query_range(body.selector, start, start + (n_points - 1) * step, step)

@@ -126,3 +126,8 @@ def test_the_candidate_cap_is_checked_before_fetching(
     r = _explain(client, anomalous=[[end - 50 * MINUTE, end - 30 * MINUTE]])
     assert r.status_code == 422
     assert "more than the cap of 5" in r.text
+    monkeypatch.setattr(explanations, "MAX_CANDIDATE_SERIES", 2000)
+    monkeypatch.setattr(explanations, "MAX_CELLS", 1000)
+    r = _explain(client, anomalous=[[end - 50 * MINUTE, end - 30 * MINUTE]])
+    assert r.status_code == 422
+    assert "is more than 1000" in r.text
