@@ -671,6 +671,7 @@ def generate_host(
                 _key("node_pressure_io_waiting_seconds_total"),
                 _key("node_pressure_io_stalled_seconds_total"),
                 _key("node_procs_blocked"),
+                _key("node_intr_total"),
             ],
             DISK_ONSET,
             DISK_CLEANUP,

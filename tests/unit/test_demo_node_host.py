@@ -10,6 +10,7 @@ import pytest
 
 from demo.node_host import GIB, MIB, Features, Host, generate_host
 from sla_common.demo import write_openmetrics
+from sla_manager.explain.exstream import explain
 
 END = 1_760_000_007
 STEP = 15
@@ -149,3 +150,26 @@ def test_writes_as_openmetrics(host: Host) -> None:
     written = write_openmetrics(host.series, out)
     assert written == len(host.series) * len(host.timestamps)
     assert out.getvalue().endswith("# EOF\n")
+
+
+def test_each_incident_is_explained_by_its_story() -> None:
+    """The explanation of each incident (the SLI and its affine copies left out): at most 3
+    predicates, the first one's group holds a cause, and every group is the incident's."""
+    day = generate_host(42, END, hours=48.0)
+    f = day.features()
+    ts = f.timestamps
+    for inc in day.incidents:
+        a = (ts >= inc.start) & (ts <= inc.end)
+        r = (ts >= inc.start - 7 * 3600) & (ts < inc.start - 3600)
+        pairs = [(np.roll(r, -5760), np.roll(a, -5760))]  # the same intervals a day earlier
+        sli = f.values[f.row(inc.sli)]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            corr = [abs(np.corrcoef(f.values[i], sli)[0, 1]) for i in range(len(f.keys))]
+        keep = [i for i, c in enumerate(corr) if not c >= 0.9999]  # the SLI and its copies
+        e = explain(f.values[keep], a, r, false_positive_intervals=pairs)
+        assert 1 <= len(e.predicates) <= 3, inc.name
+        first = e.clusters[0]
+        group = {f.keys[keep[m]] for m in (first.representative, *first.moves_with)}
+        assert group & set(inc.causes), inc.name
+        story = set(inc.causes) | set(inc.followers)
+        assert f.keys[keep[first.representative]] in story, inc.name
