@@ -31,11 +31,15 @@ The pipeline (:func:`explain`):
    joint span (the feature that moved furthest out, in its own terms), then to the one that
    left its reference range earlier before the anomaly (in the points between the
    reference and the anomaly);
-2. **false-positive filtering**: a feature whose distance between two *reference-only*
-   intervals (default: windows of ``|A|`` points at either end of the reference against
-   the rest of it, past a gap as long as the one before the anomaly) reaches
-   ``false_positive_ratio`` of its own distance separates any two intervals, not this
-   anomaly: it is dropped;
+2. **false-positive filtering**: a feature whose distance between *reference-only*
+   intervals reaches ``false_positive_ratio`` of its own distance, or
+   ``false_positive_distance`` at all, separates any two intervals, not this anomaly: it is
+   dropped. The reference-only pairs: given by the caller (best: the same intervals one
+   day earlier), else ``false_positive_windows`` windows of ``|A|`` reference points spread
+   over the reference, each against the reference on its longer side past a gap as long as
+   the one before the anomaly; a feature's reference distance is the
+   ``false_positive_quantile`` (median) of its distances over the pairs, so that one
+   unrelated burst in the reference does not condemn the series it moved.
    A feature whose median moved by less than ``min_relative_change`` of its magnitude in
    the reference (a few inodes of a filesystem's millions) is dropped as negligible: the
    distance does not see magnitudes, and such a move separates perfectly when the series
