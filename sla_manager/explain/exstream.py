@@ -110,6 +110,10 @@ class ExplainConfig:
             raise ValueError("false_positive_ratio must be positive")
         if not 0.0 <= self.correlation_threshold <= 1.0:
             raise ValueError("correlation_threshold must be in [0, 1]")
+        if not 0.0 <= self.false_positive_quantile <= 1.0:
+            raise ValueError("false_positive_quantile must be in [0, 1]")
+        if self.tie_decimals < 0:
+            raise ValueError("tie_decimals must not be negative")
         if self.min_relative_change < 0.0:
             raise ValueError("min_relative_change must not be negative")
         if self.false_positive_distance <= 0.0:

@@ -323,8 +323,19 @@ def test_bad_input_is_refused_with_a_reason() -> None:
         explain(bad, a, r)
     with pytest.raises(ValueError, match="both classes"):
         distances(x, np.zeros(10, dtype=bool))
-    with pytest.raises(ValueError):
-        ExplainConfig(correlation_threshold=1.5)
+    for bad in (
+        {"correlation_threshold": 1.5},
+        {"false_positive_quantile": 2.0},
+        {"false_positive_ratio": 0.0},
+        {"false_positive_distance": -1.0},
+        {"false_positive_windows": 0},
+        {"min_relative_change": -0.1},
+        {"tie_decimals": -1},
+        {"max_predicates": 0},
+        {"min_distance": -0.5},
+    ):
+        with pytest.raises(ValueError):
+            ExplainConfig(**bad)  # type: ignore[arg-type]
 
 
 def test_results_are_frozen() -> None:
