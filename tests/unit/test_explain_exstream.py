@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -323,7 +324,7 @@ def test_bad_input_is_refused_with_a_reason() -> None:
         explain(bad, a, r)
     with pytest.raises(ValueError, match="both classes"):
         distances(x, np.zeros(10, dtype=bool))
-    for bad in (
+    bad_configs: list[dict[str, Any]] = [
         {"correlation_threshold": 1.5},
         {"false_positive_quantile": 2.0},
         {"false_positive_ratio": 0.0},
@@ -333,9 +334,10 @@ def test_bad_input_is_refused_with_a_reason() -> None:
         {"tie_decimals": -1},
         {"max_predicates": 0},
         {"min_distance": -0.5},
-    ):
+    ]
+    for kwargs in bad_configs:
         with pytest.raises(ValueError):
-            ExplainConfig(**bad)  # type: ignore[arg-type]
+            ExplainConfig(**kwargs)
 
 
 def test_results_are_frozen() -> None:
