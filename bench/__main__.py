@@ -1,4 +1,5 @@
-"""``python -m bench [analyses|kafka|storage|retrieval|sla ...]``: run the benchmarks.
+"""``python -m bench [analyses|kafka|storage|retrieval|sla|e2e|explain ...]``: run the
+benchmarks.
 
 Kafka benchmarks use KAFKA_BOOTSTRAP_SERVERS, storage ones MYSQL_* too (``make bench``
 starts the local stack and sources its stack.env first). Results go to
@@ -20,6 +21,7 @@ from typing import Any
 from bench import (
     bench_analyses,
     bench_e2e,
+    bench_explain,
     bench_forecast,
     bench_kafka,
     bench_retrieval,
@@ -50,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "which",
         nargs="*",
-        default=["analyses", "forecast", "kafka", "storage", "retrieval", "sla", "e2e"],
+        default=["analyses", "forecast", "kafka", "storage", "retrieval", "sla", "e2e", "explain"],
     )
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
@@ -97,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     if "e2e" in args.which:
         results["e2e"] = bench_e2e.measure(args.repeats)
         print(bench_e2e.summary(results["e2e"]))
+    if "explain" in args.which:
+        results["explain"] = bench_explain.measure(args.repeats)
+        print(bench_explain.summary(results["explain"]))
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     path = out / time.strftime("%Y%m%dT%H%M%SZ.json", time.gmtime())

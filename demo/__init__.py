@@ -1,0 +1,1 @@
+"""Dev-only demo and test data generators (not shipped in the wheel)."""

@@ -1,0 +1,1 @@
+"""Explanations of SLI violations: which of many metric series changed (issue 15)."""
