@@ -13,7 +13,7 @@ from typing import Any
 import cramjam
 import pytest
 from fastapi.testclient import TestClient
-from kafka.errors import KafkaTimeoutError, KafkaConnectionError
+from kafka.errors import KafkaConnectionError, KafkaTimeoutError
 
 from anomaly_detection.receiver import decode as d
 from anomaly_detection.receiver._pb.prometheus.remote_pb2 import WriteRequest
