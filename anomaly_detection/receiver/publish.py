@@ -21,7 +21,7 @@ from kafka.errors import KafkaError
 
 from anomaly_detection.receiver.decode import Record
 from anomaly_detection.receiver.settings import ReceiverSettings
-from sla_common.kafka import MAX_MESSAGE_BYTES, close_producer, ensure_topics, make_producer
+from sla_common.kafka import close_producer, make_producer
 
 log = logging.getLogger(__name__)
 
@@ -35,14 +35,7 @@ ProducerFactory = Callable[[ReceiverSettings, float], Any]
 
 def _real_producer(settings: ReceiverSettings, timeout_s: float) -> Any:
     timeout_ms = max(1000, int(timeout_s * 1000))
-    ensure_topics(
-        settings.kafka_bootstrap_servers,
-        [settings.kafka_samples_topic],
-        partitions=settings.kafka_samples_partitions,
-        timeout_ms=timeout_ms,
-        max_message_bytes=MAX_MESSAGE_BYTES,
-        configs={"retention.ms": str(settings.kafka_samples_retention_ms)},
-    )
+    settings.ensure_samples_topic(timeout_ms)
     return make_producer(
         settings.kafka_bootstrap_servers,
         "anomaly-receiver",

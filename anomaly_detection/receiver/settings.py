@@ -6,23 +6,38 @@ from typing import Self
 
 from pydantic import Field, model_validator
 
-from sla_common.kafka import DEFAULT_COMPRESSION, Compression
+from sla_common.kafka import DEFAULT_COMPRESSION, MAX_MESSAGE_BYTES, Compression, ensure_topics
 from sla_common.settings import CommonSettings
 
 TOPIC_PATTERN = r"^[A-Za-z0-9._-]+$"
 MIB = 1024 * 1024
 
 
-class ReceiverSettings(CommonSettings):
-    http_port: int = Field(default=8004, ge=0, le=65535)
+class SamplesTopicSettings(CommonSettings):
+    """Where raw samples go (the receiver and the example-samples producer)."""
 
     kafka_samples_topic: str = Field(default="samples", min_length=1, pattern=TOPIC_PATTERN)
-    # Used only when the receiver creates the topic (it never changes an existing one).
-    kafka_samples_partitions: int = Field(default=3, ge=1, le=1024)
+    # Used only for topics it has to create (it never changes an existing one).
+    kafka_partitions: int = Field(default=3, ge=1, le=1024)
     # Explicit on the topic: quixstreams (the detector) reads it, and tansu reports only
     # explicit configs (DESIGN.md).
-    kafka_samples_retention_ms: int = Field(default=24 * 3600 * 1000, ge=60_000)
+    kafka_samples_retention_ms: int = Field(default=7 * 86_400_000, ge=60_000)
     kafka_compression: Compression = DEFAULT_COMPRESSION
+
+    def ensure_samples_topic(self, timeout_ms: int) -> None:
+        """Create the samples topic if missing; raises KafkaError when the broker is down."""
+        ensure_topics(
+            self.kafka_bootstrap_servers,
+            [self.kafka_samples_topic],
+            partitions=self.kafka_partitions,
+            timeout_ms=timeout_ms,
+            max_message_bytes=MAX_MESSAGE_BYTES,
+            configs={"retention.ms": str(self.kafka_samples_retention_ms)},
+        )
+
+
+class ReceiverSettings(SamplesTopicSettings):
+    http_port: int = Field(default=8004, ge=0, le=65535)
 
     # The compressed body (checked before it is read in full) and the decompressed
     # WriteRequest (checked against snappy's declared length, before decompressing).

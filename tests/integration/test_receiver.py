@@ -5,8 +5,10 @@ retries, everything arrives once the broker is back)."""
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -295,3 +297,29 @@ def test_broker_down_answers_503_and_no_sample_is_lost(
         assert all(reader.samples[s] == x for s, x in theirs.items())
     finally:
         run_bounded([SCRIPTS / "down", "--purge"], timeout=60, env=kafka_env)
+
+
+def test_example_generator_produces_keyed_event_time_samples(stack: Stack, tmp_path: Path) -> None:
+    topic = f"samples-gen-{uuid.uuid4().hex[:8]}"
+    env = stack.service_env(KAFKA_SAMPLES_TOPIC=topic)
+    argv = [sys.executable, "-m", "anomaly_detection.generate", "--series=5", "--rate=500"]
+    argv += ["--duration=2", "--start=1700000000", "--seed=3", "--batch=10", "--fast"]
+    argv += [f"--truth={tmp_path / 'truth.json'}", "--burst-every=1", "--burst-length=0.5"]
+    result = run_bounded(argv, timeout=60, env=env)
+    assert result.returncode == 0, result.stdout
+
+    reader = TopicReader(stack.kafka_bootstrap, topic)
+    try:
+
+        def complete() -> bool:
+            reader.poll()
+            return len(reader.samples) >= 5 * 200
+
+        wait_until(complete, timeout=60, what="the generated samples on the topic")
+    finally:
+        reader.close()
+    assert len(reader.samples) == 1000 and reader.records == 100
+    times = sorted({t for _k, t in reader.samples})
+    assert times[0] == 1_700_000_000_000 and times[1] - times[0] == 10  # 100 samples/s/series
+    assert "sent 1000 samples" in result.stdout
+    assert json.loads((tmp_path / "truth.json").read_text())
