@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import statistics
 
-import pytest
-
 from anomaly_detection import generate as g
 from sla_common.samples import decode_batch
 
