@@ -30,6 +30,15 @@ class PublishError(Exception):
     """The broker did not acknowledge every record in time; ``str(e)`` says why."""
 
 
+class BrokerDown(KafkaError):  # type: ignore[misc]
+    """The last connection attempt failed moments ago: not tried again yet."""
+
+
+# After a failed connection attempt, requests fail at once for this long instead of each
+# waiting out its own attempt (Prometheus may send from many shards at a time).
+RECONNECT_PAUSE_S = 1.0
+
+
 ProducerFactory = Callable[[ReceiverSettings, float], Any]
 
 
@@ -54,11 +63,19 @@ class Publisher:
         self._factory = factory
         self._lock = threading.Lock()
         self._producer: Any = None
+        self._down_until = 0.0
+        self.clock: Callable[[], float] = time.monotonic
 
     def _current(self, timeout_s: float) -> Any:
         with self._lock:
             if self._producer is None:
-                self._producer = self._factory(self.settings, timeout_s)
+                if self.clock() < self._down_until:
+                    raise BrokerDown("the last connection attempt failed just now")
+                try:
+                    self._producer = self._factory(self.settings, timeout_s)
+                except KafkaError:
+                    self._down_until = self.clock() + RECONNECT_PAUSE_S
+                    raise
                 log.info(
                     "connected to Kafka %s, topic %s",
                     self.settings.kafka_bootstrap_servers,

@@ -193,6 +193,7 @@ def test_malformed_requests_are_400_and_oversized_413_on_the_real_server(
     assert bomb.status_code == 413 and "declares" in bomb.text
     assert huge.status_code == 413
     assert requests_with(port, "400") == 2 and requests_with(port, "413") == 2
+    assert stop_process(processes.pop()) == 0  # SIGTERM: drains and exits 0
 
 
 # A private Prometheus scraping the receiver every second and remote-writing four of the

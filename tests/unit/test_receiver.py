@@ -19,7 +19,7 @@ from anomaly_detection.receiver import decode as d
 from anomaly_detection.receiver._pb.prometheus.remote_pb2 import WriteRequest
 from anomaly_detection.receiver.app import create_app
 from anomaly_detection.receiver.metrics import ReceiverMetrics
-from anomaly_detection.receiver.publish import Publisher, PublishError
+from anomaly_detection.receiver.publish import RECONNECT_PAUSE_S, Publisher, PublishError
 from anomaly_detection.receiver.settings import ReceiverSettings
 from data_retrieval import protogen
 from sla_common.samples import MAX_SAMPLES_PER_RECORD, decode_batch
@@ -371,6 +371,32 @@ def test_a_broker_that_cannot_be_reached_is_a_publish_error() -> None:
 
     with pytest.raises(PublishError, match="Kafka unavailable: KafkaConnectionError"):
         Publisher(ReceiverSettings(), factory).publish([d.Record(b"k", b"v", 1)])
+
+
+def test_after_a_failed_connection_requests_fail_at_once_for_a_moment() -> None:
+    attempts: list[float] = []
+    now = [100.0]
+
+    def factory(_s: ReceiverSettings, _t: float) -> Any:
+        attempts.append(now[0])
+        if len(attempts) == 1:
+            raise KafkaConnectionError("refused")
+        return FakeProducer()
+
+    pub = Publisher(ReceiverSettings(), factory)
+    pub.clock = lambda: now[0]
+    record = [d.Record(b"k", b"v", 1)]
+    for _ in range(2):  # the failed attempt, then a request inside the pause: no attempt
+        with pytest.raises(PublishError, match="Kafka unavailable"):
+            pub.publish(record)
+    now[0] += RECONNECT_PAUSE_S - 0.01
+    with pytest.raises(PublishError):
+        pub.publish(record)  # just before the pause ends: still none
+    assert attempts == [100.0]
+    now[0] = 100.0 + RECONNECT_PAUSE_S
+    pub.publish(record)
+
+    assert attempts == [100.0, 100.0 + RECONNECT_PAUSE_S]
 
 
 def test_remote_write_stubs_match_a_fresh_generation() -> None:
