@@ -8,14 +8,17 @@ snappy bomb) costs nothing. Every failure is a :class:`RequestError` carrying th
 
 Samples: Prometheus' staleness markers (one particular NaN) and any other non-finite value
 are dropped, as are timestamps outside what :mod:`sla_common.samples` accepts; each drop is
-counted by reason. A series without a metric name (``__name__``) or whose labels the records
-format refuses is dropped whole. Samples of one series in one request make one record (or
-several, past :data:`~sla_common.samples.MAX_SAMPLES_PER_RECORD`).
+counted by reason. A series without a metric name (``__name__``), with a name Prometheus
+would refuse (metric or label name, a label twice) or with labels the records format refuses
+is dropped whole; labels with an empty value are left out (Prometheus' meaning of them).
+Samples of one series in one request make one record (or several, past
+:data:`~sla_common.samples.MAX_SAMPLES_PER_RECORD`).
 """
 
 from __future__ import annotations
 
 import math
+import re
 import struct
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -37,7 +40,11 @@ from sla_common.series import series_key
 # Prometheus' staleness marker: the NaN with this bit pattern (model/value.StaleNaN).
 STALE_NAN_BITS = 0x7FF0000000000002
 _STALE = struct.pack("<Q", STALE_NAN_BITS)
-_MAX_VARINT_BYTES = 5  # a 32-bit length, the most the snappy block format declares
+_MAX_VARINT_BYTES = 5
+_METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+_LABEL_NAME = re.compile(
+    r"[a-zA-Z_][a-zA-Z0-9_]*"
+)  # a 32-bit length, the most the snappy block format declares
 
 # Drop reasons (label values of the receiver's dropped-samples counter).
 STALE = "stale_marker"
@@ -112,6 +119,16 @@ def parse(raw: bytes) -> WriteRequest:
     return request
 
 
+def _valid_names(metric: str, labels: Mapping[str, str], sent: int) -> bool:
+    """Prometheus' own rules: metric and label names, no label twice (``sent`` counts the
+    labels as sent, ``__name__`` included, before the dict merged duplicates)."""
+    return (
+        len(labels) + 1 == sent
+        and _METRIC_NAME.fullmatch(metric) is not None
+        and all(_LABEL_NAME.fullmatch(k) for k in labels)
+    )
+
+
 def to_records(request: WriteRequest) -> Decoded:
     """The samples records of ``request``, with what was received and dropped."""
     out = Decoded()
@@ -125,6 +142,12 @@ def to_records(request: WriteRequest) -> Decoded:
         if not metric:
             out.dropped[NO_NAME] += n
             continue
+        if not _valid_names(metric, labels, len(ts.labels)):
+            out.dropped[BAD_SERIES] += n
+            continue
+        # An empty label value means "no such label" in Prometheus (and in its query API,
+        # whose series the ETL keys): drop it so both give the series the same key.
+        labels = {k: v for k, v in labels.items() if v}
         key = series_key(metric, labels)
         entry = series.get(key)
         if entry is None:

@@ -94,6 +94,52 @@ def test_a_series_without_name_or_with_refused_labels_is_dropped_whole() -> None
     assert out.records == [] and out.dropped == {d.NO_NAME: 1, d.BAD_SERIES: 2}
 
 
+@pytest.mark.parametrize(
+    "labels",
+    [
+        {"__name__": "bad-metric", "job": "x"},
+        {"__name__": "m", "bad label": "x"},
+        {"__name__": "m", 'job",evil="1': "x"},
+    ],
+)
+def test_names_prometheus_would_refuse_drop_the_series(labels: dict[str, str]) -> None:
+    out = d.decode(d.write_request_body([(labels, [(1, 1.0)]), (MEM, [(1, 1.0)])]), 1 << 20)
+
+    assert [r.key for r in out.records] == [series_key("node_mem", MEM).encode()]
+    assert out.dropped == {d.BAD_SERIES: 1}
+
+
+def test_a_label_sent_twice_drops_the_series() -> None:
+    request = WriteRequest()
+    ts = request.timeseries.add()
+    for name, value in (("__name__", "m"), ("job", "a"), ("job", "b")):
+        ts.labels.add(name=name, value=value)
+    ts.samples.add(timestamp=1, value=1.0)
+    body = bytes(cramjam.snappy.compress_raw(request.SerializeToString()))
+
+    out = d.decode(body, 1 << 20)
+
+    assert out.records == [] and out.dropped == {d.BAD_SERIES: 1}
+
+
+def test_empty_label_values_are_no_label_as_in_prometheus() -> None:
+    out = d.decode(d.write_request_body([({**MEM, "zone": ""}, [(1, 1.0)])]), 1 << 20)
+
+    [rec] = out.records
+    assert rec.key == series_key("node_mem", MEM).encode()
+    assert json.loads(rec.value)["labels"] == {"instance": "h:9100"}
+
+
+def test_invalid_utf8_in_a_label_is_a_bad_protobuf() -> None:
+    label = field(1, b"__name__") + field(2, b"m\xff")
+    sample = b"\x09" + struct.pack("<d", 1.0) + b"\x10" + varint(1)
+    raw = field(1, field(1, label) + field(2, sample))
+
+    with pytest.raises(d.RequestError, match="protobuf") as e:
+        d.decode(bytes(cramjam.snappy.compress_raw(raw)), 1 << 20)
+    assert e.value.status == 400
+
+
 def test_one_series_twice_in_a_request_is_one_record_in_event_time_order() -> None:
     out = d.decode(d.write_request_body([(CPU, [(3000, 3.0)]), (CPU, [(1000, 1.0)])]), 1 << 20)
 
