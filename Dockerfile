@@ -13,6 +13,7 @@ COPY etl_data_pipeline ./etl_data_pipeline
 COPY data_storage ./data_storage
 COPY data_retrieval ./data_retrieval
 COPY sla_manager ./sla_manager
+COPY anomaly_detection ./anomaly_detection
 COPY protos ./protos
 RUN uv sync --frozen --no-dev
 

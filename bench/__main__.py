@@ -1,5 +1,5 @@
-"""``python -m bench [analyses|kafka|storage|retrieval|sla|e2e|explain ...]``: run the
-benchmarks.
+"""``python -m bench [analyses|kafka|storage|retrieval|sla|e2e|explain|receiver ...]``: run
+the benchmarks.
 
 Kafka benchmarks use KAFKA_BOOTSTRAP_SERVERS, storage ones MYSQL_* too (``make bench``
 starts the local stack and sources its stack.env first). Results go to
@@ -24,6 +24,7 @@ from bench import (
     bench_explain,
     bench_forecast,
     bench_kafka,
+    bench_receiver,
     bench_retrieval,
     bench_sla,
     bench_storage,
@@ -96,6 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     if "sla" in args.which:
         results["sla"] = bench_sla.measure(args.repeats)
         print(bench_sla.summary(results["sla"]))
+    if "receiver" in args.which:
+        bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+        results["receiver"] = bench_receiver.measure(bootstrap, args.repeats)
+        print(bench_receiver.summary(results["receiver"]))
     if "e2e" in args.which:
         results["e2e"] = bench_e2e.measure(args.repeats)
         print(bench_e2e.summary(results["e2e"]))

@@ -30,6 +30,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import secrets
 import shlex
 import shutil
@@ -64,6 +65,19 @@ SUITE_PORTS: tuple[tuple[str, str, int], ...] = (
     ("etl_data_pipeline", "ETL_HTTP_PORT", 8001),
     ("data_storage", "STORAGE_HTTP_PORT", 8002),
     ("data_retrieval", "RETRIEVAL_HTTP_PORT", 8003),
+    ("anomaly_detection.receiver", "RECEIVER_PORT", 8004),
+)
+RECEIVER = "anomaly_detection.receiver"
+# What Prometheus remote-writes to the receiver by default: the demo host's series
+# (sla_common.demo; job "host"). STACK_REMOTE_WRITE_METRICS (comma-separated metric-name
+# regexes, empty: no remote_write) and STACK_REMOTE_WRITE_JOB (a job regex) choose others.
+DEMO_METRICS = (
+    "node_cpu_seconds_total",
+    "node_filefd_allocated",
+    "node_filesystem_avail_bytes",
+    "node_filesystem_free_bytes",
+    "node_memory_MemAvailable_bytes",
+    "node_memory_MemFree_bytes",
 )
 
 EXIT_FAILED = 1
@@ -136,6 +150,8 @@ class Config:
     demo_hours: int
     demo_file: Path | None
     backfill_timeout: float
+    remote_write_metrics: tuple[str, ...] = DEMO_METRICS
+    remote_write_job: str = "host"
 
     @property
     def pid_dir(self) -> Path:
@@ -231,7 +247,25 @@ def load_config() -> Config:
         demo_hours=_env_int("STACK_DEMO_HOURS", 24, 1, 24 * 15),
         demo_file=Path(demo_file_raw).resolve() if demo_file_raw else None,
         backfill_timeout=_env_float("STACK_BACKFILL_TIMEOUT", 600.0),
+        remote_write_metrics=_env_regexes("STACK_REMOTE_WRITE_METRICS", DEMO_METRICS),
+        remote_write_job=_env_regexes("STACK_REMOTE_WRITE_JOB", ("host",))[0] or ".*",
     )
+
+
+def _env_regexes(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    """Comma-separated regexes (checked with Python's re: Prometheus' RE2 is close)."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    out = tuple(r.strip() for r in raw.split(",") if r.strip())
+    for r in out:
+        try:
+            re.compile(r)
+        except re.error as e:
+            raise StackError(f"{name}: {r!r} is not a regex ({e})") from None
+        if "'" in r or "\n" in r:
+            raise StackError(f"{name}: {r!r} contains a quote or a newline")
+    return out or ("",)
 
 
 # --------------------------------------------------------------------------- processes
@@ -583,7 +617,29 @@ def prometheus_yml(cfg: Config) -> str:
             "        labels:",
             f"          service: {service}",
         ]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + remote_write_yml(cfg)) + "\n"
+
+
+def remote_write_yml(cfg: Config) -> list[str]:
+    """Prometheus' remote_write to the receiver, keeping only the configured series."""
+    metrics = [m for m in cfg.remote_write_metrics if m]
+    if not metrics:
+        return []
+    port = cfg.suite_ports[RECEIVER]
+    return [
+        "# Live samples to the anomaly receiver (scripts/demo starts it); only these series.",
+        "remote_write:",
+        f"  - url: http://{HOST}:{port}/api/v1/write",
+        "    name: anomaly-receiver",
+        "    queue_config: {batch_send_deadline: 1s, min_backoff: 100ms, max_backoff: 5s}",
+        "    write_relabel_configs:",
+        "      - source_labels: [job]",
+        f"        regex: '{cfg.remote_write_job}'",
+        "        action: keep",
+        "      - source_labels: [__name__]",
+        f"        regex: '{'|'.join(metrics)}'",
+        "        action: keep",
+    ]
 
 
 # --------------------------------------------------------------------------- demo history

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 from kafka import KafkaAdminClient, KafkaProducer
@@ -39,18 +39,24 @@ def ensure_topics(
     partitions: int = 3,
     timeout_ms: int = 10_000,
     max_message_bytes: int | None = None,
+    configs: Mapping[str, str] | None = None,
 ) -> list[str]:
     """Create the topics that do not exist yet; return the names created.
 
     ``max_message_bytes``: the ``max.message.bytes`` of the topics it creates (None: the
-    broker's ``message.max.bytes``). Topics that exist are left as they are.
+    broker's ``message.max.bytes``); ``configs``: more topic configs for them (e.g.
+    ``retention.ms``, which quixstreams needs explicit on tansu). Topics that exist are left
+    as they are.
 
     Raises ``kafka.errors.KafkaError`` (e.g. ``KafkaTimeoutError``) when the broker is down,
     after about ``timeout_ms``.
     """
     options: dict[str, Any] = {"num_partitions": partitions, "replication_factor": 1}
+    topic_configs = dict(configs or {})
     if max_message_bytes is not None:
-        options["configs"] = {"max.message.bytes": str(max_message_bytes)}
+        topic_configs["max.message.bytes"] = str(max_message_bytes)
+    if topic_configs:
+        options["configs"] = topic_configs
     admin = make_admin(bootstrap_servers, "sla-monitor-admin", timeout_ms)
     try:
         existing = set(admin.list_topics())

@@ -59,6 +59,7 @@ class Stack:
     etl_http_port: int
     storage_http_port: int
     retrieval_http_port: int
+    receiver_port: int  # anomaly_detection.receiver: Prometheus remote-writes here
     pids: Mapping[str, int]
     env: Mapping[str, str]  # the exported variables of stack.env, for service subprocesses
 
@@ -88,6 +89,7 @@ class Stack:
             etl_http_port=int(suite["etl_data_pipeline"]),
             storage_http_port=int(suite["data_storage"]),
             retrieval_http_port=int(suite["data_retrieval"]),
+            receiver_port=int(suite.get("anomaly_detection.receiver", 0)),
             pids={str(k): int(v) for k, v in facts["pids"].items()},
             env={str(k): str(v) for k, v in facts["env"].items()},
         )

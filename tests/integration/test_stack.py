@@ -35,7 +35,13 @@ from tests.integration.stackutil import (
 )
 
 DAY_S = 24 * 3600
-SUITE_SERVICES = {"sla_manager", "etl_data_pipeline", "data_storage", "data_retrieval"}
+SUITE_SERVICES = {
+    "sla_manager",
+    "etl_data_pipeline",
+    "data_storage",
+    "data_retrieval",
+    "anomaly_detection.receiver",
+}
 
 
 def _up(run: Runner, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -146,6 +152,8 @@ def test_prometheus_scrapes_the_suite_endpoints(stack: Stack) -> None:
     assert suite["sla_manager"] == f"http://{HOST}:{stack.sla_manager_http_port}/metrics"
     assert suite["data_storage"] == f"http://{HOST}:{stack.storage_http_port}/metrics"
     assert suite["data_retrieval"] == f"http://{HOST}:{stack.retrieval_http_port}/metrics"
+    receiver = suite["anomaly_detection.receiver"]
+    assert receiver == f"http://{HOST}:{stack.receiver_port}/metrics"
 
 
 def test_backfilled_demo_history_is_queryable(stack: Stack) -> None:
