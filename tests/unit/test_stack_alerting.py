@@ -1,6 +1,6 @@
 """The local stack's alerting wiring: Prometheus loads the rules directory and sends to the
-stack's Alertmanager, which routes to STACK_ALERT_WEBHOOK_URL (its config checked by ``amtool check-config``,
-shipped with prometheus-alertmanager)."""
+stack's Alertmanager, which routes to STACK_ALERT_WEBHOOK_URL (its config checked by
+``amtool check-config``, shipped with prometheus-alertmanager)."""
 
 from __future__ import annotations
 
