@@ -20,7 +20,7 @@ from fastapi import FastAPI
 
 from sla_manager.errors import install_handlers
 from sla_manager.metrics import MetricsMiddleware, SlaMetrics
-from sla_manager.routes import etl, evaluations, health, slis
+from sla_manager.routes import etl, evaluations, health, rules, slis, slos
 from sla_manager.services import Services
 from sla_manager.settings import SlaSettings
 
@@ -76,6 +76,6 @@ def create_app(settings: SlaSettings, metrics: SlaMetrics | None = None) -> Fast
     app.state.services = services
     install_handlers(app, services.metrics, settings.sla_retry_after_s)
     app.add_middleware(MetricsMiddleware, metrics=services.metrics)
-    for module in (slis, evaluations, etl, health):
+    for module in (slis, evaluations, etl, health, slos, rules):
         app.include_router(module.router)
     return app

@@ -43,7 +43,7 @@ class SloFigures:
     exhaustion_s: float | None
 
 
-def _finite(x: float | None) -> float | None:
+def finite(x: float | None) -> float | None:
     return x if x is not None and math.isfinite(x) else None
 
 
@@ -52,7 +52,7 @@ def error_budget(objective_percent: float) -> float:
 
 
 def burn_rate(error_ratio: float | None, budget: float) -> float | None:
-    e = _finite(error_ratio)
+    e = finite(error_ratio)
     return None if e is None else e / budget
 
 
@@ -84,12 +84,12 @@ def figures(
     budget in events.
     """
     budget = error_budget(objective_percent)
-    e = _finite(period_error_ratio)
+    e = finite(period_error_ratio)
     consumed = None if e is None else e / budget
     remaining = None if consumed is None else 1.0 - consumed
     rates = {w: burn_rate(r, budget) for w, r in window_error_ratios.items()}
     total_events = consumed_events = None
-    total_rate = _finite(period_total_rate)
+    total_rate = finite(period_total_rate)
     if not threshold and total_rate is not None:
         events = total_rate * period_s
         total_events = budget * events

@@ -28,7 +28,7 @@ from pydantic import (
 )
 
 from sla_manager.evaluation import parse_duration
-from sla_manager.models import LabelName, LabelValue, Slug
+from sla_manager.models import Epoch, LabelName, LabelValue, Slug
 
 WINDOW_PLACEHOLDER = "{{.window}}"
 MIN_PERIOD_S = 86_400
@@ -206,6 +206,7 @@ class BudgetOut(_Response):
 
 class SloStatus(_Response):
     slo: str
+    definition: Slo
     kind: Literal["threshold", "ratio"]
     objective: float
     period: str
@@ -222,3 +223,12 @@ class SloStatus(_Response):
     source: Literal["recording_rules", "raw_queries"] = Field(
         description="recording_rules: read from the generated rules' series"
     )
+
+
+class SloStatusQuery(_Request):
+    source: Literal["recording_rules", "raw_queries"] = Field(
+        default="recording_rules",
+        description="recording_rules: the generated rules' series (one query, fast; data from "
+        "when Prometheus loaded the rules); raw_queries: from the SLI itself, a query per window",
+    )
+    time: Epoch | None = Field(default=None, description="evaluate at this time (default now)")

@@ -20,7 +20,7 @@ Ratio SLI (``errors`` and ``total``: per-second rates with ``{{.window}}``)::
     slo:sli_total:rate5m          total(5m)
     slo:sli_error:ratio_rate<w>   sum_over_time(slo:sli_errors:rate5m[w])
                                   / sum_over_time(slo:sli_total:rate5m[w])     w >= 1d
-    slo:sli_total:rate<w>         per alert long window (the low-traffic guard)
+    slo:sli_total:rate<w>         per alert long window (the low-traffic guard) and the period
 
 Long windows (and the period) are computed from the 5-minute series, so a 30-day ratio reads
 8 640 samples per evaluation instead of every raw sample of the period; Sloth averages the
@@ -163,6 +163,11 @@ class RuleSet:
     document: dict[str, Any]
     skipped: Mapping[str, str] = field(default_factory=dict)  # SLO → why it has no rules
 
+    @property
+    def groups(self) -> list[dict[str, Any]]:
+        groups: list[dict[str, Any]] = self.document["groups"]
+        return groups
+
     def yaml(self) -> str:
         notes = "".join(
             f"# SLO {name!r} has no rules: {why}\n" for name, why in sorted(self.skipped.items())
@@ -249,7 +254,8 @@ def recording_rules(d: SloDefinition, config: RuleConfig) -> list[dict[str, Any]
                 expr = f"sum_over_time({errors5m}[{w}])\n/\nsum_over_time({total5m}[{w}])"
                 total = f"avg_over_time({total5m}[{w}])"
             rules.append(_record(f"{ERROR_RATIO}{w}", expr, labels))
-            if w in guard_windows and w != BASE_WINDOW:
+            # The guard's windows, and the period (for the budget in events).
+            if (w in guard_windows or w == _window(d.spec.period)) and w != BASE_WINDOW:
                 rules.append(_record(f"{TOTAL_RATE}{w}", total, labels))
     budget = number(d.spec.error_budget)
     period = _window(d.spec.period)
