@@ -25,8 +25,13 @@ class DuplicateSlo(Exception):
     pass
 
 
+def _fields(spec: SloSpec) -> dict[str, Any]:
+    """The definition alone (a SloCreate body also has the name, which is a column)."""
+    return spec.model_dump(mode="json", include=set(SloSpec.model_fields))
+
+
 def _definition(spec: SloSpec) -> str:
-    return json.dumps(spec.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)
+    return json.dumps(_fields(spec), sort_keys=True, ensure_ascii=False)
 
 
 def _record(row: Sequence[Any]) -> Slo:
@@ -83,7 +88,7 @@ class SloStore:
             if errno_of(e) == ER.DUP_ENTRY:
                 raise DuplicateSlo(name) from e
             raise
-        return Slo(name=name, **spec.model_dump(), created_at=now, updated_at=now)
+        return Slo(name=name, **_fields(spec), created_at=now, updated_at=now)
 
     def update(self, name: str, spec: SloSpec, now: int) -> Slo | None:
         with self.pool.connection() as conn:
