@@ -23,6 +23,7 @@ from sla_manager.metrics import MetricsMiddleware, SlaMetrics
 from sla_manager.routes import etl, evaluations, health, rules, slis, slos
 from sla_manager.services import Services
 from sla_manager.settings import SlaSettings
+from sla_manager.slo.breach import BreachExporter, compute_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,10 @@ def create_app(settings: SlaSettings, metrics: SlaMetrics | None = None) -> Fast
     """The app; its MySQL connections open on first use (the schema must exist: ``python -m
     sla_common.migrate`` makes it, ``python -m sla_manager`` checks it before serving)."""
     services = Services(settings, metrics or SlaMetrics())
+    # Each SLI's state and forecast breach probability, for the predicted-breach alerts.
+    services.metrics.registry.register(
+        BreachExporter(lambda: compute_snapshot(services), settings.slo_breach_refresh_s)
+    )
     if settings.api_token() is None:
         log.warning(
             "SLA_API_TOKEN is not set: reads work, every POST/PUT/DELETE /slis is refused "

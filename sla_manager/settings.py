@@ -135,6 +135,13 @@ class SlaSettings(MysqlSettings):
         default="1h", description="the window of the current burn rate (time to exhaustion)"
     )
 
+    slo_breach_horizon_s: int = Field(
+        default=600, ge=60, le=86_400, description="sla_sli_breach_probability looks this far"
+    )
+    slo_breach_refresh_s: float = Field(
+        default=30.0, gt=0, description="how often /metrics recomputes the SLI probabilities"
+    )
+
     @field_validator("slo_windows")
     @classmethod
     def _burn_windows(cls, v: str) -> str:

@@ -67,7 +67,11 @@ def client(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[h
         stack.mysql_host, stack.mysql_port, stack.mysql_user, stack.mysql_password
     ) as database:
         env = app_env(
-            stack.service_env(), MYSQL_DATABASE=database, SLA_API_TOKEN=TOKEN, ENVIRONMENT="test"
+            stack.service_env(),
+            MYSQL_DATABASE=database,
+            SLA_API_TOKEN=TOKEN,
+            ENVIRONMENT="test",
+            SLO_BREACH_REFRESH_S="1",
         )
         proc = AppProcess(env, tmp_path_factory.mktemp("slo") / "sla.log").wait_ready()
         try:
@@ -125,6 +129,16 @@ def test_slo_on_an_incident_pages_through_alertmanager(
         "team": "sre",
     }
     assert f"GET /slos/{SLO}" in alert["annotations"]["description"]
+
+
+def test_metrics_export_the_sli_state(client: httpx.Client) -> None:
+    """The SLI is outside its range now: sla_sli_inside is 0 (no ETL ran here, so there is
+    no forecast and no breach probability: tests/unit/test_slo_breach.py has those)."""
+
+    def exported() -> bool:
+        return f'sla_sli_inside{{sli="{SLI}"}} 0.0' in client.get("/metrics").text
+
+    wait_until(exported, timeout=30, what="sla_sli_inside on /metrics")
 
 
 def test_thirty_day_status_from_the_recorded_series(
