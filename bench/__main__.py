@@ -23,6 +23,7 @@ from bench import (
     bench_kafka,
     bench_retrieval,
     bench_sla,
+    bench_slo,
     bench_storage,
 )
 
@@ -47,7 +48,9 @@ def machine() -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument(
-        "which", nargs="*", default=["analyses", "kafka", "storage", "retrieval", "sla", "e2e"]
+        "which",
+        nargs="*",
+        default=["analyses", "kafka", "storage", "retrieval", "sla", "slo", "e2e"],
     )
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
@@ -88,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     if "sla" in args.which:
         results["sla"] = bench_sla.measure(args.repeats)
         print(bench_sla.summary(results["sla"]))
+    if "slo" in args.which:
+        results["slo"] = bench_slo.measure(args.repeats)
+        print(bench_slo.summary(results["slo"]))
     if "e2e" in args.which:
         results["e2e"] = bench_e2e.measure(args.repeats)
         print(bench_e2e.summary(results["e2e"]))
