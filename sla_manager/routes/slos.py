@@ -11,14 +11,27 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
+from fastapi import (
+    APIRouter,
+    Depends,
+    FastAPI,
+    HTTPException,
+    Path,
+    Query,
+    Request,
+    Response,
+    status,
+)
 
 from sla_common.prometheus import PrometheusClient
 from sla_manager.deps import PrometheusDep, ServicesDep, SettingsDep, SliStoreDep, WriteAccess
 from sla_manager.errors import AUTH, PROMQL, UNAVAILABLE, Responses, validation_error
 from sla_manager.models import SLUG_PATTERN, ErrorBody, ListQuery
+from sla_manager.services import Services
 from sla_manager.slo.model import Slo, SloCreate, SloSpec, SloStatus, SloStatusQuery
 from sla_manager.slo.publish import RulePublisher
 from sla_manager.slo.rules import RuleSet, good_expr
@@ -32,22 +45,50 @@ SLO_NOT_FOUND: Responses = {404: {"model": ErrorBody, "description": "no SLO of 
 SLO_CONFLICT: Responses = {409: {"model": ErrorBody, "description": "an SLO of that name exists"}}
 RULES_STATUS = "X-Rules-Status"
 
-router = APIRouter(prefix="/slos", tags=["slos"], responses={**UNAVAILABLE})
 _publisher_lock = threading.Lock()
+
+
+def publisher_of(app: FastAPI) -> RulePublisher:
+    """One publisher per app: its lock serialises the rule-file writes."""
+    with _publisher_lock:
+        publisher: RulePublisher | None = getattr(app.state, "slo_publisher", None)
+        if publisher is None:
+            publisher = RulePublisher(app.state.services.settings)
+            app.state.slo_publisher = publisher
+    return publisher
+
+
+def _publish_at_start(app: FastAPI) -> None:
+    services: Services = app.state.services
+    try:
+        store = SloStore(services.pool)
+        result = publisher_of(app).publish(current_rules(store, services.slis, publisher_of(app)))
+    except Exception as e:  # noqa: BLE001 (MySQL may still be starting: the next write retries)
+        log.warning("SLO rules not written at start: %s: %s", type(e).__name__, e)
+        return
+    log.info("SLO rules at start: %s", result.status)
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Write the rule file once at start (a new release may generate other rules, and a
+    fresh rules volume has none), in the background: serving does not wait for it."""
+    if app.state.services.settings.slo_rules_file is not None:
+        threading.Thread(
+            target=_publish_at_start, args=(app,), name="slo-rules-at-start", daemon=True
+        ).start()
+    yield
+
+
+router = APIRouter(prefix="/slos", tags=["slos"], responses={**UNAVAILABLE}, lifespan=_lifespan)
 
 
 async def get_slo_store(services: ServicesDep) -> SloStore:
     return SloStore(services.pool)
 
 
-def get_publisher(request: Request, settings: SettingsDep) -> RulePublisher:
-    """One publisher per app: its lock serialises the rule-file writes."""
-    with _publisher_lock:
-        publisher: RulePublisher | None = getattr(request.app.state, "slo_publisher", None)
-        if publisher is None:
-            publisher = RulePublisher(settings)
-            request.app.state.slo_publisher = publisher
-    return publisher
+async def get_publisher(request: Request) -> RulePublisher:
+    return publisher_of(request.app)
 
 
 SloStoreDep = Annotated[SloStore, Depends(get_slo_store)]

@@ -62,23 +62,34 @@ def webhook(stack_env: dict[str, str]) -> Iterator[type[Receiver]]:
 
 
 @pytest.fixture(scope="module")
-def client(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
+def database(stack: Stack) -> Iterator[str]:
     with scratch_database(
         stack.mysql_host, stack.mysql_port, stack.mysql_user, stack.mysql_password
-    ) as database:
-        env = app_env(
-            stack.service_env(),
-            MYSQL_DATABASE=database,
-            SLA_API_TOKEN=TOKEN,
-            ENVIRONMENT="test",
-            SLO_BREACH_REFRESH_S="1",
-        )
-        proc = AppProcess(env, tmp_path_factory.mktemp("slo") / "sla.log").wait_ready()
-        try:
-            with httpx.Client(base_url=proc.base_url, timeout=30) as c:
-                yield c
-        finally:
-            proc.stop()
+    ) as name:
+        yield name
+
+
+def _app(stack: Stack, database: str, log: Path) -> AppProcess:
+    env = app_env(
+        stack.service_env(),
+        MYSQL_DATABASE=database,
+        SLA_API_TOKEN=TOKEN,
+        ENVIRONMENT="test",
+        SLO_BREACH_REFRESH_S="1",
+    )
+    return AppProcess(env, log).wait_ready()
+
+
+@pytest.fixture(scope="module")
+def client(
+    stack: Stack, database: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[httpx.Client]:
+    proc = _app(stack, database, tmp_path_factory.mktemp("slo") / "sla.log")
+    try:
+        with httpx.Client(base_url=proc.base_url, timeout=30) as c:
+            yield c
+    finally:
+        proc.stop()
 
 
 def _auth() -> dict[str, str]:
@@ -169,6 +180,23 @@ def test_thirty_day_status_from_the_recorded_series(
     assert body["definition"]["sli"] == SLI
     raw = client.get(f"/slos/{SLO}", params={"source": "raw_queries"}).json()
     assert raw["source"] == "raw_queries" and raw["compliance"] == 0.0
+
+
+def test_rules_are_written_at_start(
+    client: httpx.Client, stack: Stack, database: str, tmp_path: Path
+) -> None:
+    """A fresh rules volume (or a release generating other rules) gets the SLOs' rules
+    when the service starts, without waiting for a write."""
+    rules_file = Path(stack.env["SLO_RULES_FILE"])
+    expected = client.get("/rules").text
+    rules_file.write_text("")
+    proc = _app(stack, database, tmp_path / "sla-again.log")
+    try:
+        wait_until(
+            lambda: rules_file.read_text() == expected, timeout=30, what="rules written at start"
+        )
+    finally:
+        proc.stop()
 
 
 def test_replace_and_delete_regenerate_the_rules(client: httpx.Client, stack: Stack) -> None:
