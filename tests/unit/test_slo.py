@@ -357,3 +357,16 @@ def test_sloth_export_refuses_threshold_slos_and_mixed_periods() -> None:
     assert any("different periods" in p for p in e.value.problems)
     with pytest.raises(sloth.SlothError, match="give the service"):
         sloth.export_spec([ratio])
+
+
+def test_sloth_import_command_prints_the_bodies(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = tmp_path / "slos.yml"
+    spec.write_text(SLOTH_SPEC)
+    assert sloth.main(["import", str(spec), "--period", "28d"]) == 0
+    [line] = capsys.readouterr().out.splitlines()
+    body = SloCreate.model_validate_json(line)
+    assert body.name == "requests-availability" and body.period == "28d"
+    spec.write_text(SLOTH_SPEC.replace("prometheus/v1", "prometheus/v2"))
+    assert sloth.main(["import", str(spec)]) == 1
