@@ -28,13 +28,21 @@ from fastapi import (
 )
 
 from sla_common.prometheus import PrometheusClient
-from sla_manager.deps import PrometheusDep, ServicesDep, SettingsDep, SliStoreDep, WriteAccess
+from sla_manager.deps import (
+    ForecastStoreDep,
+    PrometheusDep,
+    ServicesDep,
+    SettingsDep,
+    SliStoreDep,
+    WriteAccess,
+)
 from sla_manager.errors import AUTH, PROMQL, UNAVAILABLE, Responses, validation_error
 from sla_manager.models import SLUG_PATTERN, ErrorBody, ListQuery
 from sla_manager.services import Services
 from sla_manager.slo.model import Slo, SloCreate, SloSpec, SloStatus, SloStatusQuery
 from sla_manager.slo.publish import RulePublisher
 from sla_manager.slo.rules import RuleSet, good_expr
+from sla_manager.slo.status import ForecastSource
 from sla_manager.slo.status import status as slo_status
 from sla_manager.slo.store import DuplicateSlo, SloStore
 from sla_manager.store import SliStore
@@ -173,10 +181,11 @@ def get_slo(
     store: SloStoreDep,
     slis: SliStoreDep,
     prometheus: PrometheusDep,
+    forecasts: ForecastStoreDep,
     settings: SettingsDep,
 ) -> SloStatus:
     slo = slo_or_404(store, name)
-    sli = slis.get(slo.sli) if slo.sli is not None and params.source == "raw_queries" else None
+    sli = slis.get(slo.sli) if slo.sli is not None else None
     return slo_status(
         prometheus,
         slo,
@@ -186,6 +195,12 @@ def get_slo(
         sli=sli,
         raw_step_s=settings.sla_violation_step_s,
         at=params.time,
+        forecasts=ForecastSource(
+            forecasts,
+            settings.slo_breach_horizon_s,
+            settings.stale_after_s,
+            settings.sla_max_series,
+        ),
     )
 
 

@@ -36,6 +36,7 @@ from sla_common.series import series_key
 from sla_manager import evaluation as ev
 from sla_manager.evaluation import Bounds, FloatArray
 from sla_manager.services import Services
+from sla_manager.store import IntArray
 
 log = logging.getLogger(__name__)
 
@@ -191,3 +192,45 @@ def compute_snapshot(services: Services) -> dict[str, SliSnapshot]:
             forecast_age_s=None if newest is None else now - newest,
         )
     return out
+
+
+@dataclass(frozen=True)
+class BadFraction:
+    """The fraction of the coming evaluations expected outside the range, and its bounds."""
+
+    expected: float  # mean over timestamps of the largest point probability
+    low: float  # timestamps where some series' whole 95 % interval is outside
+    high: float  # timestamps where some series' 95 % interval reaches outside
+    points: int  # forecast timestamps
+
+
+def bad_fraction(
+    bounds: Bounds, forecasts: Iterable[tuple[IntArray, SliForecast]]
+) -> BadFraction | None:
+    """Per forecast timestamp an evaluation is bad when any series is outside; over the
+    series of one timestamp the largest point probability stands for it (a lower bound,
+    as for the breach probability). None without any forecast point."""
+    expected: dict[int, float] = {}
+    low: dict[int, bool] = {}
+    high: dict[int, bool] = {}
+    for ts, f in forecasts:
+        if len(ts) == 0:
+            continue
+        p = point_probabilities(bounds, f.value, f.lower95, f.upper95)
+        whole_out = bounds.below(f.upper95) | bounds.above(f.lower95)
+        reaches = bounds.below(f.lower95) | bounds.above(f.upper95) | bounds.outside(f.value)
+        for t, pi, w, r in zip(
+            ts.tolist(), p.tolist(), whole_out.tolist(), reaches.tolist(), strict=True
+        ):
+            expected[t] = max(expected.get(t, 0.0), pi)
+            low[t] = low.get(t, False) or bool(w)
+            high[t] = high.get(t, False) or bool(r)
+    if not expected:
+        return None
+    n = len(expected)
+    return BadFraction(
+        expected=sum(expected.values()) / n,
+        low=sum(low.values()) / n,
+        high=sum(high.values()) / n,
+        points=n,
+    )

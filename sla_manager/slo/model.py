@@ -204,6 +204,26 @@ class BudgetOut(_Response):
     consumed_events: float | None = Field(description="ratio SLIs: bad events in the period")
 
 
+class ProjectionOut(_Response):
+    """Threshold SLOs: the budget's future from the stored forecasts of the SLI's series."""
+
+    horizon_s: int = Field(description="how far the forecasts reach (SLO_BREACH_HORIZON_S)")
+    forecast_points: int = Field(description="forecast timestamps used")
+    bad_fraction: float = Field(
+        description="expected fraction of the coming evaluations outside the range"
+    )
+    bad_fraction_low: float = Field(description="timestamps whose 95 % interval is all outside")
+    bad_fraction_high: float = Field(description="timestamps whose 95 % interval reaches outside")
+    burn_rate: float
+    burn_rate_low: float
+    burn_rate_high: float
+    exhaustion_s: float | None = Field(
+        description="time to exhaustion if the forecast burn rate held; null: not burning"
+    )
+    exhaustion_s_earliest: float | None = Field(description="at the high burn rate")
+    exhaustion_s_latest: float | None = Field(description="at the low one; null: not burning")
+
+
 class SloStatus(_Response):
     slo: str
     definition: Slo
@@ -222,6 +242,10 @@ class SloStatus(_Response):
     )
     source: Literal["recording_rules", "raw_queries"] = Field(
         description="recording_rules: read from the generated rules' series"
+    )
+    projection: ProjectionOut | None = Field(
+        default=None,
+        description="threshold SLOs with fresh stored forecasts: exhaustion projected from them",
     )
 
 

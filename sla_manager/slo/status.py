@@ -12,14 +12,19 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Literal
 
 from sla_common.prometheus import PrometheusClient
+from sla_common.series import series_key
+from sla_manager import evaluation as ev
 from sla_manager.evaluation import parse_duration
 from sla_manager.models import Sli
 from sla_manager.slo import budget
-from sla_manager.slo.model import BudgetOut, BurnRateOut, Slo, SloStatus
+from sla_manager.slo.breach import SliForecast, bad_fraction
+from sla_manager.slo.model import BudgetOut, BurnRateOut, ProjectionOut, Slo, SloStatus
 from sla_manager.slo.rules import ERROR_RATIO, TOTAL_RATE, RuleConfig, good_expr, promql_string
+from sla_manager.store import ForecastStore
 
 Source = Literal["recording_rules", "raw_queries"]
 _SERIES = re.compile(r"^slo:(sli_error:ratio_rate|sli_total:rate)([0-9]+[smhdw])$")
@@ -74,6 +79,60 @@ def read_raw(
     return ratios, totals
 
 
+@dataclass(frozen=True)
+class ForecastSource:
+    """Where a threshold SLO's projection comes from."""
+
+    forecasts: ForecastStore
+    horizon_s: int
+    stale_after_s: float
+    max_series: int
+
+
+def project(
+    prometheus: PrometheusClient,
+    source: ForecastSource,
+    sli: Sli,
+    budget_total: float,
+    remaining: float | None,
+    period_s: float,
+    at: float,
+) -> ProjectionOut | None:
+    """The forecast's bad fraction over the horizon as a burn rate, and the exhaustion it
+    implies (with the interval the 95 % bands give); None without fresh forecasts."""
+    current, _n = ev.narrow(
+        prometheus.query(sli.selector, time=at), lambda i: i.labels, sli.labels, source.max_series
+    )
+    keys = [
+        series_key(c.labels.get("__name__") or sli.selector,
+                   {k: v for k, v in c.labels.items() if k != "__name__"})
+        for c in current
+    ]  # fmt: skip
+    stored = source.forecasts.load(keys, at, at + source.horizon_s)
+    fresh = [
+        (f.ts, SliForecast(f.value, f.lower95, f.upper95))
+        for f in stored.values()
+        if f.produced_at is not None and at - f.produced_at <= source.stale_after_s
+    ]
+    frac = bad_fraction(sli.bounds(), fresh)
+    if frac is None:
+        return None
+    burn, low, high = (x / budget_total for x in (frac.expected, frac.low, frac.high))
+    return ProjectionOut(
+        horizon_s=source.horizon_s,
+        forecast_points=frac.points,
+        bad_fraction=frac.expected,
+        bad_fraction_low=frac.low,
+        bad_fraction_high=frac.high,
+        burn_rate=burn,
+        burn_rate_low=low,
+        burn_rate_high=high,
+        exhaustion_s=budget.time_to_exhaustion(remaining, burn, period_s),
+        exhaustion_s_earliest=budget.time_to_exhaustion(remaining, high, period_s),
+        exhaustion_s_latest=budget.time_to_exhaustion(remaining, low, period_s),
+    )
+
+
 def status(
     prometheus: PrometheusClient,
     slo: Slo,
@@ -84,6 +143,7 @@ def status(
     sli: Sli | None = None,
     raw_step_s: int = 60,
     at: float | None = None,
+    forecasts: ForecastSource | None = None,
 ) -> SloStatus:
     when = time.time() if at is None else at
     period = slo.period
@@ -105,6 +165,11 @@ def status(
         period_total_rate=totals.get(period_key),
     )
     b = figures.budget
+    projection = None
+    if forecasts is not None and sli is not None:
+        projection = project(
+            prometheus, forecasts, sli, b.total, b.remaining, slo.spec().period_s, when
+        )
     return SloStatus(
         slo=slo.name,
         definition=slo,
@@ -134,4 +199,5 @@ def status(
         burn_rate_window=current_window,
         exhaustion_s=figures.exhaustion_s,
         source=source,
+        projection=projection,
     )

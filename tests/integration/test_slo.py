@@ -178,6 +178,7 @@ def test_thirty_day_status_from_the_recorded_series(
     burn = {b["window"]: b["burn_rate"] for b in body["burn_rates"]}
     assert burn["5m"] == pytest.approx(200.0)
     assert body["definition"]["sli"] == SLI
+    assert body["projection"] is None  # no ETL ran here: no stored forecast to project from
     raw = client.get(f"/slos/{SLO}", params={"source": "raw_queries"}).json()
     assert raw["source"] == "raw_queries" and raw["compliance"] == 0.0
 

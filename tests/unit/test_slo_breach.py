@@ -17,6 +17,7 @@ from sla_manager.slo.breach import (
     BreachExporter,
     SliForecast,
     SliSnapshot,
+    bad_fraction,
     breach_probability,
     point_probabilities,
 )
@@ -103,3 +104,23 @@ def _wait(condition: Callable[[], bool]) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not met in 10 s"
         time.sleep(0.01)
+
+
+def test_bad_fraction_over_the_horizon_hand_computed() -> None:
+    # max 110. Series a: σ 10 at t=1 (100: P 0.158655) and t=2 (120: P 0.841345, its 95 %
+    # band reaches below 110 so not "whole"); series b: no spread at t=2 (200: bad) and t=3
+    # (50: good). Per timestamp the worst series: 0.158655, 1, 0.
+    b = Bounds(None, 110.0)
+    half = Z95 * 10
+    a = SliForecast(
+        _arr(100.0, 120.0), _arr(100.0 - half, 120.0 - half), _arr(100.0 + half, 120.0 + half)
+    )
+    c = SliForecast(_arr(200.0, 50.0), _arr(200.0, 50.0), _arr(200.0, 50.0))
+    ts_a = np.array([1, 2], dtype=np.int64)
+    ts_c = np.array([2, 3], dtype=np.int64)
+    frac = bad_fraction(b, [(ts_a, a), (ts_c, c)])
+    assert frac is not None and frac.points == 3
+    assert frac.expected == pytest.approx((0.158655 + 1.0 + 0.0) / 3, abs=1e-6)
+    assert frac.low == pytest.approx(1 / 3)  # t=2: b is wholly outside
+    assert frac.high == pytest.approx(2 / 3)  # t=1 and t=2 reach outside
+    assert bad_fraction(b, []) is None
