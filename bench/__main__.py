@@ -27,6 +27,7 @@ from bench import (
     bench_receiver,
     bench_retrieval,
     bench_sla,
+    bench_slo,
     bench_storage,
 )
 
@@ -53,7 +54,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "which",
         nargs="*",
-        default=["analyses", "forecast", "kafka", "storage", "retrieval", "sla", "e2e", "explain"],
+        default=[
+            "analyses",
+            "forecast",
+            "kafka",
+            "storage",
+            "retrieval",
+            "sla",
+            "slo",
+            "e2e",
+            "explain",
+        ],
     )
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
@@ -101,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
         bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
         results["receiver"] = bench_receiver.measure(bootstrap, args.repeats)
         print(bench_receiver.summary(results["receiver"]))
+    if "slo" in args.which:
+        results["slo"] = bench_slo.measure(args.repeats)
+        print(bench_slo.summary(results["slo"]))
     if "e2e" in args.which:
         results["e2e"] = bench_e2e.measure(args.repeats)
         print(bench_e2e.summary(results["e2e"]))

@@ -227,5 +227,26 @@ CREATE TABLE IF NOT EXISTS slis (
     CONSTRAINT ck_slis_range CHECK (min_value IS NULL OR max_value IS NULL OR min_value <= max_value)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
+-- ---- 0002_slos.sql
+
+-- 0002_slos: service-level objectives, managed by sla_manager's REST API (/slos).
+--
+-- An SLO is an SLI (sli_name: an existing threshold SLI of `slis`, or NULL for an event
+-- ratio whose two PromQL queries are in the definition), an objective and a period. The
+-- definition column holds the request body as JSON (objective, period, ratio, labels...):
+-- the API validates it, and the rules Prometheus evaluates are generated from it.
+CREATE TABLE IF NOT EXISTS slos (
+    id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
+    name VARCHAR(128) NOT NULL,
+    sli_name VARCHAR(128) NULL COMMENT 'threshold SLOs: the name of their SLI in slis',
+    definition JSON NOT NULL,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    PRIMARY KEY (id),
+    UNIQUE KEY uq_slos_name (name),
+    KEY idx_slos_sli_name (sli_name)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
 -- ---- record the migrations above as applied
 INSERT IGNORE INTO schema_migrations (version, name, checksum, applied_at) VALUES (1, 'initial', '964cce1536fc70b2203a978b7757291fb96f0fd6fdf63c8e0db14ec4699304b4', UNIX_TIMESTAMP());
+INSERT IGNORE INTO schema_migrations (version, name, checksum, applied_at) VALUES (2, 'slos', '0a6e2f66f04bf3a2db2dc21e5a4b72ec50ed01ab5226d5e38b5e40a479a837cd', UNIX_TIMESTAMP());

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 import sys
 import time
 import urllib.error
@@ -221,6 +222,97 @@ def wait_stored(api: str, wanted: int) -> None:
         time.sleep(1)
 
 
+# SLOs on two demo SLIs: the fd spike's (30 days) and the free-memory headroom's (7 days),
+# whose forecast is bound to cross its range: the predicted-breach alert's case.
+DEMO_SLOS: list[dict[str, Any]] = [
+    {"name": "fd-budget", "sli": "fd-allocated", "objective": 99.5, "period": "30d"},
+    {"name": "memory-headroom-budget", "sli": "memory-free-headroom", "objective": 99.0,
+     "period": "7d"},
+]  # fmt: skip
+
+
+def put_slos(api: str, token: str, slis: list[dict[str, Any]]) -> list[str]:
+    names = []
+    known = {s["name"] for s in slis}
+    for slo in DEMO_SLOS:
+        if slo["sli"] not in known:
+            continue
+        code, doc = request("POST", f"{api}/slos", token, slo)
+        if code == 409:
+            spec = {k: v for k, v in slo.items() if k != "name"}
+            code, doc = request("PUT", f"{api}/slos/{slo['name']}", token, spec)
+        if code in (200, 201):
+            names.append(slo["name"])
+        else:
+            print(f"  could not create SLO {slo['name']}: {code} {doc}")
+    return names
+
+
+def backfill_slo_rules(state: Path, facts: dict[str, Any]) -> None:
+    """The SLO recording rules over the demo history (once per Prometheus data dir): the
+    SLOs then have the demo incidents in their past, and the burn-rate alerts see them."""
+    demo = facts.get("demo") or {}
+    marker = state / "data" / "prometheus" / ".slo-backfilled"
+    if not demo.get("end") or not demo.get("hours") or marker.exists():
+        return
+    start = int(demo["end"]) - int(demo["hours"]) * 3600
+    print("\nBackfilling the SLO recording rules over the demo history (promtool) ...")
+    argv = [sys.executable, str(REPO / "scripts" / "slo_backfill.py"), f"--start={start}"]
+    result = subprocess.run(argv, timeout=600, check=False)
+    if result.returncode == 0:
+        marker.write_text(f"{start}\n")
+
+
+def _pct(x: float | None, scale: float = 100.0) -> str:
+    return "-" if x is None else f"{scale * x:.1f}%"
+
+
+def slo_report(api: str, prom: str, names: list[str]) -> str:
+    """The SLOs' status once Prometheus has evaluated their rules, and the alerts' states."""
+    deadline = time.monotonic() + 60
+    rows = []
+    for name in names:
+        _c, st = request("GET", f"{api}/slos/{name}")
+        while isinstance(st, dict) and st.get("compliance") is None and time.monotonic() < deadline:
+            time.sleep(2)
+            _c, st = request("GET", f"{api}/slos/{name}")
+        if not isinstance(st, dict):
+            continue
+        burn = {b["window"]: b["burn_rate"] for b in st["burn_rates"]}
+        ex = st["exhaustion_s"]
+        rows.append([
+            name, f"{st['objective']}% / {st['period']}", _pct(st["compliance"], 1.0),
+            _pct(st["budget"]["remaining"]),
+            "-" if burn.get("5m") is None else f"{burn['5m']:.1f}x",
+            "-" if burn.get("1h") is None else f"{burn['1h']:.1f}x",
+            "never" if ex is None else f"{ex / 3600:.1f} h",
+        ])  # fmt: skip
+    head = ["SLO", "objective", "compliance", "budget left", "burn 5m", "burn 1h", "exhausted in"]
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    lines = [fmt.format(*head), fmt.format(*("-" * w for w in widths))]
+    lines += [fmt.format(*r) for r in rows]
+    try:
+        alerts = json.loads(http_text(f"{prom}/api/v1/alerts"))["data"]["alerts"]
+    except (OSError, ValueError, KeyError):
+        alerts = []
+    ours = [a for a in alerts if a["labels"].get("slo") in names]
+    lines.append("\nAlerts (Prometheus; firing ones go to Alertmanager):")
+    for a in sorted(ours, key=lambda a: (a["labels"]["slo"], a["labels"]["alertname"])):
+        lab = a["labels"]
+        lines.append(
+            f"  {lab['alertname']:<20} slo={lab['slo']:<24} severity={lab.get('severity', '-'):<7}"
+            f" {a['state']}"
+        )
+    if not ours:
+        lines.append(
+            "  none pending or firing: SliBreachPredicted needs the forecast's breach probability"
+            " above 0.5 for 5 min,\n  SloErrorBudgetBurn a budget burning now (the rules "
+            "evaluate from now on: the backfilled incidents are in the past)"
+        )
+    return "\n".join(lines)
+
+
 def main() -> int:
     state = Path(os.environ.get("STACK_DIR") or REPO / ".stack")
     facts: dict[str, Any] = json.loads((state / "stack.json").read_text())
@@ -256,6 +348,11 @@ def main() -> int:
     wait_stored(api, 1)
     print("SLIs (violations = evaluations outside the range, one a minute):\n")
     print(sli_table(sli_rows(api, slis)))
+    slos = put_slos(api, token, slis)
+    if slos:
+        backfill_slo_rules(state, facts)
+        print("\nSLOs (rules generated by the SLA manager, evaluated by Prometheus):\n")
+        print(slo_report(api, prom, slos))
     q = urllib.parse.quote(
         "histogram_quantile(0.95, sum by (le, analysis) "
         "(rate(sla_etl_analysis_duration_seconds_bucket[12h])))"
@@ -266,6 +363,9 @@ def main() -> int:
     print(f"  violations           curl -s '{api}/slis/fd-allocated/violations?window=1h'")
     print(f"  predicted            curl -s '{api}/slis/memory-free-headroom/forecast-violations'")
     print(f"  ETL execution time   curl -s '{api}/etl/execution-time?window=12h'")
+    print(f"  SLO status           curl -s '{api}/slos/fd-budget'   (rules: {api}/rules)")
+    if "alertmanager" in facts:
+        print(f"  Alertmanager         {facts['alertmanager']['url']}")
     print(
         f"  new SLI              curl -s -XPOST {api}/slis -H 'Authorization: Bearer {token}' "
         '-H \'Content-Type: application/json\' -d \'{"name":"my-sli","selector":'

@@ -20,9 +20,10 @@ from fastapi import FastAPI
 
 from sla_manager.errors import install_handlers
 from sla_manager.metrics import MetricsMiddleware, SlaMetrics
-from sla_manager.routes import etl, evaluations, explanations, health, slis
+from sla_manager.routes import etl, evaluations, explanations, health, rules, slis, slos
 from sla_manager.services import Services
 from sla_manager.settings import SlaSettings
+from sla_manager.slo.breach import BreachExporter, compute_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,10 @@ def create_app(settings: SlaSettings, metrics: SlaMetrics | None = None) -> Fast
     """The app; its MySQL connections open on first use (the schema must exist: ``python -m
     sla_common.migrate`` makes it, ``python -m sla_manager`` checks it before serving)."""
     services = Services(settings, metrics or SlaMetrics())
+    # Each SLI's state and forecast breach probability, for the predicted-breach alerts.
+    services.metrics.registry.register(
+        BreachExporter(lambda: compute_snapshot(services), settings.slo_breach_refresh_s)
+    )
     if settings.api_token() is None:
         log.warning(
             "SLA_API_TOKEN is not set: reads work, every POST/PUT/DELETE /slis is refused "
@@ -77,6 +82,6 @@ def create_app(settings: SlaSettings, metrics: SlaMetrics | None = None) -> Fast
     app.state.services = services
     install_handlers(app, services.metrics, settings)
     app.add_middleware(MetricsMiddleware, metrics=services.metrics)
-    for module in (slis, evaluations, etl, health, explanations):
+    for module in (slis, evaluations, etl, health, explanations, slos, rules):
         app.include_router(module.router)
     return app

@@ -17,11 +17,13 @@ The write token (``SLA_API_TOKEN``):
 from __future__ import annotations
 
 import logging
-from typing import Self
+from pathlib import Path
+from typing import Literal, Self
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from sla_common.mysql import MysqlSettings
+from sla_manager.slo.rules import RuleConfig, parse_windows
 
 log = logging.getLogger(__name__)
 
@@ -129,3 +131,47 @@ class SlaSettings(MysqlSettings):
 
     def api_token(self) -> str | None:
         return self.sla_api_token.get_secret_value() if self.sla_api_token else None
+
+    # ------------------------------------------------------------------ SLOs (issue 14)
+    # Where the generated rules go (Prometheus loads them: scripts/up and compose wire it);
+    # unset: GET /rules still answers, nothing is written.
+    slo_rules_file: Path | None = None
+    slo_prometheus_reload: bool = Field(
+        default=True, description="POST PROMETHEUS_URL/-/reload after writing the rules"
+    )
+    slo_windows: str = Field(
+        default="page:14.4:1h:5m,page:6:6h:30m,ticket:3:1d:2h,ticket:1:3d:6h",
+        max_length=1000,
+        description="burn-rate alerts: severity:factor:long:short, comma-separated",
+    )
+    slo_min_events: int = Field(
+        default=50, ge=0, le=10**9, description="ratio SLOs: events in the long window to alert"
+    )
+    slo_breach_probability: float = Field(default=0.5, gt=0, lt=1)
+    slo_breach_for: str = Field(default="5m", pattern=r"^[1-9][0-9]{0,6}[smh]$")
+    slo_breach_severity: str = Field(default="ticket", pattern=r"^[a-z][a-z0-9_-]{0,31}$")
+    slo_burn_rate_window: Literal["5m", "30m", "1h", "2h", "6h", "1d", "3d"] = Field(
+        default="1h", description="the window of the current burn rate (time to exhaustion)"
+    )
+
+    slo_breach_horizon_s: int = Field(
+        default=600, ge=60, le=86_400, description="sla_sli_breach_probability looks this far"
+    )
+    slo_breach_refresh_s: float = Field(
+        default=30.0, gt=0, description="how often /metrics recomputes the SLI probabilities"
+    )
+
+    @field_validator("slo_windows")
+    @classmethod
+    def _burn_windows(cls, v: str) -> str:
+        parse_windows(v)  # its ValueError says what is wrong
+        return v
+
+    def slo_rule_config(self) -> RuleConfig:
+        return RuleConfig(
+            windows=parse_windows(self.slo_windows),
+            min_events=self.slo_min_events,
+            breach_probability=self.slo_breach_probability,
+            breach_for=self.slo_breach_for,
+            breach_severity=self.slo_breach_severity,
+        )

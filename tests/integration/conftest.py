@@ -53,6 +53,9 @@ def _stack_overrides() -> dict[str, str]:
         "STACK_NODE_EXPORTER_PORT": str(free_port()),
         "STACK_DEMO_EXPORTER_PORT": str(free_port()),
         "STACK_KAFKA_PORT": str(free_port()),
+        "STACK_ALERTMANAGER_PORT": str(free_port()),
+        # Alertmanager's receiver: tests that wait for an alert listen here (test_slo.py).
+        "STACK_ALERT_WEBHOOK_URL": f"http://127.0.0.1:{free_port()}/alerts",
         "STACK_MYSQL_PORT": str(mysql_port),
         "STACK_MYSQL_MODE": "auto",
         "STACK_SLA_MANAGER_HTTP_PORT": str(free_port()),

@@ -76,6 +76,7 @@ def test_status_reports_every_component_up(
         "demo-exporter": "running",
         "kafka": "running",
         "mariadb": "reused" if stack.mysql_mode == "reused" else "running",
+        "alertmanager": "running",
         "prometheus": "running",
     }
 

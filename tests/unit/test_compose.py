@@ -65,6 +65,7 @@ def config(tmp_path: Path) -> dict[str, Any]:
         MYSQL_PASSWORD="pw",
         SLA_API_TOKEN="tok",
         GRPC_API_TOKEN="gtok",
+        ALERT_WEBHOOK_URL="http://hooks.example/alerts",
     )
     check = _compose(tmp_path, env, "config", "-q")
     assert check.returncode == 0, check.stderr
@@ -81,6 +82,7 @@ def test_secrets_have_no_default(tmp_path: Path) -> None:
             "MYSQL_PASSWORD": "p",
             "SLA_API_TOKEN": "t",
             "GRPC_API_TOKEN": "g",
+            "ALERT_WEBHOOK_URL": "http://hooks.example/alerts",
         }
         del values[missing]
         proc = _compose(tmp_path, _env_file(tmp_path, **values), "config", "-q")
@@ -226,3 +228,36 @@ def test_prometheus_with_lifecycle_is_not_reachable_from_outside(config: dict[st
     if "--web.enable-lifecycle" in prometheus["command"]:  # POST /-/quit, /-/reload
         hosts = {_published(p)[0] for p in prometheus.get("ports", [])}
         assert hosts <= LOOPBACK, f"Prometheus (lifecycle API on) is published on {hosts}"
+
+
+def test_alerts_reach_the_users_webhook_and_rules_reach_prometheus(
+    tmp_path: Path, config: dict[str, Any]
+) -> None:
+    """Alertmanager (the official image) routes to ALERT_WEBHOOK_URL, which has no default;
+    Prometheus loads the rules the SLA manager writes, from a volume they share."""
+    services = config["services"]
+    am = services["alertmanager"]
+    assert am["image"].startswith("prom/alertmanager:")
+    assert 'url: "http://hooks.example/alerts"' in am["command"][0]
+    assert "--cluster.listen-address=" in am["command"][0]
+    assert "healthcheck" in am
+    rules_file = services["sla-manager"]["environment"]["SLO_RULES_FILE"]
+    [shared] = [str(v) for v in services["sla-manager"]["volumes"] if "slo-rules" in str(v)]
+    assert rules_file.startswith(shared.split(":")[1] + "/")  # slo-rules:/var/lib/...:rw
+    [prom_volume] = [str(v) for v in services["prometheus"]["volumes"] if "slo-rules" in str(v)]
+    _name, prom_target, mode = prom_volume.split(":")
+    assert mode == "ro"
+    prom = yaml.safe_load((REPO / "deploy" / "prometheus.yml").read_text())
+    assert prom["rule_files"] == [f"{prom_target}/*.yml"]
+    assert prom["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == [
+        "alertmanager:9093"
+    ]
+    values = {
+        "MYSQL_ROOT_PASSWORD": "r",
+        "MYSQL_PASSWORD": "p",
+        "SLA_API_TOKEN": "t",
+        "GRPC_API_TOKEN": "g",
+    }
+    proc = _compose(tmp_path, _env_file(tmp_path, **values), "config", "-q")
+    assert proc.returncode != 0
+    assert "set ALERT_WEBHOOK_URL in .env" in proc.stderr

@@ -79,7 +79,11 @@ def test_openapi_has_the_contract_and_guards_only_writes(client: httpx.Client) -
         for method, op in ops.items()
         if op.get("security")
     }
-    assert guarded == {("POST", "/slis"), ("PUT", "/slis/{name}"), ("DELETE", "/slis/{name}")}
+    assert guarded == {
+        (method, f"/{kind}{suffix}")
+        for kind in ("slis", "slos")
+        for method, suffix in (("POST", ""), ("PUT", "/{name}"), ("DELETE", "/{name}"))
+    }
     for path, ops in paths.items():
         for method, op in ops.items():
             if (method.upper(), path) in guarded:

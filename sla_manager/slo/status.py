@@ -1,0 +1,203 @@
+"""``GET /slos/{name}``: an SLO's compliance, budget and burn rates, from Prometheus.
+
+By default from the generated rules' series (``source=recording_rules``): one instant query
+returns every window's error ratio of the SLO, whatever its period, so a 30-day answer costs
+what a 5-minute one does. ``source=raw`` computes the same figures from the SLI itself (one
+query per window, over every raw sample or evaluation in it): the baseline the benchmark
+compares with, and an answer for an SLO whose rules Prometheus has not evaluated yet.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from sla_common.prometheus import PrometheusClient
+from sla_common.series import series_key
+from sla_manager import evaluation as ev
+from sla_manager.evaluation import parse_duration
+from sla_manager.models import Sli
+from sla_manager.slo import budget
+from sla_manager.slo.breach import SliForecast, bad_fraction
+from sla_manager.slo.model import BudgetOut, BurnRateOut, ProjectionOut, Slo, SloStatus
+from sla_manager.slo.rules import ERROR_RATIO, TOTAL_RATE, RuleConfig, good_expr, promql_string
+from sla_manager.store import ForecastStore
+
+Source = Literal["recording_rules", "raw_queries"]
+_SERIES = re.compile(r"^slo:(sli_error:ratio_rate|sli_total:rate)([0-9]+[smhdw])$")
+
+
+def read_recorded(
+    prometheus: PrometheusClient, slo: str, at: float
+) -> tuple[dict[str, float], dict[str, float]]:
+    """(window → error ratio, window → total event rate) of the SLO's recorded series."""
+    query = f'{{__name__=~"{ERROR_RATIO}.+|{TOTAL_RATE}.+",slo={promql_string(slo)}}}'
+    ratios: dict[str, float] = {}
+    totals: dict[str, float] = {}
+    for sample in prometheus.query(query, at):
+        m = _SERIES.match(sample.labels.get("__name__", ""))
+        if m is None:
+            continue
+        target = ratios if m.group(1).startswith("sli_error") else totals
+        target[m.group(2)] = sample.value
+    return ratios, totals
+
+
+def _one(prometheus: PrometheusClient, query: str, at: float) -> float | None:
+    samples = prometheus.query(query, at)
+    return samples[0].value if samples else None
+
+
+def read_raw(
+    prometheus: PrometheusClient,
+    slo: Slo,
+    sli: Sli | None,
+    windows: list[str],
+    step_s: int,
+    at: float,
+) -> tuple[dict[str, float | None], dict[str, float | None]]:
+    """The same figures from the SLI itself (no recording rules)."""
+    ratios: dict[str, float | None] = {}
+    totals: dict[str, float | None] = {}
+    spec = slo.spec()
+    for w in windows:
+        if spec.ratio is not None:
+            ratios[w] = _one(
+                prometheus, f"({spec.ratio.errors_at(w)}) / ({spec.ratio.total_at(w)})", at
+            )
+        elif sli is not None:
+            ratios[w] = _one(
+                prometheus, f"1 - avg_over_time(({good_expr(sli)})[{w}:{step_s}s])", at
+            )
+        else:
+            ratios[w] = None
+    if spec.ratio is not None:
+        totals[slo.period] = _one(prometheus, spec.ratio.total_at(slo.period), at)
+    return ratios, totals
+
+
+@dataclass(frozen=True)
+class ForecastSource:
+    """Where a threshold SLO's projection comes from."""
+
+    forecasts: ForecastStore
+    horizon_s: int
+    stale_after_s: float
+    max_series: int
+
+
+def project(
+    prometheus: PrometheusClient,
+    source: ForecastSource,
+    sli: Sli,
+    budget_total: float,
+    remaining: float | None,
+    period_s: float,
+    at: float,
+) -> ProjectionOut | None:
+    """The forecast's bad fraction over the horizon as a burn rate, and the exhaustion it
+    implies (with the interval the 95 % bands give); None without fresh forecasts."""
+    current, _n = ev.narrow(
+        prometheus.query(sli.selector, time=at), lambda i: i.labels, sli.labels, source.max_series
+    )
+    keys = [
+        series_key(c.labels.get("__name__") or sli.selector,
+                   {k: v for k, v in c.labels.items() if k != "__name__"})
+        for c in current
+    ]  # fmt: skip
+    stored = source.forecasts.load(keys, at, at + source.horizon_s)
+    fresh = [
+        (f.ts, SliForecast(f.value, f.lower95, f.upper95))
+        for f in stored.values()
+        if f.produced_at is not None and at - f.produced_at <= source.stale_after_s
+    ]
+    frac = bad_fraction(sli.bounds(), fresh)
+    if frac is None:
+        return None
+    burn, low, high = (x / budget_total for x in (frac.expected, frac.low, frac.high))
+    return ProjectionOut(
+        horizon_s=source.horizon_s,
+        forecast_points=frac.points,
+        bad_fraction=frac.expected,
+        bad_fraction_low=frac.low,
+        bad_fraction_high=frac.high,
+        burn_rate=burn,
+        burn_rate_low=low,
+        burn_rate_high=high,
+        exhaustion_s=budget.time_to_exhaustion(remaining, burn, period_s),
+        exhaustion_s_earliest=budget.time_to_exhaustion(remaining, high, period_s),
+        exhaustion_s_latest=budget.time_to_exhaustion(remaining, low, period_s),
+    )
+
+
+def status(
+    prometheus: PrometheusClient,
+    slo: Slo,
+    config: RuleConfig,
+    current_window: str,
+    *,
+    source: Source = "recording_rules",
+    sli: Sli | None = None,
+    raw_step_s: int = 60,
+    at: float | None = None,
+    forecasts: ForecastSource | None = None,
+) -> SloStatus:
+    when = time.time() if at is None else at
+    period = slo.period
+    windows = list(dict.fromkeys([*config.status_windows, current_window]))
+    ratios: Mapping[str, float | None]
+    totals: Mapping[str, float | None]
+    if source == "recording_rules":
+        ratios, totals = read_recorded(prometheus, slo.name, when)
+    else:
+        ratios, totals = read_raw(prometheus, slo, sli, [*windows, period], raw_step_s, when)
+    period_key = next((w for w in ratios if parse_duration(w) == slo.spec().period_s), period)
+    figures = budget.figures(
+        slo.objective,
+        slo.spec().period_s,
+        ratios.get(period_key),
+        {w: ratios.get(w) for w in windows},
+        current_window,
+        threshold=slo.sli is not None,
+        period_total_rate=totals.get(period_key),
+    )
+    b = figures.budget
+    projection = None
+    if forecasts is not None and sli is not None:
+        projection = project(
+            prometheus, forecasts, sli, b.total, b.remaining, slo.spec().period_s, when
+        )
+    return SloStatus(
+        slo=slo.name,
+        definition=slo,
+        kind="threshold" if slo.sli is not None else "ratio",
+        objective=slo.objective,
+        period=period,
+        evaluated_at=when,
+        compliance=figures.compliance,
+        meets_objective=figures.meets_objective,
+        budget=BudgetOut(
+            total=b.total,
+            consumed=b.consumed,
+            remaining=b.remaining,
+            total_s=b.total_s,
+            consumed_s=b.consumed_s,
+            total_events=b.total_events,
+            consumed_events=b.consumed_events,
+        ),
+        burn_rates=[
+            BurnRateOut(
+                window=w,
+                error_ratio=budget.finite(ratios.get(w)),
+                burn_rate=figures.burn_rates.get(w),
+            )
+            for w in config.status_windows
+        ],
+        burn_rate_window=current_window,
+        exhaustion_s=figures.exhaustion_s,
+        source=source,
+        projection=projection,
+    )

@@ -1,0 +1,220 @@
+"""SLOs on the real stack: an SLO on a demo incident → the rules the SLA manager writes →
+Prometheus evaluates them → Alertmanager → the webhook receiver this test runs gets the page
+with the SLO's labels. Also: CRUD with auth, the 30-day status from the recorded series."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from tests.integration.slautil import AppProcess, app_env, scratch_database
+from tests.integration.stackutil import Stack, wait_until
+
+TOKEN = "integration-slo-token-0123456789"
+SLI = "fd-incident"
+SLO = "fd-incident-budget"
+# The demo host's descriptors, with a range its live values are all outside of: an incident
+# that starts when the test does (recording rules only evaluate from now on).
+SLI_BODY = {"name": SLI, "selector": 'node_filefd_allocated{job="host"}', "max": 1}
+SLO_BODY = {"name": SLO, "sli": SLI, "objective": 99.5, "period": "30d", "labels": {"team": "sre"}}
+ALERT_TIMEOUT_S = 150  # one evaluation (15 s) + Alertmanager's group_wait (5 s), loaded machine
+
+
+class Receiver(http.server.BaseHTTPRequestHandler):
+    """Alertmanager's webhook: keeps every notification's JSON."""
+
+    received: list[dict[str, Any]] = []  # noqa: RUF012 (one receiver per test session)
+    lock = threading.Lock()
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        with self.lock:
+            type(self).received.append(json.loads(body))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def webhook(stack_env: dict[str, str]) -> Iterator[type[Receiver]]:
+    url = urlsplit(stack_env["STACK_ALERT_WEBHOOK_URL"])
+    server = http.server.ThreadingHTTPServer(
+        (url.hostname or "127.0.0.1", url.port or 80), Receiver
+    )
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield Receiver
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="module")
+def database(stack: Stack) -> Iterator[str]:
+    with scratch_database(
+        stack.mysql_host, stack.mysql_port, stack.mysql_user, stack.mysql_password
+    ) as name:
+        yield name
+
+
+def _app(stack: Stack, database: str, log: Path) -> AppProcess:
+    env = app_env(
+        stack.service_env(),
+        MYSQL_DATABASE=database,
+        SLA_API_TOKEN=TOKEN,
+        ENVIRONMENT="test",
+        SLO_BREACH_REFRESH_S="1",
+    )
+    return AppProcess(env, log).wait_ready()
+
+
+@pytest.fixture(scope="module")
+def client(
+    stack: Stack, database: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[httpx.Client]:
+    proc = _app(stack, database, tmp_path_factory.mktemp("slo") / "sla.log")
+    try:
+        with httpx.Client(base_url=proc.base_url, timeout=30) as c:
+            yield c
+    finally:
+        proc.stop()
+
+
+def _auth() -> dict[str, str]:
+    return {"Authorization": f"Bearer {TOKEN}"}
+
+
+def _alerts(receiver: type[Receiver]) -> list[dict[str, Any]]:
+    with receiver.lock:
+        return [a for n in receiver.received for a in n.get("alerts", [])]
+
+
+def test_slo_on_an_incident_pages_through_alertmanager(
+    client: httpx.Client, stack: Stack, webhook: type[Receiver]
+) -> None:
+    assert client.post("/slis", json=SLI_BODY, headers=_auth()).status_code == 201
+    assert client.post("/slos", json=SLO_BODY).status_code == 401
+    created = client.post("/slos", json=SLO_BODY, headers=_auth())
+    assert created.status_code == 201, created.text
+    assert created.headers["X-Rules-Status"] == "reloaded"
+    assert client.post("/slos", json=SLO_BODY, headers=_auth()).status_code == 409
+
+    # The file Prometheus loads is the one GET /rules shows, and Prometheus has loaded it.
+    rules_file = Path(stack.env["SLO_RULES_FILE"])
+    text = client.get("/rules").text
+    assert rules_file.read_text() == text
+    assert f"name: slo-{SLO}" in text
+
+    def loaded() -> bool:
+        groups = httpx.get(f"{stack.prometheus_url}/api/v1/rules", timeout=5).json()
+        return any(g["name"] == f"slo-{SLO}" for g in groups["data"]["groups"])
+
+    wait_until(loaded, timeout=30, what="Prometheus loading the SLO rules")
+
+    def paged() -> dict[str, Any] | None:
+        for alert in _alerts(webhook):
+            labels = alert["labels"]
+            if labels.get("slo") == SLO and labels.get("severity") == "page":
+                return alert
+        return None
+
+    alert = wait_until(paged, timeout=ALERT_TIMEOUT_S, what="the page at the webhook")
+    assert alert["status"] == "firing"
+    assert alert["labels"] == {
+        "alertname": "SloErrorBudgetBurn",
+        "severity": "page",
+        "slo": SLO,
+        "sli": SLI,
+        "team": "sre",
+    }
+    assert f"GET /slos/{SLO}" in alert["annotations"]["description"]
+
+
+def test_metrics_export_the_sli_state(client: httpx.Client) -> None:
+    """The SLI is outside its range now: sla_sli_inside is 0 (no ETL ran here, so there is
+    no forecast and no breach probability: tests/unit/test_slo_breach.py has those)."""
+
+    def exported() -> bool:
+        return f'sla_sli_inside{{sli="{SLI}"}} 0.0' in client.get("/metrics").text
+
+    wait_until(exported, timeout=30, what="sla_sli_inside on /metrics")
+
+
+def test_thirty_day_status_from_the_recorded_series(
+    client: httpx.Client, webhook: type[Receiver]
+) -> None:
+    """After the page, the recorded series exist: every evaluation since was outside."""
+
+    def recorded() -> dict[str, Any] | None:
+        body: dict[str, Any] = client.get(f"/slos/{SLO}").json()
+        return body if body["compliance"] is not None else None
+
+    wait_until(recorded, timeout=60, what="recorded SLO series")
+    t0 = time.perf_counter()
+    r = client.get(f"/slos/{SLO}")
+    took = time.perf_counter() - t0
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert took < 1.0, f"GET /slos/{SLO} took {took:.2f} s"
+    assert body["source"] == "recording_rules"
+    assert body["period"] == "30d" and body["compliance"] == 0.0
+    assert body["meets_objective"] is False
+    assert body["budget"]["total"] == 0.005
+    assert body["budget"]["total_s"] == pytest.approx(0.005 * 30 * 86_400)
+    assert body["budget"]["consumed"] == pytest.approx(200.0)  # all bad: 1 / 0.005
+    assert body["exhaustion_s"] == 0.0
+    burn = {b["window"]: b["burn_rate"] for b in body["burn_rates"]}
+    assert burn["5m"] == pytest.approx(200.0)
+    assert body["definition"]["sli"] == SLI
+    assert body["projection"] is None  # no ETL ran here: no stored forecast to project from
+    raw = client.get(f"/slos/{SLO}", params={"source": "raw_queries"}).json()
+    assert raw["source"] == "raw_queries" and raw["compliance"] == 0.0
+
+
+def test_rules_are_written_at_start(
+    client: httpx.Client, stack: Stack, database: str, tmp_path: Path
+) -> None:
+    """A fresh rules volume (or a release generating other rules) gets the SLOs' rules
+    when the service starts, without waiting for a write."""
+    rules_file = Path(stack.env["SLO_RULES_FILE"])
+    expected = client.get("/rules").text
+    rules_file.write_text("")
+    proc = _app(stack, database, tmp_path / "sla-again.log")
+    try:
+        wait_until(
+            lambda: rules_file.read_text() == expected, timeout=30, what="rules written at start"
+        )
+    finally:
+        proc.stop()
+
+
+def test_replace_and_delete_regenerate_the_rules(client: httpx.Client, stack: Stack) -> None:
+    rules_file = Path(stack.env["SLO_RULES_FILE"])
+    spec = {k: v for k, v in SLO_BODY.items() if k != "name"}
+    assert client.put(f"/slos/{SLO}", json=spec).status_code == 401
+    replaced = client.put(f"/slos/{SLO}", json={**spec, "objective": 99.0}, headers=_auth())
+    assert replaced.status_code == 200 and replaced.json()["objective"] == 99.0
+    assert "vector(0.99)" in rules_file.read_text()
+    ratio = {"errors": "sum(rate(x[{{.window}}])", "total": "1"}
+    bad = {"name": "bad", "objective": 99.0}
+    r = client.post("/slos", json={**bad, "ratio": ratio}, headers=_auth())
+    assert r.status_code == 422  # total has no {{.window}}
+    ratio["total"] = "sum(rate(x[{{.window}}]))"  # errors misses a parenthesis
+    r = client.post("/slos", json={**bad, "ratio": ratio}, headers=_auth())
+    assert r.status_code == 400 and "prometheus_error" in r.json()
+    assert client.delete(f"/slos/{SLO}", headers=_auth()).status_code == 204
+    assert f"slo-{SLO}" not in rules_file.read_text()
+    assert client.get(f"/slos/{SLO}").status_code == 404
+    assert client.delete(f"/slis/{SLI}", headers=_auth()).status_code == 204

@@ -1,0 +1,59 @@
+"""The local stack's alerting wiring: Prometheus loads the rules directory and sends to the
+stack's Alertmanager, which routes to STACK_ALERT_WEBHOOK_URL (its config checked by
+``amtool check-config``, shipped with prometheus-alertmanager)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.unit.test_stack_files import stack
+
+
+def _config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hook: str) -> object:
+    monkeypatch.setenv("STACK_DIR", str(tmp_path))
+    monkeypatch.setenv("STACK_ALERTMANAGER_PORT", "19093")
+    monkeypatch.setenv("STACK_ALERT_WEBHOOK_URL", hook)
+    monkeypatch.delenv("STACK_COMPONENTS", raising=False)
+    return stack.load_config()
+
+
+def test_prometheus_loads_the_rules_dir_and_sends_to_alertmanager(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = _config(tmp_path, monkeypatch, "http://127.0.0.1:1/hook")
+    prom = yaml.safe_load(stack.prometheus_yml(cfg))
+    assert prom["rule_files"] == [f"{tmp_path}/rules/*.yml"]
+    targets = prom["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"]
+    assert targets == ["127.0.0.1:19093"]
+    env = stack.write_facts(cfg, {}, None)["env"]
+    assert env["SLO_RULES_FILE"] == f"{tmp_path}/rules/slo.rules.yml"
+    assert env["ALERTMANAGER_URL"] == "http://127.0.0.1:19093"
+
+
+@pytest.mark.parametrize("hook", ["http://127.0.0.1:5001/alerts", ""])
+def test_alertmanager_config_routes_to_the_webhook(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hook: str
+) -> None:
+    cfg = _config(tmp_path, monkeypatch, hook)
+    text = stack.alertmanager_yml(cfg)
+    am = yaml.safe_load(text)
+    receivers = {r["name"]: r for r in am["receivers"]}
+    assert am["route"]["receiver"] in receivers
+    if hook:
+        assert receivers["webhook"]["webhook_configs"][0]["url"] == hook
+    amtool = shutil.which("amtool")
+    if amtool is not None:
+        (tmp_path / "am.yml").write_text(text)
+        check = subprocess.run(
+            [amtool, "check-config", str(tmp_path / "am.yml")],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert check.returncode == 0, check.stdout + check.stderr
