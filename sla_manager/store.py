@@ -25,7 +25,10 @@ from sla_manager.models import Sli, SliSpec
 
 log = logging.getLogger(__name__)
 
-SLI_COLUMNS = "name, selector, min_value, max_value, description, labels, created_at, updated_at"
+SLI_COLUMNS = (
+    "name, selector, min_value, max_value, description, labels, missing_data_is_violation, "
+    "created_at, updated_at"
+)
 # Parameters per IN (...) list: far below any packet or placeholder limit.
 IN_CHUNK = 500
 
@@ -37,7 +40,7 @@ class DuplicateSli(Exception):
 
 
 def _record(row: Sequence[Any]) -> Sli:
-    name, selector, lo, hi, description, labels, created, updated = row
+    name, selector, lo, hi, description, labels, missing_is_violation, created, updated = row
     parsed = json.loads(labels) if isinstance(labels, str | bytes) else labels
     return Sli(
         name=str(name),
@@ -46,6 +49,7 @@ def _record(row: Sequence[Any]) -> Sli:
         max=None if hi is None else float(hi),
         description=str(description),
         labels={str(k): str(v) for k, v in (parsed or {}).items()},
+        missing_data_is_violation=bool(missing_is_violation),
         created_at=int(created),
         updated_at=int(updated),
     )
@@ -53,9 +57,16 @@ def _record(row: Sequence[Any]) -> Sli:
 
 def _definition(spec: SliSpec) -> tuple[Any, ...]:
     """The values of the definition columns: selector, min_value, max_value, description,
-    labels (in that order, as in SLI_COLUMNS)."""
+    labels, missing_data_is_violation (in that order, as in SLI_COLUMNS)."""
     labels = json.dumps(spec.labels, sort_keys=True, ensure_ascii=False)
-    return (spec.selector, spec.min, spec.max, spec.description, labels)
+    return (
+        spec.selector,
+        spec.min,
+        spec.max,
+        spec.description,
+        labels,
+        spec.missing_data_is_violation,
+    )
 
 
 class SliStore:
@@ -93,7 +104,7 @@ class SliStore:
             with self.pool.connection() as conn, conn.cursor() as cur:
                 cur.execute(
                     f"INSERT INTO slis ({SLI_COLUMNS}) "  # noqa: S608
-                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
                     (name, *_definition(spec), now, now),
                 )
         except pymysql.err.IntegrityError as e:
@@ -109,7 +120,8 @@ class SliStore:
             with conn.cursor() as cur:
                 cur.execute(
                     "UPDATE slis SET selector = %s, min_value = %s, max_value = %s, "
-                    "description = %s, labels = %s, updated_at = %s WHERE name = %s",
+                    "description = %s, labels = %s, missing_data_is_violation = %s, "
+                    "updated_at = %s WHERE name = %s",
                     (*_definition(spec), now, name),
                 )
             # MySQL counts only rows it changed, so 0 may mean "same values": look it up.

@@ -378,11 +378,13 @@ def test_status_now_at_the_demo_end_and_during_the_fd_spike(
                 "value": value,
                 "state": state,
                 "inside": state == "inside",
+                "last_seen": None,
             }
         ]
-        assert (body["inside"], body["outside"], body["undefined"]) == (
-            (1, 0, 0) if state == "inside" else (0, 1, 0)
+        assert (body["inside"], body["outside"], body["undefined"], body["no_data"]) == (
+            (1, 0, 0, 0) if state == "inside" else (0, 1, 0, 0)
         )
+        assert body["state"] == ("ok" if state == "inside" else "violated")
         assert body["evaluated_at"] == at and body["max"] == demo.FD_THRESHOLD
 
 
@@ -440,6 +442,8 @@ def test_violations_equal_what_the_generator_put_there(
     assert series["intervals"] == expected["intervals"]
     assert series["time_outside_s"] == expected["violating"] * STEP
     assert body["violating_series"] == (1 if expected["violating"] else 0)
+    # The demo's gauges have a sample at every step: no data is missing.
+    assert (series["no_data_intervals"], body["no_data_series"]) == ([], 0)
 
 
 def test_violations_sit_where_the_incidents_were_designed(
