@@ -7,9 +7,10 @@ own transaction (SLI writes are single statements), so nothing holds locks betwe
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,10 @@ log = logging.getLogger(__name__)
 SLI_COLUMNS = (
     "name, selector, min_value, max_value, description, labels, missing_data_is_violation, "
     "created_at, updated_at"
+)
+UPDATE_SLI = (
+    "UPDATE slis SET selector = %s, min_value = %s, max_value = %s, description = %s, "
+    "labels = %s, missing_data_is_violation = %s, updated_at = %s WHERE name = %s"
 )
 # Parameters per IN (...) list: far below any packet or placeholder limit.
 IN_CHUNK = 500
@@ -118,12 +123,7 @@ class SliStore:
         """Replace the SLI's definition; None if there is no SLI of that name."""
         with self.pool.connection() as conn:
             with conn.cursor() as cur:
-                cur.execute(
-                    "UPDATE slis SET selector = %s, min_value = %s, max_value = %s, "
-                    "description = %s, labels = %s, missing_data_is_violation = %s, "
-                    "updated_at = %s WHERE name = %s",
-                    (*_definition(spec), now, name),
-                )
+                cur.execute(UPDATE_SLI, (*_definition(spec), now, name))
             # MySQL counts only rows it changed, so 0 may mean "same values": look it up.
             rows = fetch_all(
                 conn,
@@ -131,6 +131,33 @@ class SliStore:
                 (name,),
             )
         return _record(rows[0]) if rows else None
+
+    def change(self, name: str, change: Callable[[Sli], SliSpec], now: int) -> Sli | None:
+        """Replace the SLI's definition with ``change(current)``, the row locked in between
+        (concurrent changes apply one after the other: none is lost); None if there is no
+        SLI of that name. Whatever ``change`` raises rolls back and propagates."""
+        with self.pool.connection() as conn:
+            conn.begin()
+            try:
+                rows = fetch_all(
+                    conn,
+                    f"SELECT {SLI_COLUMNS} FROM slis WHERE name = %s FOR UPDATE",  # noqa: S608
+                    (name,),
+                )
+                if not rows:
+                    conn.rollback()
+                    return None
+                current = _record(rows[0])
+                spec = change(current)
+                with conn.cursor() as cur:
+                    cur.execute(UPDATE_SLI, (*_definition(spec), now, name))
+                conn.commit()
+            except BaseException:
+                with contextlib.suppress(pymysql.err.Error):
+                    conn.rollback()
+                raise
+        definition = spec.model_dump(include=set(SliSpec.model_fields))
+        return Sli(name=name, **definition, created_at=current.created_at, updated_at=now)
 
     def delete(self, name: str) -> bool:
         with self.pool.connection() as conn, conn.cursor() as cur:

@@ -14,6 +14,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -25,7 +26,7 @@ import pytest
 from data_storage.writer import Writer
 from sla_common import demo
 from sla_common.messages import AnalysisMessage, Forecast, ForecastPoint, Grid, SeriesRef, Window
-from sla_common.mysql import MysqlSettings
+from sla_common.mysql import MysqlSettings, connect
 from sla_common.prometheus import PrometheusClient
 from sla_common.series import series_key
 from tests.integration.slautil import AppProcess, EtlProcess, app_env, scratch_database
@@ -274,6 +275,120 @@ def test_crud_round_trip_with_auth(client: httpx.Client) -> None:
     assert client.delete("/slis/crud-check", headers=AUTH).status_code == 404
     assert client.put("/slis/crud-check", json=new, headers=AUTH).status_code == 404
     assert client.get("/slis/crud-check/status").status_code == 404
+
+
+MERGE_PATCH = {**AUTH, "Content-Type": "application/merge-patch+json"}
+
+
+def _patch(client: httpx.Client, name: str, body: Any, headers: dict[str, str]) -> httpx.Response:
+    return client.patch(f"/slis/{name}", content=json.dumps(body), headers=headers)
+
+
+def test_patch_is_a_json_merge_patch(client: httpx.Client) -> None:
+    body = {
+        "name": "patch-check",
+        "selector": 'node_filefd_allocated{job="host"}',
+        "min": 1,
+        "max": 30000,
+        "description": "kept across patches",
+        "labels": {"instance": demo.INSTANCE, "job": "host"},
+    }
+    created = client.post("/slis", json=body, headers=AUTH)
+    assert created.status_code == 201, created.text
+    try:
+        assert _patch(client, "patch-check", {"max": 25000}, {}).status_code == 401
+        r = _patch(client, "patch-check", {"max": 25000}, MERGE_PATCH)
+        assert r.status_code == 200, r.text
+        got = client.get("/slis/patch-check").json()
+        assert got == r.json()
+        # Left out: kept (PUT would have reset description and labels).
+        assert (got["max"], got["description"], got["labels"], got["min"]) == (
+            25000.0,
+            "kept across patches",
+            body["labels"],
+            1.0,
+        )
+        assert got["created_at"] == created.json()["created_at"]
+
+        # null removes an optional field (back to its default); labels merge one by one;
+        # application/json is accepted too.
+        r = client.patch(
+            "/slis/patch-check",
+            json={"min": None, "description": None, "labels": {"job": None, "x": "y"}},
+            headers=AUTH,
+        )
+        assert r.status_code == 200, r.text
+        got = client.get("/slis/patch-check").json()
+        assert (got["min"], got["description"], got["labels"]) == (
+            None,
+            "",
+            {"instance": demo.INSTANCE, "x": "y"},
+        )
+
+        # An invalid result is a 422 and changes nothing: no bound left, min > max, a
+        # removed selector, an unknown field, a rename.
+        before = client.get("/slis/patch-check").json()
+        for bad, message in (
+            ({"max": None}, "give min, max or both"),
+            ({"min": 30000}, "must not exceed max"),
+            ({"selector": None}, "Field required"),
+            ({"maximum": 3}, "Extra inputs"),
+            ({"name": "renamed"}, "Extra inputs"),
+            ({"max": "1"}, "valid number"),
+        ):
+            r = _patch(client, "patch-check", bad, MERGE_PATCH)
+            assert r.status_code == 422, (bad, r.text)
+            assert message in r.text, (bad, r.text)
+            assert r.json()["detail"][0]["loc"][0] == "body"
+        assert client.get("/slis/patch-check").json() == before
+
+        # A changed selector is checked by Prometheus, as with PUT.
+        r = _patch(client, "patch-check", {"selector": "rate(up"}, MERGE_PATCH)
+        assert r.status_code == 400, r.text
+        assert client.get("/slis/patch-check").json() == before
+
+        assert _patch(client, "no-such-sli", {"max": 1}, MERGE_PATCH).status_code == 404
+    finally:
+        client.delete("/slis/patch-check", headers=AUTH)
+
+
+def test_concurrent_patches_are_not_lost(stack: Stack, database: str, client: httpx.Client) -> None:
+    """Each PATCH reads and writes its SLI's row under a lock: none undoes another.
+
+    The race is made to happen: the test holds the row's lock while three patches start, and
+    lets go only once all three wait for it. Without the lock each would have read the same
+    labels before waiting, and the last write would drop the others' label.
+    """
+    body = {"name": "patch-race", "selector": "vector(1)", "max": 2, "labels": {}}
+    assert client.post("/slis", json=body, headers=AUTH).status_code == 201
+    holder = connect(stack.mysql_settings(database), autocommit=False)
+    try:
+        keys = ["a", "b", "c"]
+        with holder.cursor() as cur:
+            cur.execute("SELECT id FROM slis WHERE name = 'patch-race' FOR UPDATE")
+        with ThreadPoolExecutor(max_workers=len(keys)) as pool:
+            futures = [
+                pool.submit(_patch, client, "patch-race", {"labels": {k: "v"}}, MERGE_PATCH)
+                for k in keys
+            ]
+
+            def waiting() -> bool:
+                with holder.cursor() as cur:
+                    cur.execute(
+                        "SELECT COUNT(*) FROM information_schema.INNODB_TRX "
+                        "WHERE trx_state = 'LOCK WAIT'"
+                    )
+                    row = cur.fetchone()
+                return row is not None and int(row[0]) >= len(keys)
+
+            wait_until(waiting, timeout=8, what="three PATCHes waiting for the row lock")
+            holder.commit()
+            codes = [f.result(timeout=30).status_code for f in futures]
+        assert codes == [200] * len(keys)
+        assert client.get("/slis/patch-race").json()["labels"] == {k: "v" for k in keys}
+    finally:
+        holder.close()
+        client.delete("/slis/patch-race", headers=AUTH)
 
 
 def test_list_pages_by_name(client: httpx.Client) -> None:
