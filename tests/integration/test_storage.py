@@ -585,7 +585,7 @@ def test_stored_rows_equal_what_was_sent_and_metrics_count_them(
 
 def _ends(bootstrap: str, topic: str, n: int) -> dict[int, int]:
     """Per partition, one past the last offset: counted from the records (tansu's end_offsets
-    is unreliable, DESIGN.md)."""
+    is unreliable)."""
     ends: dict[int, int] = {}
     for r in consume_all(bootstrap, topic, n):
         ends[r.partition] = max(ends.get(r.partition, 0), r.offset + 1)
