@@ -368,6 +368,15 @@ class SeriesForecastOut(SeriesRef):
     series_key: str
     transform: str | None = Field(description="how the ETL analysed it (rate for counters)")
     forecast: ForecastInfo | None = Field(description="null: no stored forecast")
+    comparable: bool | None = Field(
+        description="the forecast is of the quantity the SLI evaluates (null: no forecast); "
+        "when false, nothing is compared: no violations are reported for the series"
+    )
+    reason_code: Literal["counter_rate", "expression"] | None = Field(
+        description="why not comparable: counter_rate (a counter forecast as its rate, the "
+        "SLI on its raw value), expression (the SLI's selector is another expression)"
+    )
+    reason: str | None = Field(description="the same in words")
     points: int = Field(description="stored forecast points in (at, at + horizon]")
     covered_until: int | None = Field(description="the last of those points")
     violations: list[ForecastPointOut]
@@ -388,6 +397,7 @@ class ForecastViolationsResponse(_Response):
     truncated: bool
     series_without_forecast: int
     stale_series: int
+    incomparable_series: int = Field(description="series whose forecast is not comparable")
     violating_series: int
     series: list[SeriesForecastOut]
 

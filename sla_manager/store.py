@@ -177,6 +177,7 @@ class StoredForecast:
 
     series_key: str
     transform: str
+    selector: str  # the ETL's configured selector the series came from
     produced_at: int | None  # of the newest run (forecast_summary), None if unknown
     window_end: int | None
     model: str | None
@@ -200,19 +201,19 @@ class ForecastStore:
         if not keys:
             return {}
         with self.pool.connection() as conn:
-            series: dict[int, tuple[str, str]] = {}
+            series: dict[int, tuple[str, str, str]] = {}
             for part in _chunks(list(dict.fromkeys(keys))):
                 marks = ", ".join(["%s"] * len(part))
                 rows = fetch_all(
                     conn,
-                    "SELECT id, series_key, transform FROM series "  # noqa: S608
+                    "SELECT id, series_key, transform, selector FROM series "  # noqa: S608
                     f"WHERE key_hash IN ({marks})",
                     [series_key_hash(k) for k in part],
                 )
                 wanted = set(part)
-                for sid, key, transform in rows:
+                for sid, key, transform, selector in rows:
                     if str(key) in wanted:  # the hash matched; the key itself must too
-                        series[int(sid)] = (str(key), str(transform))
+                        series[int(sid)] = (str(key), str(transform), str(selector))
             if not series:
                 return {}
             ids = sorted(series)
@@ -243,7 +244,7 @@ class ForecastStore:
                     points[int(row[0])].append(row[1:])
         out: dict[str, StoredForecast] = {}
         for sid in ids:
-            key, transform = series[sid]
+            key, transform, selector = series[sid]
             rows = points[sid]
             window_end, produced_at, model = latest.get(sid, (None, None, None))
             if produced_at is None and rows:
@@ -260,6 +261,7 @@ class ForecastStore:
             out[key] = StoredForecast(
                 series_key=key,
                 transform=transform,
+                selector=selector,
                 produced_at=produced_at,
                 window_end=window_end,
                 model=model,

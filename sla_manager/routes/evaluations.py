@@ -374,7 +374,7 @@ def sli_forecast_violations(
         refs.append((metric, labels, series_key(metric or sli.selector, labels)))
     stored = forecasts.load([key for _m, _l, key in refs], at, at + horizon_s)
     series = [
-        _forecast_series(sli.bounds(), metric, labels, key, stored.get(key), at, settings)
+        _forecast_series(sli, metric, labels, key, stored.get(key), at, settings)
         for metric, labels, key in refs
     ]
     return ForecastViolationsResponse(
@@ -389,13 +389,14 @@ def sli_forecast_violations(
         truncated=total > len(series),
         series_without_forecast=sum(s.forecast is None for s in series),
         stale_series=sum(s.forecast is not None and s.forecast.stale for s in series),
+        incomparable_series=sum(s.comparable is False for s in series),
         violating_series=sum(s.leaves_by is not None for s in series),
         series=series,
     )
 
 
 def _forecast_series(
-    bounds: ev.Bounds,
+    sli: Sli,
     metric: str | None,
     labels: dict[str, str],
     key: str,
@@ -410,6 +411,9 @@ def _forecast_series(
             series_key=key,
             transform=None,
             forecast=None,
+            comparable=None,
+            reason_code=None,
+            reason=None,
             points=0,
             covered_until=None,
             violations=[],
@@ -417,9 +421,17 @@ def _forecast_series(
             first_point_breach_at=None,
             leaves_by=None,
         )
-    kinds = ev.forecast_breaches(
-        bounds, stored.value, stored.lower80, stored.upper80, stored.lower95, stored.upper95
-    )
+    incomparable = ev.forecast_incomparable(sli.selector, stored.transform, stored.selector)
+    kinds: list[ev.Breach | None] = []
+    if incomparable is None:  # else nothing is compared
+        kinds = ev.forecast_breaches(
+            sli.bounds(),
+            stored.value,
+            stored.lower80,
+            stored.upper80,
+            stored.lower95,
+            stored.upper95,
+        )
     violations = [
         ForecastPointOut(
             ts=int(stored.ts[i]),
@@ -446,6 +458,9 @@ def _forecast_series(
             stale=age > settings.stale_after_s,
             model=stored.model,
         ),
+        comparable=incomparable is None,
+        reason_code=None if incomparable is None else incomparable[0],
+        reason=None if incomparable is None else incomparable[1],
         points=len(stored.ts),
         covered_until=int(stored.ts[-1]) if len(stored.ts) else None,
         violations=violations,

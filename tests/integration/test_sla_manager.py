@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import numpy as np
@@ -617,6 +617,7 @@ def _forecast_message(
     labels: dict[str, str],
     produced_at: int,
     points: list[tuple[int, float, float, float, float, float]],
+    transform: Literal["none", "rate"] = "none",
 ) -> AnalysisMessage:
     values = [p[1] for p in points]
     return AnalysisMessage(
@@ -627,6 +628,7 @@ def _forecast_message(
             metric=key_metric,
             labels=labels,
             selector=key_metric,
+            transform=transform,
         ),
         window=Window(
             start=produced_at - 43200, end=produced_at, step_s=15, samples=2881, interpolated=0
@@ -801,6 +803,67 @@ def test_a_stale_forecast_is_flagged_and_a_missing_one_said(
     disk = client.get("/slis/root-disk-available/forecast-violations", params={"at": at}).json()
     assert disk["series_without_forecast"] == 1
     assert disk["series"][0]["forecast"] is None and disk["series"][0]["points"] == 0
+
+
+CPU_IDLE = 'node_cpu_seconds_total{job="host",cpu="0",mode="idle"}'
+CPU_IDLE_LABELS = {**HOST_LABELS, "cpu": "0", "mode": "idle"}
+
+
+def test_a_counter_forecast_as_a_rate_is_not_compared_with_raw_counter_bounds(
+    stack: Stack, database: str, client: httpx.Client, stored_forecasts: int
+) -> None:
+    """The ETL forecasts a counter's rate (transform "rate"); an SLI on the raw counter
+    would compare a bound on seconds of CPU with a forecast in seconds per second."""
+    at = stored_forecasts
+    # A rate forecast of about 0.9 s/s: far below any bound on the counter's raw value,
+    # which is in the hundreds of thousands of seconds.
+    rate_points = [(at + 60 * k, 0.9, 0.85, 0.95, 0.8, 1.0) for k in range(1, 11)]
+    writer = Writer(stack.mysql_settings(database))
+    try:
+        writer.write(
+            [_forecast_message(demo.CPU_SECONDS, CPU_IDLE_LABELS, at - 30, rate_points, "rate")]
+        )
+    finally:
+        writer.close()
+    body = {"name": "cpu-idle-raw", "selector": CPU_IDLE, "min": 1000}
+    assert client.post("/slis", json=body, headers=AUTH).status_code == 201, body
+
+    r = client.get("/slis/cpu-idle-raw/forecast-violations", params={"at": at})
+
+    assert r.status_code == 200, r.text
+    out = r.json()
+    (series,) = out["series"]
+    assert series["transform"] == "rate" and series["points"] == 10
+    assert (series["comparable"], series["reason_code"]) == (False, "counter_rate")
+    assert "rate()" in series["reason"]
+    # Compared, every point would be "below 1000": none is reported.
+    assert (series["violations"], series["leaves_by"], series["first_breach_at"]) == (
+        [],
+        None,
+        None,
+    )
+    assert (out["incomparable_series"], out["violating_series"]) == (1, 0)
+
+
+def test_an_expression_sli_is_not_compared_with_the_forecast_of_its_series(
+    client: httpx.Client, slis: dict[str, SliCase], stored_forecasts: int
+) -> None:
+    """`x offset 1m` keeps the series' name, so its key finds the forecast of x: the
+    forecast of the live values, not of the values a minute old the SLI evaluates."""
+    at = stored_forecasts
+    body = {"name": "fd-offset", "selector": f"{FD.selector} offset 1m", "max": FD.max}
+    assert client.post("/slis", json=body, headers=AUTH).status_code == 201
+
+    out = client.get("/slis/fd-offset/forecast-violations", params={"at": at}).json()
+
+    (series,) = out["series"]
+    assert series["series_key"] == series_key(demo.FILEFD, HOST_LABELS)
+    assert (series["comparable"], series["reason_code"]) == (False, "expression")
+    assert series["violations"] == [] and out["violating_series"] == 0
+    # The same forecast under the plain selector is compared (and leaves the range).
+    plain = client.get("/slis/fd-allocated/forecast-violations", params={"at": at}).json()
+    assert plain["series"][0]["comparable"] is True and plain["series"][0]["reason"] is None
+    assert plain["violating_series"] == 1 and plain["incomparable_series"] == 0
 
 
 # --------------------------------------------------------------------------- ETL, health

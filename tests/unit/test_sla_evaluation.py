@@ -285,3 +285,27 @@ def test_no_data_intervals_cover_exactly_the_missing_steps_after_the_first(
     assert covered == {i for i in range(first, n) if not mask[i]}
     assert all(g.duration_s == g.evaluations * STEP for g in gaps)
     assert [g.open_end for g in gaps].count(True) == (1 if any(mask) and not mask[-1] else 0)
+
+
+# --------------------------------------------------------------------------- comparable forecasts
+
+
+@pytest.mark.parametrize(
+    ("sli", "transform", "etl", "code"),
+    [
+        ('x{job="a"}', "none", "x", None),  # both plain: the same raw values
+        ('{__name__="x"}', "none", 'x{job="a"}', None),
+        ("sum(x)", "none", "sum(x)", None),  # the ETL analysed this very expression
+        ('x{job="a"}', "rate", "x", "counter_rate"),
+        ("x_total", "rate", "x_total", "counter_rate"),
+        ('x{job="a"} offset 1m', "none", "x", "expression"),
+        ('x{job="a"} > 0', "none", "x", "expression"),
+        ('label_replace(x, "a", "b", "", "")', "none", "x", "expression"),
+        ("x", "none", "x offset 5m", "expression"),  # the ETL's own is the expression
+    ],
+)
+def test_forecast_comparable_only_for_the_quantity_the_sli_evaluates(
+    sli: str, transform: str, etl: str, code: str | None
+) -> None:
+    found = ev.forecast_incomparable(sli, transform, etl)
+    assert (found[0] if found else None) == code
