@@ -30,7 +30,12 @@ from data_retrieval.settings import RetrievalSettings
 from data_storage.samples import analysed, ref
 from etl_data_pipeline.analyses import AnalysisConfig
 from sla_common.kafka import ensure_topics, make_producer
-from sla_common.mysql import DEFAULT_MIGRATIONS_DIR, drop_database
+from sla_common.mysql import (
+    DEFAULT_MIGRATIONS_DIR,
+    SCHEMA_VERSION,
+    drop_database,
+    load_migrations,
+)
 from tests.integration.retrievalutil import ServerThread
 from tests.integration.slautil import AppProcess, ServiceProcess, app_env
 from tests.integration.stackutil import (
@@ -48,6 +53,8 @@ SLI = {"name": "fd", "selector": 'node_filefd_allocated{job="host"}', "max": 200
 
 # A later release's migration: it only adds (a column the code does not select, one with a
 # default the code does not insert, a table it does not know).
+AHEAD = SCHEMA_VERSION + 1
+AHEAD_FILE = f"{AHEAD:04d}_from_a_newer_release.sql"
 AHEAD_SQL = """-- from a newer release
 ALTER TABLE series ADD COLUMN IF NOT EXISTS note VARCHAR(64) NULL;
 ALTER TABLE forecast_points ADD COLUMN IF NOT EXISTS model_rev INT NOT NULL DEFAULT 0;
@@ -148,11 +155,12 @@ def test_migrate_is_idempotent_and_concurrent_runs_wait_for_the_lock(
     for proc, log in procs:
         assert proc.wait(timeout=60) == 0, log.read_text()
         outputs.append(log.read_text())
-    applied = [o for o in outputs if "applied ['0001_initial.sql']" in o]
+    every = [m.filename for m in load_migrations()]
+    applied = [o for o in outputs if f"applied {every}" in o]
     assert len(applied) == 1, outputs  # one applied it, the other found it done
     assert sum("applied none" in o for o in outputs) == 1, outputs
     recorded = sql(stack, f"SELECT version FROM `{database}`.schema_migrations")  # noqa: S608
-    assert recorded == [(1,)]
+    assert recorded == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
     again = run_bounded([PY, "-m", "sla_common.migrate"], timeout=60, env=env)
     assert again.returncode == 0 and "applied none" in again.stdout, again.stdout
     check = run_bounded([PY, "-m", "sla_common.migrate", "check"], timeout=60, env=env)
@@ -175,9 +183,9 @@ def migrate_one_ahead(stack: Stack, database: str, tmp_path: Path) -> None:
     ahead.mkdir()
     for f in DEFAULT_MIGRATIONS_DIR.glob("*.sql"):
         shutil.copy(f, ahead / f.name)
-    (ahead / "0002_from_a_newer_release.sql").write_text(AHEAD_SQL)
+    (ahead / AHEAD_FILE).write_text(AHEAD_SQL)
     out = migrate(env_for(stack, database, MYSQL_MIGRATIONS_DIR=str(ahead)))
-    assert "0002_from_a_newer_release.sql" in out, out
+    assert AHEAD_FILE in out, out
 
 
 @pytest.mark.timeout(180)
@@ -190,7 +198,10 @@ def test_services_serve_normally_on_a_schema_one_migration_ahead(
     # This release's migrate leaves the newer schema as it is, and says so.
     same = run_bounded([PY, "-m", "sla_common.migrate"], timeout=60, env=env)
     assert same.returncode == 0, same.stdout
-    assert "at version 2, newer than these migrations (1): nothing to do" in same.stdout
+    assert (
+        f"at version {AHEAD}, newer than these migrations ({SCHEMA_VERSION}): nothing to do"
+        in same.stdout
+    )
 
     # data_storage stores what it consumes.
     topic = f"migrate-ahead-{uuid.uuid4().hex[:8]}"
@@ -219,7 +230,7 @@ def test_services_serve_normally_on_a_schema_one_migration_ahead(
             timeout=60,
             what=f"3 analyses stored; log:\n{storage.output()[-3000:]}",
         )
-        assert "is at schema version 2 (needs 1 or newer)" in storage.output()
+        assert f"is at schema version {AHEAD} (needs {SCHEMA_VERSION} or newer)" in storage.output()
 
         # sla_manager serves reads and writes.
         app = AppProcess(env_for(stack, database, SLA_API_TOKEN=TOKEN), tmp_path / "sla.log")
@@ -229,7 +240,7 @@ def test_services_serve_normally_on_a_schema_one_migration_ahead(
             assert [s["name"] for s in c.get("/slis").json()] == ["fd"]
             assert c.get("/slis/fd/status").status_code == 200
             assert c.get("/healthz").json()["mysql"]["ok"]
-        assert "is at schema version 2 (needs 1 or newer)" in app.output()
+        assert f"is at schema version {AHEAD} (needs {SCHEMA_VERSION} or newer)" in app.output()
 
         # data_retrieval reads the series and their forecasts.
         fields = {
@@ -275,7 +286,8 @@ def test_services_stop_at_once_on_a_missing_empty_or_older_schema(
     env = env_for(stack, database, HTTP_PORT=str(free_port()), SLA_API_TOKEN=TOKEN)
     code, out, took = run_service("sla_manager", env)
     assert code == 1, out
-    assert "is at schema version 0; this version needs schema version 1" in out and hint in out
+    needs = f"is at schema version 0; this version needs schema version {SCHEMA_VERSION}"
+    assert needs in out and hint in out
     assert "Traceback" not in out and took < 25
 
     # Migrated, then its record of migration 1 gone (what an older schema looks like to

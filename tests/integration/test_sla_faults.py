@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from sla_common.mysql import SCHEMA_VERSION
 from tests.integration.slautil import AppProcess, app_env, scratch_database
 from tests.integration.stackutil import (
     SCRIPTS,
@@ -183,7 +184,7 @@ def test_mysql_down_is_503_then_recovers_by_itself(stack: Stack, tmp_path: Path)
         assert app.proc.poll() is None and not port_open(app.port)
         _up(side)
         app.wait_ready(timeout=60)
-        assert "sla_private is at schema version 1" in app.output()
+        assert f"sla_private is at schema version {SCHEMA_VERSION}" in app.output()
 
         with httpx.Client(base_url=app.base_url, timeout=30) as c:
             assert c.post("/slis", json=SLI, headers=AUTH).status_code == 201
