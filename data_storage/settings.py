@@ -14,7 +14,7 @@ class StorageSettings(MysqlSettings):
 
     kafka_group_id: str = Field(default="data_storage", min_length=1, max_length=255)
     kafka_partitions: int = Field(default=3, ge=1, description="for topics it has to create")
-    # Joins in ~3 s on tansu instead of ~23 s with the default 45 s (DESIGN.md).
+    # Joins in ~3 s on tansu instead of ~23 s with the default 45 s (data_storage/README.md).
     kafka_session_timeout_ms: int = Field(default=6000, ge=1000)
     kafka_heartbeat_interval_ms: int = Field(default=1000, ge=100)
     kafka_max_poll_interval_ms: int = Field(default=300_000, ge=1000)

@@ -247,6 +247,27 @@ CREATE TABLE IF NOT EXISTS slos (
     KEY idx_slos_sli_name (sli_name)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
+-- ---- 0003_sli_missing_data.sql
+
+-- 0003_sli_missing_data: an SLI's choice whether missing data counts as a violation
+-- (sla_manager: a series without data, or a selector matching nothing, is reported as
+-- no_data either way; default: not a violation).
+--
+-- Written to be re-runnable on MySQL and MariaDB alike (no ADD COLUMN IF NOT EXISTS in
+-- MySQL): the column is added only when information_schema does not list it yet.
+SET @sla_add_column := (
+    SELECT IF(COUNT(*) = 0,
+        'ALTER TABLE slis ADD COLUMN missing_data_is_violation BOOLEAN NOT NULL DEFAULT FALSE AFTER labels',
+        'DO 0')
+    FROM information_schema.COLUMNS
+    WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'slis'
+        AND COLUMN_NAME = 'missing_data_is_violation'
+);
+PREPARE sla_add_column FROM @sla_add_column;
+EXECUTE sla_add_column;
+DEALLOCATE PREPARE sla_add_column;
+
 -- ---- record the migrations above as applied
 INSERT IGNORE INTO schema_migrations (version, name, checksum, applied_at) VALUES (1, 'initial', '964cce1536fc70b2203a978b7757291fb96f0fd6fdf63c8e0db14ec4699304b4', UNIX_TIMESTAMP());
 INSERT IGNORE INTO schema_migrations (version, name, checksum, applied_at) VALUES (2, 'slos', '0a6e2f66f04bf3a2db2dc21e5a4b72ec50ed01ab5226d5e38b5e40a479a837cd', UNIX_TIMESTAMP());
+INSERT IGNORE INTO schema_migrations (version, name, checksum, applied_at) VALUES (3, 'sli_missing_data', '7dcff9407838091bd23c1aca0015b7b81b3d3e33c3b97380289fd9441767bec1', UNIX_TIMESTAMP());

@@ -376,8 +376,8 @@ def main() -> int:
     print(f"  gRPC client (menu)   {client}")
     print(f"  gRPC client (JSON)   {client} series --json")
     print(f"  ETL metrics          {metrics_url}")
-    print(f"  ETL timings (p95)    {prom}/graph?g0.expr={q}&g0.tab=1")
-    print(f"  Prometheus           {prom}   (targets: {prom}/targets)")
+    print(f"  ETL timings (p95)    {prom}/classic/graph?g0.expr={q}&g0.tab=1")
+    print(f"  Prometheus           {prom}   (targets: {prom}/classic/targets)")
     print(f"  Kafka                {facts['kafka']['bootstrap_servers']}  topic '{topic}'")
     print(f"  environment          source {state}/stack.env")
     return 0

@@ -1124,7 +1124,9 @@ def local_api_token(cfg: Config, name: str = "sla_api_token") -> str:
 def print_where(cfg: Config, comps: dict[str, Component], facts: dict[str, Any]) -> None:
     say("\nWhere to look:")
     if PROMETHEUS in comps:
-        say(f"  Prometheus        {cfg.prometheus_url}  (targets: {cfg.prometheus_url}/targets)")
+        # Debian's Prometheus 2.42 has the classic UI only: /targets is a 404 there.
+        url = cfg.prometheus_url
+        say(f"  Prometheus        {url}  (targets: {url}/classic/targets)")
     if NODE_EXPORTER in comps:
         say(f"  node-exporter     {cfg.node_exporter_url}/metrics")
     if ALERTMANAGER in comps:

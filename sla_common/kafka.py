@@ -1,8 +1,9 @@
 """Kafka helpers shared by producers and consumers (kafka-python 3.0.x, pinned).
 
-Facts about the local broker (tansu, memory storage) that shape these helpers are in
-DESIGN.md: it loses topics on restart, so producers re-ensure their topics whenever they
-reconnect, and its ``end_offsets`` is unreliable, so nothing here derives lag from it.
+Two facts about the local broker (tansu, memory storage) shape these helpers: it loses
+topics on restart (README.md, "What a broker restart can and cannot lose"), so producers
+re-ensure their topics whenever they reconnect; and its ``end_offsets`` is unreliable, so
+nothing here derives lag from it.
 """
 
 from __future__ import annotations

@@ -52,7 +52,7 @@ def create_app(settings: SlaSettings, metrics: SlaMetrics | None = None) -> Fast
     )
     if settings.api_token() is None:
         log.warning(
-            "SLA_API_TOKEN is not set: reads work, every POST/PUT/DELETE /slis is refused "
+            "SLA_API_TOKEN is not set: reads work, every POST/PUT/PATCH/DELETE /slis is refused "
             "with 403. Set it to enable writes, e.g. SLA_API_TOKEN=$(python -c "
             "'import secrets; print(secrets.token_urlsafe(32))')"
         )

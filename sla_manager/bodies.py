@@ -95,3 +95,21 @@ class StrictJsonRoute(APIRoute):
             return await handler(StrictJsonRequest(request.scope, request.receive))
 
         return strict_json_handler
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7396 JSON merge patch: ``patch`` applied to ``target`` (neither is modified).
+
+    An object patch merges member by member, recursively; a ``null`` member removes that
+    member; anything else (an array, a string, a number, ``null`` itself) replaces the
+    target whole.
+    """
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = merge_patch(out.get(key), value)
+    return out

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 _bearer = HTTPBearer(
     auto_error=False,
     scheme_name="SLA_API_TOKEN",
-    description="`Authorization: Bearer <SLA_API_TOKEN>`; needed by POST/PUT/DELETE only",
+    description="`Authorization: Bearer <SLA_API_TOKEN>`; needed by POST/PUT/PATCH/DELETE only",
 )
 
 

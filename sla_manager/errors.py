@@ -211,3 +211,6 @@ PROMQL: Responses = {
     400: _doc(BadRequestBody, "Prometheus rejected the selector (its own text), or unreadable body")
 }
 CONFLICT: Responses = {409: _doc(ErrorBody, "an SLI of that name exists")}
+UNSUPPORTED_MEDIA: Responses = {
+    415: _doc(ErrorBody, "the body is not application/merge-patch+json or application/json")
+}

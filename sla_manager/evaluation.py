@@ -17,6 +17,20 @@ Rules (the REST API documents the same ones):
   80 % interval (``interval80``: ``lower80 < min`` or ``upper80 > max``), else by their
   95 % interval (``interval95``); the first that applies is the point's kind, and
   ``point`` > ``interval80`` > ``interval95`` in severity.
+- **Comparable forecasts**: a stored forecast is of what the ETL analysed: the values its
+  selector returns (per-minute means of them), or, for a counter, its per-second
+  ``rate()``. It is compared with the SLI's range only when that is the quantity the SLI
+  evaluates: not for a counter the ETL forecast as a rate while the SLI's selector gives the
+  raw counter (``counter_rate``), nor when the SLI's selector is an expression that keeps
+  the series' name (``x offset 1h``, ``x > 0``, ``label_replace(x, ...)``) but is not the
+  ETL's own selector text (``expression``): the stored forecast is of ``x``, not of it.
+- **No data**: a series that has a value at some evaluation of a range query and none at a
+  later one has *no data* there (a host that stopped reporting). Runs of evaluations
+  without a value after the series' first value form its no-data intervals, the same
+  shape as violation intervals (``duration_s = end - start + step``; ``open_end`` when the
+  run reaches the last evaluation: the series is still gone). Evaluations before its
+  first value are not counted: the series may not have existed yet. Whether no data is a
+  violation is the SLI's choice (``missing_data_is_violation``); it is reported either way.
 """
 
 from __future__ import annotations
@@ -29,6 +43,8 @@ from typing import Literal, TypeVar
 
 import numpy as np
 import numpy.typing as npt
+
+from sla_common.promql import parse_plain_selector
 
 T = TypeVar("T")
 FloatArray = npt.NDArray[np.float64]
@@ -195,6 +211,79 @@ def violations(
             )
         )
     return SeriesViolations(len(ts), idx, tuple(intervals))
+
+
+@dataclass(frozen=True)
+class NoDataInterval:
+    start: float  # first evaluation without a value
+    end: float  # last one of the run
+    evaluations: int
+    duration_s: float
+    open_end: bool
+
+
+def no_data_intervals(
+    timestamps: FloatArray, step: float, query_start: float, query_end: float
+) -> tuple[NoDataInterval, ...]:
+    """Runs of evaluations of ``[query_start, query_end]`` at ``step`` without a value, after
+    the series' first value (``timestamps``: those with a value, ascending)."""
+    ts = np.asarray(timestamps, dtype=np.float64)
+    if ts.size == 0:
+        return ()
+    count = evaluation_count(query_start, query_end, step)
+    # Timestamps come back rounded to milliseconds: round to the grid index.
+    present = np.zeros(count, dtype=np.bool_)
+    index = np.rint((ts - query_start) / step).astype(np.int64)
+    present[index[(index >= 0) & (index < count)]] = True
+    if not present.any():
+        return ()
+    first = int(np.argmax(present))
+    missing = np.flatnonzero(~present[first:]) + first
+    if missing.size == 0:
+        return ()
+    breaks = np.flatnonzero(np.diff(missing) != 1) + 1
+    out = []
+    for run in np.split(missing, breaks):
+        a, b = int(run[0]), int(run[-1])
+        out.append(
+            NoDataInterval(
+                start=query_start + a * step,
+                end=query_start + b * step,
+                evaluations=int(run.size),
+                duration_s=(b - a + 1) * step,
+                open_end=b == count - 1,
+            )
+        )
+    return tuple(out)
+
+
+Incomparable = Literal["counter_rate", "expression"]
+
+
+def forecast_incomparable(
+    sli_selector: str, stored_transform: str, stored_selector: str
+) -> tuple[Incomparable, str] | None:
+    """Why a stored forecast is not of the quantity the SLI evaluates (see the module doc),
+    as a code and a sentence; None when it is. Only called for a series whose key found a
+    stored forecast, i.e. a series the selector returned with a metric name, or a nameless
+    one keyed by the SLI's selector text, which the ETL analysed under that same text."""
+    if stored_transform == "rate":
+        return (
+            "counter_rate",
+            "the ETL forecasts this counter as its per-second rate(); the SLI's selector "
+            "gives the counter's raw value: select rate(...) in the SLI, or compare a bound "
+            "on the rate",
+        )
+    same_text = sli_selector.strip() == stored_selector.strip()
+    if not same_text and (
+        parse_plain_selector(sli_selector) is None or parse_plain_selector(stored_selector) is None
+    ):
+        return (
+            "expression",
+            f"the stored forecast is of what the ETL's selector {stored_selector!r} returns; "
+            "the SLI's selector is another expression over the same series",
+        )
+    return None
 
 
 def forecast_breaches(

@@ -15,13 +15,14 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     StrictFloat,
     StrictStr,
     WithJsonSchema,
     model_validator,
 )
 
-from sla_manager.evaluation import DURATION_PATTERN, Bounds, Breach, State, parse_duration
+from sla_manager.evaluation import DURATION_PATTERN, Bounds, Breach, parse_duration
 
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 LABEL_NAME_PATTERN = r"^[a-zA-Z_][a-zA-Z0-9_]*$"
@@ -29,6 +30,7 @@ MAX_EPOCH_S = 32_503_680_000  # year 3000: catches milliseconds passed as second
 MAX_WINDOW_S = 7 * 86_400
 MAX_HORIZON_S = 86_400
 MAX_STEP_S = 86_400
+MAX_NO_DATA_WINDOW_S = 86_400
 # Prometheus' own limit on points per series of one range query.
 MAX_POINTS_PER_SERIES = 11_000
 
@@ -122,6 +124,11 @@ class SliSpec(_Request):
         "(exact match on the query's result, so it works for any expression)",
         examples=[{"device": "/dev/sda2"}],
     )
+    missing_data_is_violation: StrictBool = Field(
+        default=False,
+        description="count a series without data (and an SLI whose selector matches "
+        "nothing) as a violation; reported as no_data either way",
+    )
 
     @model_validator(mode="after")
     def _range(self) -> Self:
@@ -146,6 +153,7 @@ class Sli(_Response):
     max: float | None
     description: str
     labels: dict[str, str]
+    missing_data_is_violation: bool = False
     created_at: int
     updated_at: int
 
@@ -163,6 +171,17 @@ class ListQuery(_Request):
 
 class StatusQuery(_Request):
     time: Epoch | None = Field(default=None, description="evaluate at this time (default now)")
+    window: Duration = Field(
+        default="1h",
+        description="a series with a value in this window before `time` but none at `time` "
+        "is reported as no_data (at most 1d)",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if parse_duration(self.window) > MAX_NO_DATA_WINDOW_S:
+            raise ValueError(f"window must be at most {MAX_NO_DATA_WINDOW_S // 3600} h")
+        return self
 
 
 class ViolationsQuery(_Request):
@@ -219,11 +238,28 @@ class SeriesRef(_Response):
     labels: dict[str, str] = Field(description="the other labels")
 
 
+SeriesState = Literal["inside", "below", "above", "undefined", "no_data"]
+SliState = Literal["ok", "violated", "no_data"]
+VIOLATED_DESCRIPTION = (
+    "a series is outside the range; or, when the SLI's missing_data_is_violation is true, "
+    "a series has no data or the selector matches nothing"
+)
+SLI_STATE_DESCRIPTION = (
+    "no_data: the selector (after `labels`) matches nothing; violated: a series is outside "
+    "the range, or has no data and the SLI counts missing data as a violation; else ok"
+)
+
+
 class SeriesStatus(SeriesRef):
     timestamp: float
-    value: float | None = Field(description="null when NaN or ±Inf")
-    state: State
-    inside: bool | None = Field(description="null when the value is NaN")
+    value: float | None = Field(description="null when NaN or ±Inf, or without data")
+    state: SeriesState = Field(
+        description="no_data: a value within `window` before the evaluation, none at it"
+    )
+    inside: bool | None = Field(description="null when the value is NaN or missing")
+    last_seen: float | None = Field(
+        description="no_data series: the last evaluation (at most 5 min apart) with a value"
+    )
 
 
 class StatusResponse(_Response):
@@ -231,11 +267,16 @@ class StatusResponse(_Response):
     min: float | None
     max: float | None
     evaluated_at: float
+    window: str = Field(description="the no-data look-back")
+    state: SliState = Field(description=SLI_STATE_DESCRIPTION)
+    violated: bool = Field(description=VIOLATED_DESCRIPTION)
+    missing_data_is_violation: bool
     series_total: int = Field(description="series the selector returned, after `labels`")
     truncated: bool = Field(description="more than SLA_MAX_SERIES series: the rest are left out")
     inside: int
     outside: int
     undefined: int
+    no_data: int = Field(description="series with a value within `window` but none now")
     series: list[SeriesStatus]
 
 
@@ -256,12 +297,28 @@ class ViolationInterval(_Response):
     open_end: bool = Field(description="ends at the last evaluation: may still go on")
 
 
+class NoDataIntervalOut(_Response):
+    start: float = Field(description="first evaluation without a value")
+    end: float = Field(description="last evaluation of the run without a value")
+    evaluations: int
+    duration_s: float = Field(description="end - start + step")
+    open_end: bool = Field(description="reaches the last evaluation: the series is still gone")
+
+
 class SeriesViolationsOut(SeriesRef):
     evaluations: int = Field(description="evaluations with a value")
     violating: int = Field(description="evaluations outside the range")
     time_outside_s: float
     samples: list[ViolatingSample] | None = Field(description="null when samples=false")
     intervals: list[ViolationInterval]
+    no_data_intervals: list[NoDataIntervalOut] = Field(
+        description="evaluations without a value after the series' first one (a series "
+        "that stopped reporting); violations only if the SLI's missing_data_is_violation"
+    )
+    time_no_data_s: float
+    violated: bool = Field(
+        description="violating > 0, or no-data intervals and missing_data_is_violation"
+    )
 
 
 class ViolationsResponse(_Response):
@@ -273,9 +330,16 @@ class ViolationsResponse(_Response):
     end: float
     step_s: int
     evaluations_per_series: int = Field(description="evaluation timestamps in [start, end]")
+    state: SliState = Field(
+        description="no_data: the selector (after `labels`) matched nothing in the whole "
+        "range; violated: a series is `violated`; else ok"
+    )
+    violated: bool = Field(description=VIOLATED_DESCRIPTION)
+    missing_data_is_violation: bool
     series_total: int
     truncated: bool
-    violating_series: int
+    violating_series: int = Field(description="series that are `violated`")
+    no_data_series: int = Field(description="series with no-data intervals")
     series: list[SeriesViolationsOut]
 
 
@@ -304,6 +368,15 @@ class SeriesForecastOut(SeriesRef):
     series_key: str
     transform: str | None = Field(description="how the ETL analysed it (rate for counters)")
     forecast: ForecastInfo | None = Field(description="null: no stored forecast")
+    comparable: bool | None = Field(
+        description="the forecast is of the quantity the SLI evaluates (null: no forecast); "
+        "when false, nothing is compared: no violations are reported for the series"
+    )
+    reason_code: Literal["counter_rate", "expression"] | None = Field(
+        description="why not comparable: counter_rate (a counter forecast as its rate, the "
+        "SLI on its raw value), expression (the SLI's selector is another expression)"
+    )
+    reason: str | None = Field(description="the same in words")
     points: int = Field(description="stored forecast points in (at, at + horizon]")
     covered_until: int | None = Field(description="the last of those points")
     violations: list[ForecastPointOut]
@@ -324,6 +397,7 @@ class ForecastViolationsResponse(_Response):
     truncated: bool
     series_without_forecast: int
     stale_series: int
+    incomparable_series: int = Field(description="series whose forecast is not comparable")
     violating_series: int
     series: list[SeriesForecastOut]
 

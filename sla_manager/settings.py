@@ -40,7 +40,7 @@ class SlaSettings(MysqlSettings):
     mysql_write_timeout_s: float = Field(default=10.0, gt=0)
 
     sla_api_token: SecretStr | None = Field(
-        default=None, description="bearer token for POST/PUT/DELETE /slis"
+        default=None, description="bearer token for POST/PUT/PATCH/DELETE /slis"
     )
     sla_violation_step_s: int = Field(
         default=60, ge=1, le=86_400, description="default step of /violations range queries"

@@ -7,9 +7,10 @@ own transaction (SLI writes are single statements), so nothing holds locks betwe
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +26,14 @@ from sla_manager.models import Sli, SliSpec
 
 log = logging.getLogger(__name__)
 
-SLI_COLUMNS = "name, selector, min_value, max_value, description, labels, created_at, updated_at"
+SLI_COLUMNS = (
+    "name, selector, min_value, max_value, description, labels, missing_data_is_violation, "
+    "created_at, updated_at"
+)
+UPDATE_SLI = (
+    "UPDATE slis SET selector = %s, min_value = %s, max_value = %s, description = %s, "
+    "labels = %s, missing_data_is_violation = %s, updated_at = %s WHERE name = %s"
+)
 # Parameters per IN (...) list: far below any packet or placeholder limit.
 IN_CHUNK = 500
 
@@ -37,7 +45,7 @@ class DuplicateSli(Exception):
 
 
 def _record(row: Sequence[Any]) -> Sli:
-    name, selector, lo, hi, description, labels, created, updated = row
+    name, selector, lo, hi, description, labels, missing_is_violation, created, updated = row
     parsed = json.loads(labels) if isinstance(labels, str | bytes) else labels
     return Sli(
         name=str(name),
@@ -46,6 +54,7 @@ def _record(row: Sequence[Any]) -> Sli:
         max=None if hi is None else float(hi),
         description=str(description),
         labels={str(k): str(v) for k, v in (parsed or {}).items()},
+        missing_data_is_violation=bool(missing_is_violation),
         created_at=int(created),
         updated_at=int(updated),
     )
@@ -53,9 +62,16 @@ def _record(row: Sequence[Any]) -> Sli:
 
 def _definition(spec: SliSpec) -> tuple[Any, ...]:
     """The values of the definition columns: selector, min_value, max_value, description,
-    labels (in that order, as in SLI_COLUMNS)."""
+    labels, missing_data_is_violation (in that order, as in SLI_COLUMNS)."""
     labels = json.dumps(spec.labels, sort_keys=True, ensure_ascii=False)
-    return (spec.selector, spec.min, spec.max, spec.description, labels)
+    return (
+        spec.selector,
+        spec.min,
+        spec.max,
+        spec.description,
+        labels,
+        spec.missing_data_is_violation,
+    )
 
 
 class SliStore:
@@ -93,7 +109,7 @@ class SliStore:
             with self.pool.connection() as conn, conn.cursor() as cur:
                 cur.execute(
                     f"INSERT INTO slis ({SLI_COLUMNS}) "  # noqa: S608
-                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
                     (name, *_definition(spec), now, now),
                 )
         except pymysql.err.IntegrityError as e:
@@ -107,11 +123,7 @@ class SliStore:
         """Replace the SLI's definition; None if there is no SLI of that name."""
         with self.pool.connection() as conn:
             with conn.cursor() as cur:
-                cur.execute(
-                    "UPDATE slis SET selector = %s, min_value = %s, max_value = %s, "
-                    "description = %s, labels = %s, updated_at = %s WHERE name = %s",
-                    (*_definition(spec), now, name),
-                )
+                cur.execute(UPDATE_SLI, (*_definition(spec), now, name))
             # MySQL counts only rows it changed, so 0 may mean "same values": look it up.
             rows = fetch_all(
                 conn,
@@ -119,6 +131,33 @@ class SliStore:
                 (name,),
             )
         return _record(rows[0]) if rows else None
+
+    def change(self, name: str, change: Callable[[Sli], SliSpec], now: int) -> Sli | None:
+        """Replace the SLI's definition with ``change(current)``, the row locked in between
+        (concurrent changes apply one after the other: none is lost); None if there is no
+        SLI of that name. Whatever ``change`` raises rolls back and propagates."""
+        with self.pool.connection() as conn:
+            conn.begin()
+            try:
+                rows = fetch_all(
+                    conn,
+                    f"SELECT {SLI_COLUMNS} FROM slis WHERE name = %s FOR UPDATE",  # noqa: S608
+                    (name,),
+                )
+                if not rows:
+                    conn.rollback()
+                    return None
+                current = _record(rows[0])
+                spec = change(current)
+                with conn.cursor() as cur:
+                    cur.execute(UPDATE_SLI, (*_definition(spec), now, name))
+                conn.commit()
+            except BaseException:
+                with contextlib.suppress(pymysql.err.Error):
+                    conn.rollback()
+                raise
+        definition = spec.model_dump(include=set(SliSpec.model_fields))
+        return Sli(name=name, **definition, created_at=current.created_at, updated_at=now)
 
     def delete(self, name: str) -> bool:
         with self.pool.connection() as conn, conn.cursor() as cur:
@@ -138,6 +177,7 @@ class StoredForecast:
 
     series_key: str
     transform: str
+    selector: str  # the ETL's configured selector the series came from
     produced_at: int | None  # of the newest run (forecast_summary), None if unknown
     window_end: int | None
     model: str | None
@@ -161,19 +201,19 @@ class ForecastStore:
         if not keys:
             return {}
         with self.pool.connection() as conn:
-            series: dict[int, tuple[str, str]] = {}
+            series: dict[int, tuple[str, str, str]] = {}
             for part in _chunks(list(dict.fromkeys(keys))):
                 marks = ", ".join(["%s"] * len(part))
                 rows = fetch_all(
                     conn,
-                    "SELECT id, series_key, transform FROM series "  # noqa: S608
+                    "SELECT id, series_key, transform, selector FROM series "  # noqa: S608
                     f"WHERE key_hash IN ({marks})",
                     [series_key_hash(k) for k in part],
                 )
                 wanted = set(part)
-                for sid, key, transform in rows:
+                for sid, key, transform, selector in rows:
                     if str(key) in wanted:  # the hash matched; the key itself must too
-                        series[int(sid)] = (str(key), str(transform))
+                        series[int(sid)] = (str(key), str(transform), str(selector))
             if not series:
                 return {}
             ids = sorted(series)
@@ -204,7 +244,7 @@ class ForecastStore:
                     points[int(row[0])].append(row[1:])
         out: dict[str, StoredForecast] = {}
         for sid in ids:
-            key, transform = series[sid]
+            key, transform, selector = series[sid]
             rows = points[sid]
             window_end, produced_at, model = latest.get(sid, (None, None, None))
             if produced_at is None and rows:
@@ -221,6 +261,7 @@ class ForecastStore:
             out[key] = StoredForecast(
                 series_key=key,
                 transform=transform,
+                selector=selector,
                 produced_at=produced_at,
                 window_end=window_end,
                 model=model,

@@ -8,6 +8,13 @@ Before a range query fetches anything, an instant ``count by (<the SLI's label n
 at ``end`` says how many series it would return: more than SLA_MAX_SERIES kept by the
 labels, or more than SLA_MAX_POINTS evaluations × series fetched, is a 422 without the
 range query ever being sent.
+
+No data: ``/status`` also asks for the selector over its ``window`` before ``time`` (a
+range query at Prometheus' 5 min look-back, so every sample in the window shows up in some
+evaluation): a series seen there but without a value at ``time`` is ``no_data``.
+``/violations`` reports, per series, the evaluations without a value after its first one.
+An SLI whose selector matches nothing is in state ``no_data``; whether missing data is a
+violation is the SLI's ``missing_data_is_violation``.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from sla_manager.models import (
     ForecastPointOut,
     ForecastQuery,
     ForecastViolationsResponse,
+    NoDataIntervalOut,
     SeriesForecastOut,
     SeriesStatus,
     SeriesViolationsOut,
@@ -48,10 +56,15 @@ from sla_manager.models import (
     ViolationsQuery,
     ViolationsResponse,
 )
+from sla_manager.models import SliState as SliStateT
 from sla_manager.settings import SlaSettings
 from sla_manager.store import StoredForecast
 
 T = TypeVar("T", InstantSample, RangeSeries)
+
+# Prometheus' default look-back (--query.lookback-delta): an instant evaluation sees the
+# latest sample up to this far back, so evaluations this far apart see every sample.
+LOOKBACK_S = 300
 
 router = APIRouter(
     prefix="/slis", tags=["evaluations"], responses={**UNAVAILABLE, **NOT_FOUND, **PROMQL}
@@ -101,7 +114,10 @@ def _split(labels: Mapping[str, str]) -> tuple[str | None, dict[str, str]]:
     return labels.get("__name__"), {k: v for k, v in labels.items() if k != "__name__"}
 
 
-@router.get("/{name}/status", summary="Current value of each series, inside the range or not")
+@router.get(
+    "/{name}/status",
+    summary="Current value of each series, inside the range or not, and series gone silent",
+)
 def sli_status(
     name: SliName,
     store: SliStoreDep,
@@ -111,7 +127,9 @@ def sli_status(
 ) -> StatusResponse:
     sli = sli_or_404(store, name)
     at = params.time if params.time is not None else _now()
-    samples, total = _narrow(prometheus.query(sli.selector, time=at), sli, settings)
+    result = prometheus.query(sli.selector, time=at)
+    samples, total = _narrow(result, sli, settings)
+    gone = _gone_series(prometheus, sli, at, params.window, result, settings)
     bounds = sli.bounds()
     series = []
     for s in samples:
@@ -125,20 +143,83 @@ def sli_status(
                 value=ev.finite_or_none(s.value),
                 state=state,
                 inside=None if state == "undefined" else state == "inside",
+                last_seen=None,
             )
         )
+    for rs in gone[: max(settings.sla_max_series - len(series), 0)]:
+        metric, labels = _split(rs.labels)
+        series.append(
+            SeriesStatus(
+                metric=metric,
+                labels=labels,
+                timestamp=at,
+                value=None,
+                state="no_data",
+                inside=None,
+                last_seen=float(rs.timestamps[-1]),
+            )
+        )
+    outside = sum(s.state in ("below", "above") for s in series)
     return StatusResponse(
         sli=sli.name,
         min=sli.min,
         max=sli.max,
         evaluated_at=at,
+        window=params.window,
+        state=_sli_state(sli, total == 0, outside > 0, bool(gone)),
+        violated=outside > 0 or (sli.missing_data_is_violation and (total == 0 or bool(gone))),
+        missing_data_is_violation=sli.missing_data_is_violation,
         series_total=total,
-        truncated=total > len(series),
+        truncated=total > len(samples) or len(samples) + len(gone) > len(series),
         inside=sum(s.state == "inside" for s in series),
-        outside=sum(s.state in ("below", "above") for s in series),
+        outside=outside,
         undefined=sum(s.state == "undefined" for s in series),
+        no_data=len(gone),
         series=series,
     )
+
+
+def _sli_state(sli: Sli, matches_nothing: bool, outside: bool, no_data: bool) -> SliStateT:
+    if matches_nothing and not outside:
+        return "no_data"
+    if outside or (no_data and sli.missing_data_is_violation):
+        return "violated"
+    return "ok"
+
+
+def _gone_series(
+    prometheus: PrometheusClient,
+    sli: Sli,
+    at: float,
+    window: str,
+    current: Sequence[InstantSample],
+    settings: SlaSettings,
+) -> list[RangeSeries]:
+    """The SLI's series with a value within ``window`` before ``at`` but not among
+    ``current`` (the instant query's result at ``at``), in label-set order; the last of
+    each one's timestamps is when it was last seen.
+
+    Evaluations every LOOKBACK_S (or once over a shorter window) see every sample of the
+    window. The points are bounded like /violations' (SLA_MAX_POINTS), counted on the
+    series the selector returns now.
+    """
+    window_s = ev.parse_duration(window)
+    step = min(LOOKBACK_S, window_s)
+    start = at - window_s
+    evaluations = ev.evaluation_count(start, at, step)
+    points = evaluations * max(len(current), 1)
+    if points > settings.sla_max_points:
+        raise validation_error(
+            ("query", "window"),
+            f"{evaluations} evaluations × {len(current)} series = {points} points, more "
+            f"than SLA_MAX_POINTS={settings.sla_max_points}: use a shorter window or a "
+            "narrower selector",
+            window,
+        )
+    now = {frozenset(s.labels.items()) for s in current}
+    seen = prometheus.query_range(sli.selector, start, at, step)
+    kept, _total = ev.narrow(seen, _labels_of, sli.labels, len(seen))
+    return [rs for rs in kept if rs.timestamps.size and frozenset(rs.labels.items()) not in now]
 
 
 @router.get(
@@ -203,6 +284,7 @@ def sli_violations(
                 for i, b in zip(found.violating.tolist(), below.tolist(), strict=True)
             ]
         metric, labels = _split(rs.labels)
+        gaps = ev.no_data_intervals(rs.timestamps, step, start, end)
         series.append(
             SeriesViolationsOut(
                 metric=metric,
@@ -211,6 +293,18 @@ def sli_violations(
                 violating=int(found.violating.size),
                 time_outside_s=found.time_outside_s,
                 samples=samples,
+                no_data_intervals=[
+                    NoDataIntervalOut(
+                        start=g.start,
+                        end=g.end,
+                        evaluations=g.evaluations,
+                        duration_s=g.duration_s,
+                        open_end=g.open_end,
+                    )
+                    for g in gaps
+                ],
+                time_no_data_s=sum(g.duration_s for g in gaps),
+                violated=found.violating.size > 0 or (bool(gaps) and sli.missing_data_is_violation),
                 intervals=[
                     ViolationInterval(
                         start=i.start,
@@ -235,9 +329,18 @@ def sli_violations(
         end=end,
         step_s=step,
         evaluations_per_series=evaluations,
+        state=_sli_state(
+            sli,
+            total == 0,
+            any(s.violating for s in series),
+            any(s.no_data_intervals for s in series),
+        ),
+        violated=any(s.violated for s in series) or (sli.missing_data_is_violation and total == 0),
+        missing_data_is_violation=sli.missing_data_is_violation,
         series_total=total,
         truncated=total > len(series),
-        violating_series=sum(s.violating > 0 for s in series),
+        violating_series=sum(s.violated for s in series),
+        no_data_series=sum(bool(s.no_data_intervals) for s in series),
         series=series,
     )
 
@@ -271,7 +374,7 @@ def sli_forecast_violations(
         refs.append((metric, labels, series_key(metric or sli.selector, labels)))
     stored = forecasts.load([key for _m, _l, key in refs], at, at + horizon_s)
     series = [
-        _forecast_series(sli.bounds(), metric, labels, key, stored.get(key), at, settings)
+        _forecast_series(sli, metric, labels, key, stored.get(key), at, settings)
         for metric, labels, key in refs
     ]
     return ForecastViolationsResponse(
@@ -286,13 +389,14 @@ def sli_forecast_violations(
         truncated=total > len(series),
         series_without_forecast=sum(s.forecast is None for s in series),
         stale_series=sum(s.forecast is not None and s.forecast.stale for s in series),
+        incomparable_series=sum(s.comparable is False for s in series),
         violating_series=sum(s.leaves_by is not None for s in series),
         series=series,
     )
 
 
 def _forecast_series(
-    bounds: ev.Bounds,
+    sli: Sli,
     metric: str | None,
     labels: dict[str, str],
     key: str,
@@ -307,6 +411,9 @@ def _forecast_series(
             series_key=key,
             transform=None,
             forecast=None,
+            comparable=None,
+            reason_code=None,
+            reason=None,
             points=0,
             covered_until=None,
             violations=[],
@@ -314,9 +421,17 @@ def _forecast_series(
             first_point_breach_at=None,
             leaves_by=None,
         )
-    kinds = ev.forecast_breaches(
-        bounds, stored.value, stored.lower80, stored.upper80, stored.lower95, stored.upper95
-    )
+    incomparable = ev.forecast_incomparable(sli.selector, stored.transform, stored.selector)
+    kinds: list[ev.Breach | None] = []
+    if incomparable is None:  # else nothing is compared
+        kinds = ev.forecast_breaches(
+            sli.bounds(),
+            stored.value,
+            stored.lower80,
+            stored.upper80,
+            stored.lower95,
+            stored.upper95,
+        )
     violations = [
         ForecastPointOut(
             ts=int(stored.ts[i]),
@@ -343,6 +458,9 @@ def _forecast_series(
             stale=age > settings.stale_after_s,
             model=stored.model,
         ),
+        comparable=incomparable is None,
+        reason_code=None if incomparable is None else incomparable[0],
+        reason=None if incomparable is None else incomparable[1],
         points=len(stored.ts),
         covered_until=int(stored.ts[-1]) if len(stored.ts) else None,
         violations=violations,

@@ -30,7 +30,12 @@ from data_retrieval.settings import RetrievalSettings
 from data_storage.samples import analysed, ref
 from etl_data_pipeline.analyses import AnalysisConfig
 from sla_common.kafka import ensure_topics, make_producer
-from sla_common.mysql import DEFAULT_MIGRATIONS_DIR, SCHEMA_VERSION, drop_database
+from sla_common.mysql import (
+    DEFAULT_MIGRATIONS_DIR,
+    SCHEMA_VERSION,
+    drop_database,
+    load_migrations,
+)
 from tests.integration.retrievalutil import ServerThread
 from tests.integration.slautil import AppProcess, ServiceProcess, app_env
 from tests.integration.stackutil import (
@@ -48,6 +53,8 @@ SLI = {"name": "fd", "selector": 'node_filefd_allocated{job="host"}', "max": 200
 
 # A later release's migration: it only adds (a column the code does not select, one with a
 # default the code does not insert, a table it does not know).
+AHEAD = SCHEMA_VERSION + 1
+AHEAD_FILE = f"{AHEAD:04d}_from_a_newer_release.sql"
 AHEAD_SQL = """-- from a newer release
 ALTER TABLE series ADD COLUMN IF NOT EXISTS note VARCHAR(64) NULL;
 ALTER TABLE forecast_points ADD COLUMN IF NOT EXISTS model_rev INT NOT NULL DEFAULT 0;
@@ -148,8 +155,8 @@ def test_migrate_is_idempotent_and_concurrent_runs_wait_for_the_lock(
     for proc, log in procs:
         assert proc.wait(timeout=60) == 0, log.read_text()
         outputs.append(log.read_text())
-    files = sorted(p.name for p in DEFAULT_MIGRATIONS_DIR.glob("*.sql"))
-    applied = [o for o in outputs if f"applied {files}" in o]
+    every = [m.filename for m in load_migrations()]
+    applied = [o for o in outputs if f"applied {every}" in o]
     assert len(applied) == 1, outputs  # one applied it, the other found it done
     assert sum("applied none" in o for o in outputs) == 1, outputs
     recorded = sql(stack, f"SELECT version FROM `{database}`.schema_migrations")  # noqa: S608
@@ -179,10 +186,9 @@ def migrate_one_ahead(stack: Stack, database: str, tmp_path: Path) -> None:
     ahead.mkdir()
     for f in DEFAULT_MIGRATIONS_DIR.glob("*.sql"):
         shutil.copy(f, ahead / f.name)
-    newer = f"{SCHEMA_VERSION + 1:04d}_from_a_newer_release.sql"
-    (ahead / newer).write_text(AHEAD_SQL)
+    (ahead / AHEAD_FILE).write_text(AHEAD_SQL)
     out = migrate(env_for(stack, database, MYSQL_MIGRATIONS_DIR=str(ahead)))
-    assert newer in out, out
+    assert AHEAD_FILE in out, out
 
 
 @pytest.mark.timeout(180)

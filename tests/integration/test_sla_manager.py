@@ -14,9 +14,10 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import numpy as np
@@ -25,7 +26,7 @@ import pytest
 from data_storage.writer import Writer
 from sla_common import demo
 from sla_common.messages import AnalysisMessage, Forecast, ForecastPoint, Grid, SeriesRef, Window
-from sla_common.mysql import MysqlSettings
+from sla_common.mysql import MysqlSettings, connect
 from sla_common.prometheus import PrometheusClient
 from sla_common.series import series_key
 from tests.integration.slautil import AppProcess, EtlProcess, app_env, scratch_database
@@ -276,6 +277,120 @@ def test_crud_round_trip_with_auth(client: httpx.Client) -> None:
     assert client.get("/slis/crud-check/status").status_code == 404
 
 
+MERGE_PATCH = {**AUTH, "Content-Type": "application/merge-patch+json"}
+
+
+def _patch(client: httpx.Client, name: str, body: Any, headers: dict[str, str]) -> httpx.Response:
+    return client.patch(f"/slis/{name}", content=json.dumps(body), headers=headers)
+
+
+def test_patch_is_a_json_merge_patch(client: httpx.Client) -> None:
+    body = {
+        "name": "patch-check",
+        "selector": 'node_filefd_allocated{job="host"}',
+        "min": 1,
+        "max": 30000,
+        "description": "kept across patches",
+        "labels": {"instance": demo.INSTANCE, "job": "host"},
+    }
+    created = client.post("/slis", json=body, headers=AUTH)
+    assert created.status_code == 201, created.text
+    try:
+        assert _patch(client, "patch-check", {"max": 25000}, {}).status_code == 401
+        r = _patch(client, "patch-check", {"max": 25000}, MERGE_PATCH)
+        assert r.status_code == 200, r.text
+        got = client.get("/slis/patch-check").json()
+        assert got == r.json()
+        # Left out: kept (PUT would have reset description and labels).
+        assert (got["max"], got["description"], got["labels"], got["min"]) == (
+            25000.0,
+            "kept across patches",
+            body["labels"],
+            1.0,
+        )
+        assert got["created_at"] == created.json()["created_at"]
+
+        # null removes an optional field (back to its default); labels merge one by one;
+        # application/json is accepted too.
+        r = client.patch(
+            "/slis/patch-check",
+            json={"min": None, "description": None, "labels": {"job": None, "x": "y"}},
+            headers=AUTH,
+        )
+        assert r.status_code == 200, r.text
+        got = client.get("/slis/patch-check").json()
+        assert (got["min"], got["description"], got["labels"]) == (
+            None,
+            "",
+            {"instance": demo.INSTANCE, "x": "y"},
+        )
+
+        # An invalid result is a 422 and changes nothing: no bound left, min > max, a
+        # removed selector, an unknown field, a rename.
+        before = client.get("/slis/patch-check").json()
+        for bad, message in (
+            ({"max": None}, "give min, max or both"),
+            ({"min": 30000}, "must not exceed max"),
+            ({"selector": None}, "Field required"),
+            ({"maximum": 3}, "Extra inputs"),
+            ({"name": "renamed"}, "Extra inputs"),
+            ({"max": "1"}, "valid number"),
+        ):
+            r = _patch(client, "patch-check", bad, MERGE_PATCH)
+            assert r.status_code == 422, (bad, r.text)
+            assert message in r.text, (bad, r.text)
+            assert r.json()["detail"][0]["loc"][0] == "body"
+        assert client.get("/slis/patch-check").json() == before
+
+        # A changed selector is checked by Prometheus, as with PUT.
+        r = _patch(client, "patch-check", {"selector": "rate(up"}, MERGE_PATCH)
+        assert r.status_code == 400, r.text
+        assert client.get("/slis/patch-check").json() == before
+
+        assert _patch(client, "no-such-sli", {"max": 1}, MERGE_PATCH).status_code == 404
+    finally:
+        client.delete("/slis/patch-check", headers=AUTH)
+
+
+def test_concurrent_patches_are_not_lost(stack: Stack, database: str, client: httpx.Client) -> None:
+    """Each PATCH reads and writes its SLI's row under a lock: none undoes another.
+
+    The race is made to happen: the test holds the row's lock while three patches start, and
+    lets go only once all three wait for it. Without the lock each would have read the same
+    labels before waiting, and the last write would drop the others' label.
+    """
+    body = {"name": "patch-race", "selector": "vector(1)", "max": 2, "labels": {}}
+    assert client.post("/slis", json=body, headers=AUTH).status_code == 201
+    holder = connect(stack.mysql_settings(database), autocommit=False)
+    try:
+        keys = ["a", "b", "c"]
+        with holder.cursor() as cur:
+            cur.execute("SELECT id FROM slis WHERE name = 'patch-race' FOR UPDATE")
+        with ThreadPoolExecutor(max_workers=len(keys)) as pool:
+            futures = [
+                pool.submit(_patch, client, "patch-race", {"labels": {k: "v"}}, MERGE_PATCH)
+                for k in keys
+            ]
+
+            def waiting() -> bool:
+                with holder.cursor() as cur:
+                    cur.execute(
+                        "SELECT COUNT(*) FROM information_schema.INNODB_TRX "
+                        "WHERE trx_state = 'LOCK WAIT'"
+                    )
+                    row = cur.fetchone()
+                return row is not None and int(row[0]) >= len(keys)
+
+            wait_until(waiting, timeout=8, what="three PATCHes waiting for the row lock")
+            holder.commit()
+            codes = [f.result(timeout=30).status_code for f in futures]
+        assert codes == [200] * len(keys)
+        assert client.get("/slis/patch-race").json()["labels"] == {k: "v" for k in keys}
+    finally:
+        holder.close()
+        client.delete("/slis/patch-race", headers=AUTH)
+
+
 def test_list_pages_by_name(client: httpx.Client) -> None:
     names = [f"page-{i:02d}" for i in range(5)]
     for n in names:
@@ -378,11 +493,13 @@ def test_status_now_at_the_demo_end_and_during_the_fd_spike(
                 "value": value,
                 "state": state,
                 "inside": state == "inside",
+                "last_seen": None,
             }
         ]
-        assert (body["inside"], body["outside"], body["undefined"]) == (
-            (1, 0, 0) if state == "inside" else (0, 1, 0)
+        assert (body["inside"], body["outside"], body["undefined"], body["no_data"]) == (
+            (1, 0, 0, 0) if state == "inside" else (0, 1, 0, 0)
         )
+        assert body["state"] == ("ok" if state == "inside" else "violated")
         assert body["evaluated_at"] == at and body["max"] == demo.FD_THRESHOLD
 
 
@@ -440,6 +557,8 @@ def test_violations_equal_what_the_generator_put_there(
     assert series["intervals"] == expected["intervals"]
     assert series["time_outside_s"] == expected["violating"] * STEP
     assert body["violating_series"] == (1 if expected["violating"] else 0)
+    # The demo's gauges have a sample at every step: no data is missing.
+    assert (series["no_data_intervals"], body["no_data_series"]) == ([], 0)
 
 
 def test_violations_sit_where_the_incidents_were_designed(
@@ -498,6 +617,7 @@ def _forecast_message(
     labels: dict[str, str],
     produced_at: int,
     points: list[tuple[int, float, float, float, float, float]],
+    transform: Literal["none", "rate"] = "none",
 ) -> AnalysisMessage:
     values = [p[1] for p in points]
     return AnalysisMessage(
@@ -508,6 +628,7 @@ def _forecast_message(
             metric=key_metric,
             labels=labels,
             selector=key_metric,
+            transform=transform,
         ),
         window=Window(
             start=produced_at - 43200, end=produced_at, step_s=15, samples=2881, interpolated=0
@@ -682,6 +803,67 @@ def test_a_stale_forecast_is_flagged_and_a_missing_one_said(
     disk = client.get("/slis/root-disk-available/forecast-violations", params={"at": at}).json()
     assert disk["series_without_forecast"] == 1
     assert disk["series"][0]["forecast"] is None and disk["series"][0]["points"] == 0
+
+
+CPU_IDLE = 'node_cpu_seconds_total{job="host",cpu="0",mode="idle"}'
+CPU_IDLE_LABELS = {**HOST_LABELS, "cpu": "0", "mode": "idle"}
+
+
+def test_a_counter_forecast_as_a_rate_is_not_compared_with_raw_counter_bounds(
+    stack: Stack, database: str, client: httpx.Client, stored_forecasts: int
+) -> None:
+    """The ETL forecasts a counter's rate (transform "rate"); an SLI on the raw counter
+    would compare a bound on seconds of CPU with a forecast in seconds per second."""
+    at = stored_forecasts
+    # A rate forecast of about 0.9 s/s: far below any bound on the counter's raw value,
+    # which is in the hundreds of thousands of seconds.
+    rate_points = [(at + 60 * k, 0.9, 0.85, 0.95, 0.8, 1.0) for k in range(1, 11)]
+    writer = Writer(stack.mysql_settings(database))
+    try:
+        writer.write(
+            [_forecast_message(demo.CPU_SECONDS, CPU_IDLE_LABELS, at - 30, rate_points, "rate")]
+        )
+    finally:
+        writer.close()
+    body = {"name": "cpu-idle-raw", "selector": CPU_IDLE, "min": 1000}
+    assert client.post("/slis", json=body, headers=AUTH).status_code == 201, body
+
+    r = client.get("/slis/cpu-idle-raw/forecast-violations", params={"at": at})
+
+    assert r.status_code == 200, r.text
+    out = r.json()
+    (series,) = out["series"]
+    assert series["transform"] == "rate" and series["points"] == 10
+    assert (series["comparable"], series["reason_code"]) == (False, "counter_rate")
+    assert "rate()" in series["reason"]
+    # Compared, every point would be "below 1000": none is reported.
+    assert (series["violations"], series["leaves_by"], series["first_breach_at"]) == (
+        [],
+        None,
+        None,
+    )
+    assert (out["incomparable_series"], out["violating_series"]) == (1, 0)
+
+
+def test_an_expression_sli_is_not_compared_with_the_forecast_of_its_series(
+    client: httpx.Client, slis: dict[str, SliCase], stored_forecasts: int
+) -> None:
+    """`x offset 1m` keeps the series' name, so its key finds the forecast of x: the
+    forecast of the live values, not of the values a minute old the SLI evaluates."""
+    at = stored_forecasts
+    body = {"name": "fd-offset", "selector": f"{FD.selector} offset 1m", "max": FD.max}
+    assert client.post("/slis", json=body, headers=AUTH).status_code == 201
+
+    out = client.get("/slis/fd-offset/forecast-violations", params={"at": at}).json()
+
+    (series,) = out["series"]
+    assert series["series_key"] == series_key(demo.FILEFD, HOST_LABELS)
+    assert (series["comparable"], series["reason_code"]) == (False, "expression")
+    assert series["violations"] == [] and out["violating_series"] == 0
+    # The same forecast under the plain selector is compared (and leaves the range).
+    plain = client.get("/slis/fd-allocated/forecast-violations", params={"at": at}).json()
+    assert plain["series"][0]["comparable"] is True and plain["series"][0]["reason"] is None
+    assert plain["violating_series"] == 1 and plain["incomparable_series"] == 0
 
 
 # --------------------------------------------------------------------------- ETL, health

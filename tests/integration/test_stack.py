@@ -204,7 +204,7 @@ def test_kafka_produce_consume_roundtrip(stack: Stack) -> None:
     finally:
         producer.close()
 
-    # Explicit assignment, no group: a group join would add seconds (see DESIGN.md).
+    # Explicit assignment, no group: a group join would add seconds on tansu.
     consumer = KafkaConsumer(
         bootstrap_servers=stack.kafka_bootstrap,
         enable_auto_commit=False,

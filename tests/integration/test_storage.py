@@ -37,10 +37,10 @@ from sla_common.kafka import ensure_topics, make_producer
 from sla_common.messages import AnalysisMessage, SkippedAnalysis
 from sla_common.mysql import (
     DEFAULT_DATABASE_SQL,
-    DEFAULT_MIGRATIONS_DIR,
     close_quietly,
     connect,
     drop_database,
+    load_migrations,
     split_sql,
 )
 from sla_common.mysql_startup import wait_and_migrate
@@ -448,8 +448,7 @@ def test_migrate_twice_is_a_noop_and_database_sql_gives_the_same_schema(
     env = stack.service_env(MYSQL_DATABASE=db.mysql_database)
     first = run([PY, "-m", "sla_common.migrate"], timeout=60, env=env)
     assert first.returncode == 0, first.stdout
-    files = sorted(p.name for p in DEFAULT_MIGRATIONS_DIR.glob("*.sql"))
-    assert f"applied {files}" in first.stdout
+    assert f"applied {[m.filename for m in load_migrations()]}" in first.stdout
     before = schema_of(db)
     second = run([PY, "-m", "sla_common.migrate"], timeout=60, env=env)
     assert second.returncode == 0, second.stdout
@@ -589,7 +588,7 @@ def test_stored_rows_equal_what_was_sent_and_metrics_count_them(
 
 def _ends(bootstrap: str, topic: str, n: int) -> dict[int, int]:
     """Per partition, one past the last offset: counted from the records (tansu's end_offsets
-    is unreliable, DESIGN.md)."""
+    is unreliable)."""
     ends: dict[int, int] = {}
     for r in consume_all(bootstrap, topic, n):
         ends[r.partition] = max(ends.get(r.partition, 0), r.offset + 1)

@@ -248,3 +248,64 @@ def test_narrow_filters_on_exact_label_values_sorts_and_caps() -> None:
 def test_json_cannot_carry_non_finite_values() -> None:
     assert ev.finite_or_none(1.5) == 1.5
     assert ev.finite_or_none(math.nan) is None and ev.finite_or_none(-math.inf) is None
+
+
+# --------------------------------------------------------------------------- no data
+
+
+def test_no_data_intervals_after_the_first_value_only() -> None:
+    # Grid T0 .. T0 + 9 steps; the series starts at step 2, misses 4-5, stops after 7.
+    present = [2, 3, 6, 7]
+    ts = T0 + STEP * np.array(present, dtype=np.float64) + 0.0004  # ms rounding
+    gaps = ev.no_data_intervals(ts, STEP, T0, T0 + 9 * STEP)
+    assert gaps == (
+        ev.NoDataInterval(T0 + 4 * STEP, T0 + 5 * STEP, 2, 2 * STEP, False),
+        ev.NoDataInterval(T0 + 8 * STEP, T0 + 9 * STEP, 2, 2 * STEP, True),
+    )
+
+
+def test_no_data_intervals_none_for_a_complete_or_empty_series() -> None:
+    ts, _ = _series([1.0] * 10)
+    assert ev.no_data_intervals(ts, STEP, T0, T0 + 9 * STEP) == ()
+    assert ev.no_data_intervals(np.array([]), STEP, T0, T0 + 9 * STEP) == ()
+    # Only the tail of an end that is not on the grid: the last evaluation is T0 + 9 steps.
+    assert ev.no_data_intervals(ts, STEP, T0, T0 + 9 * STEP + 30) == ()
+
+
+@given(st.lists(st.booleans(), min_size=1, max_size=60))
+@settings(max_examples=200)
+def test_no_data_intervals_cover_exactly_the_missing_steps_after_the_first(
+    mask: list[bool],
+) -> None:
+    n = len(mask)
+    ts = T0 + STEP * np.flatnonzero(mask).astype(np.float64)
+    gaps = ev.no_data_intervals(ts, STEP, T0, T0 + (n - 1) * STEP)
+    covered = {round((g.start - T0) / STEP) + k for g in gaps for k in range(g.evaluations)}
+    first = mask.index(True) if any(mask) else n
+    assert covered == {i for i in range(first, n) if not mask[i]}
+    assert all(g.duration_s == g.evaluations * STEP for g in gaps)
+    assert [g.open_end for g in gaps].count(True) == (1 if any(mask) and not mask[-1] else 0)
+
+
+# --------------------------------------------------------------------------- comparable forecasts
+
+
+@pytest.mark.parametrize(
+    ("sli", "transform", "etl", "code"),
+    [
+        ('x{job="a"}', "none", "x", None),  # both plain: the same raw values
+        ('{__name__="x"}', "none", 'x{job="a"}', None),
+        ("sum(x)", "none", "sum(x)", None),  # the ETL analysed this very expression
+        ('x{job="a"}', "rate", "x", "counter_rate"),
+        ("x_total", "rate", "x_total", "counter_rate"),
+        ('x{job="a"} offset 1m', "none", "x", "expression"),
+        ('x{job="a"} > 0', "none", "x", "expression"),
+        ('label_replace(x, "a", "b", "", "")', "none", "x", "expression"),
+        ("x", "none", "x offset 5m", "expression"),  # the ETL's own is the expression
+    ],
+)
+def test_forecast_comparable_only_for_the_quantity_the_sli_evaluates(
+    sli: str, transform: str, etl: str, code: str | None
+) -> None:
+    found = ev.forecast_incomparable(sli, transform, etl)
+    assert (found[0] if found else None) == code

@@ -1,0 +1,82 @@
+"""The shape of a PromQL selector: a plain vector selector, or any other expression.
+
+Shared by the ETL (``rate()`` needs a plain vector selector, so only those counters are
+analysed as rates) and the SLA manager (a stored forecast is of what the ETL's selector
+returns; an SLI whose selector is an expression evaluates something else).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+_QUOTES = "\"'`"
+
+
+@dataclass(frozen=True)
+class PlainSelector:
+    """A vector selector: an optional metric name and the text between its braces."""
+
+    name: str | None
+    matchers: str
+
+    def for_metric(self, metric: str) -> str:
+        """The same selector restricted to the series named ``metric``."""
+        if self.name is not None:
+            return f"{self.name}{{{self.matchers}}}"
+        inner = f'__name__="{metric}"' + (f", {self.matchers}" if self.matchers else "")
+        return f"{{{inner}}}"
+
+    def rate(self, metric: str, window_s: int) -> str:
+        return f"rate({self.for_metric(metric)}[{window_s}s])"
+
+
+def _skip_string(text: str, i: int) -> int:
+    """Index just past the string literal opening at ``text[i]`` (-1 if unterminated)."""
+    quote = text[i]
+    i += 1
+    while i < len(text):
+        c = text[i]
+        if c == "\\" and quote != "`":
+            i += 2
+            continue
+        if c == quote:
+            return i + 1
+        i += 1
+    return -1
+
+
+def parse_plain_selector(text: str) -> PlainSelector | None:
+    """``name``, ``name{...}`` or ``{...}`` with nothing else around; None for any other PromQL.
+
+    Only the shape is checked (Prometheus checks the matchers): braces inside quoted label
+    values are skipped, and anything after the closing brace (``offset``, ``@``, an
+    operator) makes the text an expression.
+    """
+    s = text.strip()
+    name: str | None = None
+    m = _NAME.match(s)
+    rest = s
+    if m:
+        name = m.group(0)
+        rest = s[m.end() :].lstrip()
+        if not rest:
+            return PlainSelector(name, "")
+    if not rest.startswith("{"):
+        return None
+    i = 1
+    while i < len(rest):
+        c = rest[i]
+        if c in _QUOTES:
+            i = _skip_string(rest, i)
+            if i < 0:
+                return None
+            continue
+        if c in "{}[]()":
+            if c == "}" and not rest[i + 1 :].strip():
+                matchers = rest[1:i].strip()
+                return PlainSelector(name, matchers) if name or matchers else None
+            return None
+        i += 1
+    return None
