@@ -1,0 +1,1 @@
+"""Anomaly detection: the remote-write receiver, the streaming detector."""
