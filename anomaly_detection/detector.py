@@ -279,11 +279,17 @@ class Detector:
         n = 0
         for tp, records in batches.items():
             ps = self.parts.get(tp)
-            if ps is None or tp in fresh:
-                continue  # not ours (any more), or just sought to its checkpoint
+            if ps is None:
+                if tp not in self.consumer.assignment():
+                    continue  # revoked since the fetch: its next owner reads these
+                self._load(tp)  # assigned while we were polling
+                fresh.add(tp)
+                ps = self.parts[tp]
             for rec in records:
                 if ps.offset is not None and rec.offset < ps.offset:
                     continue  # already in the state (fetched before a seek)
+                if tp in fresh and ps.offset is not None and rec.offset > ps.offset:
+                    break  # fetched past the checkpoint: the seek reads them again
                 self.process(ps, rec)
                 ps.offset = rec.offset + 1
                 ps.dirty = True
