@@ -1,4 +1,4 @@
-"""``python -m bench [analyses|kafka|storage|retrieval|sla ...]``: run the benchmarks.
+"""``python -m bench [analyses|kafka|storage|retrieval|sla|detector ...]``: run the benchmarks.
 
 Kafka benchmarks use KAFKA_BOOTSTRAP_SERVERS, storage ones MYSQL_* too (``make bench``
 starts the local stack and sources its stack.env first). Results go to
@@ -19,6 +19,7 @@ from typing import Any
 
 from bench import (
     bench_analyses,
+    bench_detector,
     bench_e2e,
     bench_kafka,
     bench_retrieval,
@@ -47,7 +48,9 @@ def machine() -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument(
-        "which", nargs="*", default=["analyses", "kafka", "storage", "retrieval", "sla", "e2e"]
+        "which",
+        nargs="*",
+        default=["analyses", "kafka", "storage", "retrieval", "sla", "detector", "e2e"],
     )
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
@@ -88,6 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     if "sla" in args.which:
         results["sla"] = bench_sla.measure(args.repeats)
         print(bench_sla.summary(results["sla"]))
+    if "detector" in args.which:
+        bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+        results["detector"] = bench_detector.measure(bootstrap, args.repeats)
+        print(bench_detector.summary(results["detector"]))
     if "e2e" in args.which:
         results["e2e"] = bench_e2e.measure(args.repeats)
         print(bench_e2e.summary(results["e2e"]))
