@@ -284,7 +284,9 @@ class Detector:
                     continue  # revoked since the fetch: its next owner reads these
                 self._load(tp)  # assigned while we were polling
                 fresh.add(tp)
-                ps = self.parts[tp]
+                ps = self.parts.get(tp)
+                if ps is None:
+                    continue
             for rec in records:
                 if ps.offset is not None and rec.offset < ps.offset:
                     continue  # already in the state (fetched before a seek)
@@ -310,7 +312,11 @@ class Detector:
     def _load(self, tp: TopicPartition) -> None:
         ps = self.store.load(tp)
         if ps.offset is not None:
-            self.consumer.seek(tp, ps.offset)
+            try:
+                self.consumer.seek(tp, ps.offset)
+            except KafkaError as e:  # revoked again meanwhile: its next owner has it
+                log.info("partition %s not resumed: %s", tp, e)
+                return
             log.info(
                 "partition %s: resuming from checkpoint at offset %d (%d series)",
                 tp,
