@@ -23,7 +23,10 @@ State and delivery, per assigned partition of ``KAFKA_SAMPLES_TOPIC``:
    fresh state (LEARNING again; logged).
 
 A failed send (broker down) rolls every partition back to its last checkpoint and reads
-again from there once the broker answers; nothing is committed meanwhile.
+again from there once the broker answers; nothing is committed meanwhile. A samples topic
+that was re-created (a restarted tansu forgets every topic) is noticed by its topic id
+(:class:`sla_common.kafka.TopicWatch`) and read again from its beginning; the learned
+normals and open windows are kept (a checkpoint remembers the topic id of its offset).
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ from anomaly_detection.rules import Baseline
 from anomaly_detection.settings import DetectorSettings
 from anomaly_detection.windows import Partial, SeriesWindows
 from sla_common.anomalies import AnomalyRecord
-from sla_common.kafka import close_producer, ensure_topics, make_producer
+from sla_common.kafka import TopicWatch, close_producer, ensure_topics, make_producer
 from sla_common.samples import SampleFormatError, decode_batch
 
 log = logging.getLogger(__name__)
@@ -93,6 +96,7 @@ class PartitionState:
     offset: int | None  # None: no checkpoint; continue from the group's committed offset
     series: dict[str, Series] = field(default_factory=dict)
     dirty: bool = False
+    topic_id: str | None = None  # the samples topic's id the offset belongs to
 
 
 class StateStore:
@@ -122,13 +126,16 @@ class StateStore:
         series = {
             k: Series.from_json(v, self.size_ms, self.grace_ms) for k, v in doc["series"].items()
         }
-        return PartitionState(offset=int(doc["offset"]), series=series)
+        return PartitionState(
+            offset=int(doc["offset"]), series=series, topic_id=doc.get("topic_id")
+        )
 
     def save(self, tp: TopicPartition, ps: PartitionState) -> None:
         doc = {
             "v": STATE_VERSION,
             "window_ms": self.size_ms,
             "offset": ps.offset,
+            "topic_id": ps.topic_id,
             "series": {k: s.to_json() for k, s in ps.series.items()},
         }
         fd, tmp = tempfile.mkstemp(dir=self.root, prefix=f".{tp.topic}-{tp.partition}.")
@@ -198,6 +205,7 @@ class Detector:
         self.producer: Any = None
         self.rebalances = _Rebalances()
         self.backoff = 1.0
+        self.watch: TopicWatch | None = None
 
     # ------------------------------------------------------------------ set-up
 
@@ -215,6 +223,13 @@ class Detector:
                     s.kafka_bootstrap_servers, "anomaly_detection", linger_ms=5
                 )
                 self.consumer = self._make_consumer()
+                self.watch = TopicWatch(
+                    s.kafka_bootstrap_servers,
+                    s.kafka_samples_topic,
+                    TOPIC_CHECK_S,
+                    5000,
+                    self.stop,
+                ).start()
                 self.backoff = 1.0
                 return
             except KafkaError as e:
@@ -275,7 +290,7 @@ class Detector:
 
     def poll_once(self, timeout_ms: int = 200) -> int:
         batches = self.consumer.poll(timeout_ms=timeout_ms)
-        fresh = self.apply_rebalances()
+        fresh = self.apply_rebalances() | self.rewind_if_recreated()
         n = 0
         for tp, records in batches.items():
             ps = self.parts.get(tp)
@@ -309,8 +324,46 @@ class Detector:
             self._load(tp)
         return assigned
 
+    def rewind_if_recreated(self) -> set[TopicPartition]:
+        """Partitions whose offsets belong to a topic that is gone: read the new one from 0."""
+        current = self.watch.current_id() if self.watch is not None else None
+        if self.watch is not None:
+            self.watch.take()
+        if current is None:
+            return set()
+        rewound = set()
+        for tp, ps in self.parts.items():
+            if ps.topic_id is None:
+                ps.topic_id = current
+            elif ps.topic_id != current:
+                log.warning(
+                    "topic %s was re-created: reading partition %d from its beginning "
+                    "(learned normals kept)",
+                    tp.topic,
+                    tp.partition,
+                )
+                self._ensure_output_topics()
+                ps.topic_id, ps.offset, ps.dirty = current, 0, True
+                with contextlib.suppress(KafkaError):
+                    self.consumer.seek(tp, 0)
+                rewound.add(tp)
+        return rewound
+
+    def _ensure_output_topics(self) -> None:
+        s = self.s
+        with contextlib.suppress(KafkaError):
+            ensure_topics(
+                s.kafka_bootstrap_servers,
+                [s.kafka_anomaly_topic, s.kafka_samples_dlq_topic],
+                partitions=s.kafka_partitions,
+            )
+
     def _load(self, tp: TopicPartition) -> None:
         ps = self.store.load(tp)
+        current = self.watch.current_id() if self.watch is not None else None
+        if ps.offset is not None and current is not None and ps.topic_id not in (None, current):
+            log.warning("partition %s: checkpoint of a topic that is gone; from 0", tp)
+            ps.offset, ps.topic_id = 0, current
         if ps.offset is not None:
             try:
                 self.consumer.seek(tp, ps.offset)
@@ -428,6 +481,7 @@ class Detector:
         if self.producer is not None:
             close_producer(self.producer, 1.0)
             self.producer = None
+        self._ensure_output_topics()
         while not self.stop.is_set():
             try:
                 self.producer = make_producer(
@@ -452,6 +506,7 @@ class Detector:
 
 
 MAX_BACKOFF_S = 30.0
+TOPIC_CHECK_S = 2.0
 
 KNOWN_REASONS = (
     "not JSON",

@@ -80,6 +80,7 @@ def detector(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> det.Detector:
     d.consumer, d.producer = Consumer(), producer
     monkeypatch.setattr(det, "make_producer", lambda *a, **k: producer)
     monkeypatch.setattr(det, "close_producer", lambda *a, **k: True)
+    monkeypatch.setattr(det, "ensure_topics", lambda *a, **k: [])
     d.parts[TP] = det.PartitionState(offset=None)
     return d
 
