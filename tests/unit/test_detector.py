@@ -255,3 +255,14 @@ def test_dead_letter_reason_labels_are_bounded() -> None:
     assert reason_label("not JSON: Expecting value") == "not JSON"
     assert reason_label("label zzz_secret is longer than 4096 characters") == "label"
     assert reason_label("something new with input in it") == "invalid"
+
+
+def test_invalid_settings_exit_2_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from anomaly_detection.__main__ import main  # noqa: PLC0415
+
+    monkeypatch.setenv("ANOMALY_WINDOW_MS", "soon")
+    assert main([]) == 2
+    err = capsys.readouterr().err
+    assert "ANOMALY_WINDOW_MS" in err and "Traceback" not in err
