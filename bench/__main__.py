@@ -1,5 +1,5 @@
-"""``python -m bench [analyses|kafka|storage|retrieval|sla|e2e|explain|receiver ...]``: run
-the benchmarks.
+"""``python -m bench [analyses|kafka|storage|retrieval|sla|e2e|explain|receiver|detector ...]``:
+run the benchmarks.
 
 Kafka benchmarks use KAFKA_BOOTSTRAP_SERVERS, storage ones MYSQL_* too (``make bench``
 starts the local stack and sources its stack.env first). Results go to
@@ -20,6 +20,7 @@ from typing import Any
 
 from bench import (
     bench_analyses,
+    bench_detector,
     bench_e2e,
     bench_explain,
     bench_forecast,
@@ -62,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             "retrieval",
             "sla",
             "slo",
+            "detector",
             "e2e",
             "explain",
         ],
@@ -115,6 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     if "slo" in args.which:
         results["slo"] = bench_slo.measure(args.repeats)
         print(bench_slo.summary(results["slo"]))
+    if "detector" in args.which:
+        bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+        results["detector"] = bench_detector.measure(bootstrap, args.repeats)
+        print(bench_detector.summary(results["detector"]))
     if "e2e" in args.which:
         results["e2e"] = bench_e2e.measure(args.repeats)
         print(bench_e2e.summary(results["e2e"]))

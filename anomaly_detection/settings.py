@@ -1,0 +1,68 @@
+"""Detector settings (``python -m anomaly_detection``): the shared names plus its own.
+
+Window: ``ANOMALY_WINDOW_MS`` defaults to 60 000 (one minute): with Prometheus' usual 15 s
+scrape interval a window holds 4 samples, enough for a mean and a spread, and a result
+follows a change within about a minute plus the grace period. The reference used 500 ms
+windows over a sample stream many times faster; set 500 to reproduce it.
+"""
+
+from __future__ import annotations
+
+from typing import Self
+
+from pydantic import Field, model_validator
+
+from sla_common.settings import CommonSettings
+
+TOPIC = r"^[A-Za-z0-9._-]+$"
+
+
+class DetectorSettings(CommonSettings):
+    http_port: int = Field(default=8005, ge=0, le=65535)
+
+    kafka_samples_topic: str = Field(default="samples", min_length=1, pattern=TOPIC)
+    kafka_anomaly_topic: str = Field(default="anomaly", min_length=1, pattern=TOPIC)
+    kafka_samples_dlq_topic: str = Field(default="samples.dlq", min_length=1, pattern=TOPIC)
+    kafka_group_id: str = Field(default="anomaly_detection", min_length=1, max_length=255)
+    kafka_partitions: int = Field(default=3, ge=1, description="for topics it has to create")
+    kafka_session_timeout_ms: int = Field(default=6000, ge=1000)
+    kafka_heartbeat_interval_ms: int = Field(default=1000, ge=100)
+
+    anomaly_detector_name: str = Field(default="sigma", min_length=1, max_length=64)
+    anomaly_window_ms: int = Field(default=60_000, ge=10, le=86_400_000)
+    anomaly_grace_ms: int = Field(default=15_000, ge=0, le=86_400_000)
+    anomaly_warn_stddevs: float = Field(default=1.0, gt=0, allow_inf_nan=False)
+    anomaly_error_stddevs: float = Field(default=2.0, gt=0, allow_inf_nan=False)
+    # Learned normal: EW half-life in event time; LEARNING until this many windows learned.
+    anomaly_baseline_halflife_s: float = Field(default=6 * 3600.0, gt=0, allow_inf_nan=False)
+    anomaly_min_history_windows: int = Field(default=30, ge=1)
+    # The reference's constants: set both and every series is judged against them (source
+    # "static") instead of its learned normal.
+    normal_mean: float | None = Field(default=None, allow_inf_nan=False)
+    normal_stddev: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    # /metrics carries anomaly_score/anomaly_status for at most this many series (the
+    # first ones seen by this process); the rest are counted, not exposed.
+    anomaly_max_exposed_series: int = Field(default=1000, ge=0)
+    # Per-partition checkpoints (open windows, learned normals, offset). Processes of one
+    # group share it; a partition without one starts fresh from the committed offset.
+    anomaly_state_dir: str = Field(default="state", min_length=1)
+    # Results flushed, state checkpointed and offsets committed this often (at-least-once;
+    # results are idempotent).
+    anomaly_commit_interval_s: float = Field(default=1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if (self.normal_mean is None) != (self.normal_stddev is None):
+            raise ValueError("set both NORMAL_MEAN and NORMAL_STDDEV, or neither")
+        if self.anomaly_warn_stddevs > self.anomaly_error_stddevs:
+            raise ValueError("ANOMALY_WARN_STDDEVS must not exceed ANOMALY_ERROR_STDDEVS")
+        topics = {self.kafka_samples_topic, self.kafka_anomaly_topic, self.kafka_samples_dlq_topic}
+        if len(topics) != 3:
+            raise ValueError(
+                "KAFKA_SAMPLES_TOPIC, KAFKA_ANOMALY_TOPIC and KAFKA_SAMPLES_DLQ_TOPIC must differ"
+            )
+        if self.kafka_heartbeat_interval_ms * 3 > self.kafka_session_timeout_ms:
+            raise ValueError(
+                "KAFKA_HEARTBEAT_INTERVAL_MS must be at most a third of KAFKA_SESSION_TIMEOUT_MS"
+            )
+        return self

@@ -1,0 +1,158 @@
+"""Accuracy on NAB (../shared/nab): each series replayed in event time through the
+detector's own window and status code (anomaly_detection.windows / judge), in process.
+
+For each file: learned normals (the detector's default) against the reference's static
+constants set per series from the first 15 % of the file (NAB's probationary period). Both
+are scored after that period only. Per category:
+
+- detection: the share of labelled anomaly windows (combined_windows.json) that overlap at
+  least one ERROR window;
+- false alarms: ERROR windows overlapping no labelled window, per day of scored data.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from anomaly_detection.judge import Rule
+from anomaly_detection.rules import Baseline, ew_alpha
+from anomaly_detection.windows import SeriesWindows
+
+PROBATION = 0.15
+DAY_MS = 86_400_000
+
+
+def _ms(text: str) -> int:
+    dt = datetime.strptime(text.split(".", maxsplit=1)[0], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
+    return int(dt.timestamp() * 1000)
+
+
+def read_series(path: Path) -> tuple[list[int], list[float]]:
+    ts, xs = [], []
+    with path.open() as f:
+        for row in csv.DictReader(f):
+            ts.append(_ms(row["timestamp"]))
+            xs.append(float(row["value"]))
+    return ts, xs
+
+
+@dataclass
+class Score:
+    labelled: int = 0
+    detected: int = 0
+    false_alarms: int = 0
+    days: float = 0.0
+
+    def add(self, other: Score) -> None:
+        self.labelled += other.labelled
+        self.detected += other.detected
+        self.false_alarms += other.false_alarms
+        self.days += other.days
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "labelled_windows": self.labelled,
+            "detected": self.detected,
+            "detection_share": self.detected / self.labelled if self.labelled else None,
+            "false_alarms": self.false_alarms,
+            "days": round(self.days, 2),
+            "false_alarms_per_day": self.false_alarms / self.days if self.days else 0.0,
+        }
+
+
+def replay(
+    ts: list[int], xs: list[float], rule: Rule, window_ms: int
+) -> list[tuple[int, int, str]]:
+    """(window start, end, status) of every closed window, the samples fed one by one."""
+    w = SeriesWindows(window_ms, grace_ms=0)
+    baseline = Baseline()
+    out: list[tuple[int, int, str]] = []
+    for t, x in zip(ts, xs, strict=True):
+        for p in w.add_batch([t], [x]):
+            status = rule.judge(baseline, p)[0]
+            out.append((p.start_ms, p.start_ms + window_ms, status))
+    return out
+
+
+def score(
+    results: Iterable[tuple[int, int, str]],
+    labels: list[tuple[int, int]],
+    scored_from: int,
+    end_ms: int,
+) -> Score:
+    errors = [(s, e) for s, e, st in results if st == "ERROR" and s >= scored_from]
+    labelled = [(a, b) for a, b in labels if b >= scored_from]
+    detected = sum(1 for a, b in labelled if any(s <= b and e > a for s, e in errors))
+    false = sum(1 for s, e in errors if not any(s <= b and e > a for a, b in labelled))
+    return Score(len(labelled), detected, false, (end_ms - scored_from) / DAY_MS)
+
+
+def measure(
+    nab: Path, window_ms: int = 900_000, halflife_s: float = 6 * 3600, min_history: int = 30
+) -> dict[str, Any]:
+    windows = json.loads((nab / "combined_windows.json").read_text())
+    per_cat: dict[str, dict[str, Score]] = {}
+    for name, spans in sorted(windows.items()):
+        path = nab / "data" / name
+        if not path.exists():
+            continue
+        ts, xs = read_series(path)
+        cut = int(len(ts) * PROBATION)
+        labels = [(_ms(a), _ms(b)) for a, b in spans]
+        scored_from = ts[cut]
+        static = (statistics.fmean(xs[:cut]), statistics.pstdev(xs[:cut]))
+        rules = {
+            "learned": Rule(
+                window_ms=window_ms,
+                alpha=ew_alpha(window_ms, halflife_s),
+                min_history=min_history,
+            ),
+            "learned_plain_ew": Rule(
+                window_ms=window_ms,
+                alpha=ew_alpha(window_ms, halflife_s),
+                min_history=min_history,
+                robust=False,
+            ),
+            "static": Rule(window_ms=window_ms, static=static),
+        }
+        cat = name.split("/")[0]
+        for kind, rule in rules.items():
+            s = score(replay(ts, xs, rule, window_ms), labels, scored_from, ts[-1])
+            per_cat.setdefault(cat, {}).setdefault(kind, Score()).add(s)
+            per_cat.setdefault("all", {}).setdefault(kind, Score()).add(s)
+    return {
+        "window_ms": window_ms,
+        "halflife_s": halflife_s,
+        "min_history_windows": min_history,
+        "categories": {
+            cat: {kind: sc.summary() for kind, sc in kinds.items()}
+            for cat, kinds in per_cat.items()
+        },
+    }
+
+
+def main(argv: list[str]) -> None:
+    """``python -m bench.nab_replay [WINDOW_MS [HALFLIFE_S]]``: print the table."""
+    window_ms = int(argv[0]) if argv else 900_000
+    halflife_s = float(argv[1]) if len(argv) > 1 else 6 * 3600.0
+    nab = Path(__file__).resolve().parent.parent.parent / "shared" / "nab"
+    r = measure(nab, window_ms, halflife_s)
+    for cat, kinds in r["categories"].items():
+        for kind, sc in kinds.items():
+            print(
+                f"{cat:24s} {kind:17s} detected {sc['detected']}/{sc['labelled_windows']} "
+                f"false alarms/day {sc['false_alarms_per_day']:.2f}"
+            )
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv[1:])
