@@ -80,6 +80,15 @@ def day_before(
     return [(np.roll(r, -shift), np.roll(a, -shift))]
 
 
+def day_earlier(values: FloatArray, ts: npt.NDArray[np.int64]) -> FloatArray:
+    """Each column's values one day earlier (NaN where the history does not reach): the
+    ``seasonal`` argument of :func:`explain`."""
+    lag = DAY // int(ts[1] - ts[0])
+    out = np.full(values.shape, np.nan)
+    out[:, lag:] = values[:, :-lag]
+    return out
+
+
 def prediction_power(flags: BoolArray, truth: BoolArray) -> dict[str, float]:
     tp = int((flags & truth).sum())
     precision = tp / int(flags.sum()) if flags.any() else 0.0
@@ -96,13 +105,21 @@ def incident_quality(
     inc: HostIncident,
     config: ExplainConfig | None = None,
     counters: frozenset[str] = frozenset(),
+    seasonal: bool = True,
 ) -> dict[str, Any]:
     a, r = intervals(f.timestamps, inc.start, inc.end)
     sli = f.row(inc.sli)
     candidates = np.flatnonzero(~affine_copies(f.values, sli))
     x = f.values[candidates]
     pairs = day_before(f.timestamps, a, r)
-    e = explain(x, a, r, false_positive_intervals=pairs or None, config=config)
+    e = explain(
+        x,
+        a,
+        r,
+        false_positive_intervals=pairs or None,
+        seasonal=day_earlier(x, f.timestamps) if seasonal else None,
+        config=config,
+    )
     keys = [f.keys[candidates[s.index]] for s in e.ranked]
 
     def role(key: str) -> str:
@@ -157,6 +174,7 @@ class Case:
     sizes: tuple[float, ...]
     sli: FloatArray
     fp_pairs: list[tuple[BoolArray, BoolArray]]
+    seasonal: FloatArray
 
 
 def _robust_sd(v: FloatArray) -> float:
@@ -227,7 +245,7 @@ def make_case(i: int) -> Case:
     _, r = intervals(ts, int(ts[np.flatnonzero(a)[0]]), 0)
     return Case(
         x, a, r, tuple(int(c) for c in chosen), tuple(kinds), tuple(sizes), sli,
-        day_before(ts, a, r),
+        day_before(ts, a, r), day_earlier(x, ts),
     )  # fmt: skip
 
 
@@ -255,7 +273,12 @@ def _at3(order: npt.NDArray[np.int64], injected: set[int]) -> tuple[float, float
     return hits / 3, hits / len(injected), bool(top and top[0] in injected)
 
 
-def generated_quality(cases: int = CASES, config: ExplainConfig | None = None) -> dict[str, Any]:
+def generated_quality(
+    cases: int = CASES,
+    config: ExplainConfig | None = None,
+    offset: int = CASE_OFFSET,
+    seasonal: bool = True,
+) -> dict[str, Any]:
     rows: dict[str, list[tuple[float, float, bool]]] = {
         "exstream": [],
         "mean_shift": [],
@@ -266,13 +289,18 @@ def generated_quality(cases: int = CASES, config: ExplainConfig | None = None) -
     by_kind: dict[str, list[bool]] = {}
     by_size: dict[str, list[bool]] = {}
     by_count: dict[str, list[bool]] = {}
-    for i in range(CASE_OFFSET, CASE_OFFSET + cases):
+    for i in range(offset, offset + cases):
         c = make_case(i)
         injected = set(c.injected)
         fp = c.fp_pairs or None
         t0 = time.process_time()
         e: Explanation = explain(
-            c.values, c.anomalous, c.reference, false_positive_intervals=fp, config=config
+            c.values,
+            c.anomalous,
+            c.reference,
+            false_positive_intervals=fp,
+            seasonal=c.seasonal if seasonal else None,
+            config=config,
         )
         cpu.append(time.process_time() - t0)
         rows["exstream"].append(_at3(e.order, injected))

@@ -101,6 +101,7 @@ class ExplainConfig:
     correlation_threshold: float = 0.9
     leap_window: int = 100
     tie_decimals: int = 2
+    tie_break: Literal["margin", "shift"] = "margin"
     min_distance: float = 0.0
     max_predicates: int | None = 3
     max_ranked: int = 100
@@ -112,6 +113,8 @@ class ExplainConfig:
             raise ValueError("correlation_threshold must be in [0, 1]")
         if not 0.0 <= self.false_positive_quantile <= 1.0:
             raise ValueError("false_positive_quantile must be in [0, 1]")
+        if self.tie_break not in ("margin", "shift"):
+            raise ValueError("tie_break must be 'margin' or 'shift'")
         if self.tie_decimals < 0:
             raise ValueError("tie_decimals must not be negative")
         if self.min_relative_change < 0.0:
@@ -152,6 +155,8 @@ class FeatureScore:
     margin: float  # gap between the classes' ranges / their joint span (< 0: overlap)
     mixed_points: int
     reference_distance: float  # D between the two reference-only intervals
+    plain_distance: float  # D of the values themselves
+    seasonal_distance: float | None  # D of the values less the same points a season earlier
 
 
 @dataclass(frozen=True)
@@ -438,6 +443,7 @@ def explain(
     reference: npt.ArrayLike,
     *,
     false_positive_intervals: Sequence[tuple[npt.ArrayLike, npt.ArrayLike]] | None = None,
+    seasonal: npt.ArrayLike | None = None,
     config: ExplainConfig | None = None,
 ) -> Explanation:
     """Explain the anomalous columns of ``values`` (features x time points, finite on every
@@ -446,7 +452,15 @@ def explain(
     anomaly-like); a feature's reference distance is its largest over the pairs. Default:
     two pairs with the anomaly's geometry (a window of ``|A|`` points, a gap as long as the
     one between the reference and the anomaly, the rest of the reference): the window at the
-    start of the reference (mirrored) and at its end (shifted back)."""
+    start of the reference (mirrored) and at its end (shifted back).
+
+    ``seasonal``: the same features one season (a day) earlier, column for column
+    (``seasonal[:, j]`` is the value one day before ``values[:, j]``; only the anomalous and
+    reference columns are read). A feature's distance is then the smaller of its distance on
+    the values and on the residuals ``values - seasonal``: a smooth daily cycle separates two
+    distant windows of the values perfectly but not of the residuals, while a change of this
+    day separates both. A row whose seasonal values are not all finite keeps its plain
+    distance. The false-positive filter compares with the plain distance."""
     cfg = config or ExplainConfig()
     t0 = time.perf_counter()
     x = np.asarray(values, dtype=np.float64)
@@ -481,6 +495,11 @@ def explain(
         if not pairs:
             raise ValueError("give at least one pair of false-positive intervals")
 
+    s_x: FloatArray | None = None
+    if seasonal is not None:
+        s_x = np.asarray(seasonal, dtype=np.float64)
+        if s_x.shape != x.shape:
+            raise ValueError("seasonal must have the shape of values")
     used = is_a | is_r
     for fp_r, fp_a in pairs:
         used |= fp_r | fp_a
@@ -492,10 +511,13 @@ def explain(
     fp_sizes = [(int(fp_r.sum()), int(fp_a.sum())) for fp_r, fp_a in pairs]
     n_a, n_r = int(is_a.sum()), int(is_r.sum())
     all_main = bool((main_cls >= 0).all())
+    main_cols = cols[main_cls >= 0]
+    a_main = is_a[main_cols]
     h_class = float(class_entropy(n_a, n_r))
     h_class_fp = [float(class_entropy(nr, na)) for nr, na in fp_sizes]
 
     dist = np.empty(f)
+    dist_season = np.ones(f)
     h_seg = np.empty(f)
     mixed = np.empty(f, dtype=np.int64)
     dist_fp = np.empty(f)
@@ -521,6 +543,15 @@ def explain(
         h_seg[lo:hi] = h
         mixed[lo:hi] = mx
         dist[lo:hi] = np.minimum(h_class / h, 1.0)
+        if s_x is not None:
+            resid = x[lo:hi][:, main_cols] - s_x[lo:hi][:, main_cols]
+            finite = np.isfinite(resid).all(axis=1)
+            resid[~finite] = 0.0
+            s_order = np.argsort(resid, axis=1)
+            hs, _ = segmentation_entropy(
+                np.take_along_axis(resid, s_order, axis=1), a_main[s_order]
+            )
+            dist_season[lo:hi] = np.where(finite, np.minimum(h_class / hs, 1.0), 1.0)
         per_pair = np.empty((len(fp_cls), hi - lo))
         for k, (fcls, (nr, na), hc) in enumerate(zip(fp_cls, fp_sizes, h_class_fp, strict=True)):
             fc = fcls[order]
@@ -546,8 +577,10 @@ def explain(
         np.where(above, a_min - r_max, r_min - a_max), span, out=np.zeros(f), where=span > 0
     )
     lead = _lead(x, gap_cols, above, r_min, r_max)
-    key = np.round(dist, cfg.tie_decimals)
-    full_order = np.lexsort((-lead, -margin, -key))
+    combined = np.minimum(dist, dist_season)
+    key = np.round(combined, cfg.tie_decimals)
+    second = margin if cfg.tie_break == "margin" else np.abs(shift)
+    full_order = np.lexsort((-lead, -second, -key))
     false_pos = (dist_fp >= cfg.false_positive_ratio * dist) | (
         dist_fp >= cfg.false_positive_distance
     )
@@ -560,11 +593,10 @@ def explain(
     full = np.concatenate([order, full_order[demoted[full_order]]])
     t_fp = time.perf_counter()
 
-    eligible = order[dist[order] >= cfg.min_distance]
-    kept = eligible[: reward_leap(dist[eligible], cfg.leap_window)]
+    eligible = order[combined[order] >= cfg.min_distance]
+    kept = eligible[: reward_leap(combined[eligible], cfg.leap_window)]
     t_leap = time.perf_counter()
 
-    main_cols = cols[main_cls >= 0]
     groups = (
         correlation_clusters(x[kept][:, main_cols], cfg.correlation_threshold) if len(kept) else ()
     )
@@ -577,7 +609,6 @@ def explain(
     reps = [c.representative for c in clusters]
     if cfg.max_predicates is not None:
         reps = reps[: cfg.max_predicates]
-    a_main = is_a[main_cols]
     predicates = []
     for i in reps:
         row = x[i, main_cols]
@@ -598,7 +629,7 @@ def explain(
     def score(i: int) -> FeatureScore:
         return FeatureScore(
             index=i,
-            distance=float(dist[i]),
+            distance=float(combined[i]),
             direction="above" if above[i] else "below",
             anomalous_range=(float(a_min[i]), float(a_max[i])),
             reference_range=(float(r_min[i]), float(r_max[i])),
@@ -609,6 +640,8 @@ def explain(
             margin=float(margin[i]),
             mixed_points=int(mixed[i]),
             reference_distance=float(dist_fp[i]),
+            plain_distance=float(dist[i]),
+            seasonal_distance=float(dist_season[i]) if s_x is not None else None,
         )
 
     ranked = tuple(score(int(i)) for i in order[: cfg.max_ranked])
@@ -632,7 +665,7 @@ def explain(
         predicates=tuple(predicates),
         order=full,
         demoted_from=len(order),
-        distances=_freeze(Distances(dist, h_class_arr, h_seg, mixed)),
+        distances=_freeze(Distances(combined, h_class_arr, h_seg, mixed)),
         timings_ms=MappingProxyType({k: round(v, 3) for k, v in timings.items()}),
     )
 
