@@ -163,7 +163,10 @@ def test_false_positive_filter_drops_a_drifting_feature() -> None:
     assert e.ranked[0].index in {0, 1}
     # with thresholds above any reachable value nothing is dropped: the drift ranks with them
     e2 = explain(
-        x, a, r, config=ExplainConfig(false_positive_ratio=10.0, false_positive_distance=10.0)
+        x,
+        a,
+        r,
+        config=ExplainConfig(window_false_positive_ratio=10.0, window_false_positive_distance=10.0),
     )
     assert 2 in e2.kept
 
@@ -182,6 +185,18 @@ def test_false_positive_intervals_can_be_given() -> None:
         explain(x, a, r, false_positive_intervals=[(fp_ref, a)])
     with pytest.raises(ValueError, match="at least one pair"):
         explain(x, a, r, false_positive_intervals=[])
+
+
+def test_window_thresholds_apply_without_given_pairs() -> None:
+    x, a, r = _step_case()
+    e = explain(x, a, r)
+    d_fp = {s.index: s.reference_distance for s in e.ranked + e.false_positives}
+    d = e.distances.distance
+    lenient = ExplainConfig(window_false_positive_ratio=10.0, window_false_positive_distance=10.0)
+    assert 2 in explain(x, a, r, config=lenient).kept  # the windows' thresholds are used...
+    strict = ExplainConfig(false_positive_ratio=1e-6, false_positive_distance=1e-6)
+    assert explain(x, a, r, config=strict).ranked[0].index in {0, 1}  # ...not the pair's
+    assert d_fp[2] >= 0.5 * d[2] or d_fp[2] >= 0.7
 
 
 def test_ties_go_to_the_feature_that_moved_furthest_out() -> None:
@@ -212,7 +227,7 @@ def test_seasonal_residuals_stop_a_daily_cycle_from_separating() -> None:
     a[-n_a:] = True
     r = np.zeros(len(t), dtype=bool)
     r[-n_a - 420 : -n_a - 60] = True  # 6 h ending 1 h before, while the cycle climbs
-    cfg = ExplainConfig(false_positive_ratio=10.0, false_positive_distance=10.0)
+    cfg = ExplainConfig(window_false_positive_ratio=10.0, window_false_positive_distance=10.0)
     plain = explain(x, a, r, config=cfg)
     assert plain.distances.distance[0] == pytest.approx(1.0)
     assert plain.ranked[0].seasonal_distance is None
