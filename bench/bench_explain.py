@@ -444,7 +444,8 @@ def summary(res: dict[str, Any]) -> str:
     lines.append(
         "explain speed (CPU s, 2,880 points; with the day before): "
         + ", ".join(
-            f"{n} series {sp[str(n)]['cpu_s_median']:.3f}; {sp[str(n)]['seasonal_cpu_s_median']:.3f}"
+            f"{n} series {sp[str(n)]['cpu_s_median']:.3f}; "
+            f"{sp[str(n)]['seasonal_cpu_s_median']:.3f}"
             for n in SIZES
             if str(n) in sp
         )
