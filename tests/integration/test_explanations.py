@@ -23,6 +23,7 @@ TOKEN = "explain-token-5c1f0a9e"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 SLIS = {
     "fd": {"selector": f'{demo.FILEFD}{{job="host"}}', "max": demo.FD_THRESHOLD},
+    "fd-sum": {"selector": f'sum({demo.FILEFD}{{job="host"}})', "max": demo.FD_THRESHOLD},
     "var-avail": {
         "selector": 'node_filesystem_avail_bytes{job="host",mountpoint="/"}',
         "min": demo.DISK_THRESHOLD_BYTES,
@@ -206,3 +207,17 @@ def test_violation_explanation_bad_input_is_4xx(client: httpx.Client, stack: Sta
     assert r.status_code == 422 and "no data" in r.text
     r = _violation(client, "fd", start=end - HOUR, end=end, bogus=1)
     assert r.status_code == 422, r.text
+
+
+def test_a_series_without_instance_needs_a_selector(client: httpx.Client, stack: Stack) -> None:
+    assert stack.demo_end is not None
+    end = stack.demo_end
+    r = _violation(client, "fd-sum", start=end - 2 * HOUR, end=end)
+    assert r.status_code == 422 and "no instance label" in r.text
+    r = _violation(client, "fd-sum", start=end - 2 * HOUR, end=end, selector=HOST)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["series"] == "{}" and body["selector"] == HOST
+    assert body["anomalous"] == [[end - 50 * MINUTE, end - 30 * MINUTE]]
+    assert body["excluded"] == []  # the sum is not among the candidates
+    assert len(body["ranked"]) >= 1
