@@ -40,7 +40,7 @@ import numpy.typing as npt
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
 
-from sla_common.prometheus import PrometheusClient, RangeSeries
+from sla_common.prometheus import PrometheusClient, RangeSeries, merge_chunks
 from sla_common.series import series_key
 from sla_manager import evaluation as ev
 from sla_manager.deps import PrometheusDep, SettingsDep, SliName, SliStoreDep, sli_or_404
@@ -61,6 +61,9 @@ MIN_COVERAGE = 0.5
 MIN_STEP_S = 15.0
 DAY_S = 86_400
 AFFINE_COPY = 0.9999
+# A point of a range answer in Prometheus' JSON, `[1760000000.123,"123456.789"],`, at most:
+# a wide selector's range is fetched in time slices under SLA_PROMETHEUS_MAX_RESPONSE_BYTES.
+JSON_BYTES_PER_POINT = 48
 
 router = APIRouter(tags=["explanations"], responses={**UNAVAILABLE, **PROMQL})
 
@@ -208,6 +211,30 @@ def _count(prometheus: PrometheusClient, selector: str, at: float) -> int:
     return int(counted[0].value) if counted else 0
 
 
+def _fetch(
+    prometheus: PrometheusClient,
+    selector: str,
+    start: float,
+    end: float,
+    step: float,
+    series: int,
+    settings: SlaSettings,
+) -> list[RangeSeries]:
+    """The range query in time slices whose answers stay under the response cap for
+    ``series`` series (Prometheus' JSON for a thousand series of a day at 15 s is ~250 MB)."""
+    per_slice = settings.sla_prometheus_max_response_bytes // (
+        JSON_BYTES_PER_POINT * max(1, series)
+    )
+    span = max(1, per_slice) * step  # points per series per slice, minus one, times step
+    parts = []
+    t = start
+    while t <= end:
+        stop = min(end, t + span - step)
+        parts.append(prometheus.query_range(selector, t, stop, step))
+        t = stop + step
+    return parts[0] if len(parts) == 1 else merge_chunks(parts)
+
+
 def _key(s: RangeSeries) -> str:
     return series_key(s.metric or "", s.labels)
 
@@ -276,7 +303,7 @@ def run_explanation(
             matched,
         )
     last = start + (n_points - 1) * step
-    result = prometheus.query_range(selector, start, last, step)
+    result = _fetch(prometheus, selector, start, last, step, matched, settings)
     if len(result) > cap:
         raise _bad(
             where,
@@ -291,7 +318,9 @@ def run_explanation(
     if (len(result) + matched) * n_points <= cells:
         matched_before = _count(prometheus, selector, end - DAY_S)
     if 0 < matched_before <= cap and (len(result) + matched_before) * n_points <= cells:
-        earlier = prometheus.query_range(selector, start - DAY_S, last - DAY_S, step)
+        earlier = _fetch(
+            prometheus, selector, start - DAY_S, last - DAY_S, step, matched_before, settings
+        )
         if len(result) + len(earlier) > 2 * cap or (len(result) + len(earlier)) * n_points > cells:
             earlier = []
     t_fetch = time.perf_counter()

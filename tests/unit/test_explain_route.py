@@ -53,10 +53,10 @@ class FakePrometheus:
         ]
 
 
-def _run(prom: FakePrometheus) -> Any:
+def _run(prom: FakePrometheus, settings: SlaSettings | None = None) -> Any:
     return run_explanation(
         cast(PrometheusClient, prom),
-        SlaSettings(),
+        settings or SlaSettings(),
         selector='{job="x"}',
         anomalous=[(END - 1800, END)],
         reference=None,
@@ -87,3 +87,17 @@ def test_without_a_day_of_history_the_reference_windows_are_used() -> None:
     assert body.day_before is False and body.seasonal == 0
     assert all(s.seasonal_distance is None for s in body.ranked)
     assert body.ranked[0].series == 'cause{job="x"}'
+
+
+def test_a_wide_range_is_fetched_in_slices_under_the_response_cap() -> None:
+    whole, sliced = FakePrometheus(HISTORY_START), FakePrometheus(HISTORY_START)
+    one = _run(whole)
+    # 3 series x 48 bytes a point: 7 points per slice under a 1 KiB answer
+    many = _run(sliced, SlaSettings(sla_prometheus_max_response_bytes=1024))
+    assert len(whole.ranges) == 2 and len(sliced.ranges) > 100
+    starts = sorted(a for a, _ in sliced.ranges)
+    assert all(b - a <= 6 * STEP for a, b in sliced.ranges)
+    assert (
+        starts[0] == whole.ranges[1][0] and max(b for _, b in sliced.ranges) == whole.ranges[0][1]
+    )
+    assert one.model_dump(exclude={"timings_ms"}) == many.model_dump(exclude={"timings_ms"})
