@@ -64,6 +64,7 @@ AFFINE_COPY = 0.9999
 # A point of a range answer in Prometheus' JSON, `[1760000000.123,"123456.789"],`, at most:
 # a wide selector's range is fetched in time slices under SLA_PROMETHEUS_MAX_RESPONSE_BYTES.
 JSON_BYTES_PER_POINT = 48
+SHOWN_FALSE_POSITIVES = 5
 
 router = APIRouter(tags=["explanations"], responses={**UNAVAILABLE, **PROMQL})
 
@@ -154,6 +155,9 @@ class ExplainResponse(BaseModel):
     candidates: int = Field(description="series the selector returned")
     sparse: int = Field(description="left out: samples at under half of the points")
     false_positives: int = Field(description="dropped: they separate reference-only parts too")
+    false_positive_series: list[RankedSeries] = Field(
+        description=f"the first {SHOWN_FALSE_POSITIVES} of them, best distance first"
+    )
     ranked: list[RankedSeries]
     clusters: list[ClusterOut]
     explanation: list[str] = Field(description="the predicates, to be read joined by AND")
@@ -453,6 +457,7 @@ def run_explanation(
         candidates=len(result),
         sparse=len(result) - len(keep) - len(excluded),
         false_positives=len(e.false_positives),
+        false_positive_series=[ranked(s) for s in e.false_positives[:SHOWN_FALSE_POSITIVES]],
         ranked=[ranked(s) for s in e.ranked],
         clusters=[
             ClusterOut(

@@ -78,6 +78,7 @@ def test_the_day_before_is_fetched_and_stops_the_daily_cycle() -> None:
     assert top.seasonal_distance is not None and 0.3 < top.seasonal_distance < 1.0
     assert top.distance == top.seasonal_distance
     assert 'cycle{job="x"}' not in {s.series for s in body.ranked}
+    assert 'cycle{job="x"}' in {s.series for s in body.false_positive_series}
 
 
 def test_without_a_day_of_history_the_reference_windows_are_used() -> None:
