@@ -81,6 +81,16 @@ class SlaSettings(MysqlSettings):
         default='job="sla-monitor",service="etl_data_pipeline"', max_length=1000
     )
     sla_access_log: bool = False
+    # Explanations (POST /explanations, GET /slis/{name}/violations/explanation): caps.
+    sla_explain_max_series: int = Field(
+        default=2000, ge=1, le=100_000, description="candidate series one explanation may fetch"
+    )
+    sla_explain_max_cells: int = Field(
+        default=6_000_000,
+        ge=1000,
+        le=100_000_000,
+        description="candidate series × points one explanation may fetch (~8 bytes each)",
+    )
 
     @field_validator("sla_api_token", mode="before")
     @classmethod

@@ -163,7 +163,10 @@ def test_false_positive_filter_drops_a_drifting_feature() -> None:
     assert e.ranked[0].index in {0, 1}
     # with thresholds above any reachable value nothing is dropped: the drift ranks with them
     e2 = explain(
-        x, a, r, config=ExplainConfig(false_positive_ratio=10.0, false_positive_distance=10.0)
+        x,
+        a,
+        r,
+        config=ExplainConfig(window_false_positive_ratio=10.0, window_false_positive_distance=10.0),
     )
     assert 2 in e2.kept
 
@@ -184,6 +187,18 @@ def test_false_positive_intervals_can_be_given() -> None:
         explain(x, a, r, false_positive_intervals=[])
 
 
+def test_window_thresholds_apply_without_given_pairs() -> None:
+    x, a, r = _step_case()
+    e = explain(x, a, r)
+    d_fp = {s.index: s.reference_distance for s in e.ranked + e.false_positives}
+    d = e.distances.distance
+    lenient = ExplainConfig(window_false_positive_ratio=10.0, window_false_positive_distance=10.0)
+    assert 2 in explain(x, a, r, config=lenient).kept  # the windows' thresholds are used...
+    strict = ExplainConfig(false_positive_ratio=1e-6, false_positive_distance=1e-6)
+    assert explain(x, a, r, config=strict).ranked[0].index in {0, 1}  # ...not the pair's
+    assert d_fp[2] >= 0.7 * d[2] or d_fp[2] >= 0.8
+
+
 def test_ties_go_to_the_feature_that_moved_furthest_out() -> None:
     n, n_a = 400, 40
     rng = np.random.default_rng(4)
@@ -196,6 +211,40 @@ def test_ties_go_to_the_feature_that_moved_furthest_out() -> None:
     assert [s.index for s in e.ranked] == [1, 0]
     assert e.ranked[0].margin > e.ranked[1].margin > 0
     assert e.ranked[0].distance == e.ranked[1].distance == pytest.approx(1.0)
+
+
+def test_seasonal_residuals_stop_a_daily_cycle_from_separating() -> None:
+    """A smooth daily cycle separates two distant windows of its values perfectly (D = 1);
+    against the same points a day earlier it is noise, and a change of this day is not."""
+    day, n_a = 1440, 30
+    t = np.arange(2 * day)
+    rng = np.random.default_rng(7)
+    cycle = 100 + 50 * np.sin(2 * np.pi * t / day) + rng.normal(0, 0.5, len(t))
+    shift = 10 + rng.normal(0, 1.0, len(t))
+    shift[-n_a:] += 4.0  # this day's change: 4 sd, above the reference's noise
+    x = np.vstack([cycle, shift])
+    a = np.zeros(len(t), dtype=bool)
+    a[-n_a:] = True
+    r = np.zeros(len(t), dtype=bool)
+    r[-n_a - 420 : -n_a - 60] = True  # 6 h ending 1 h before, while the cycle climbs
+    cfg = ExplainConfig(window_false_positive_ratio=10.0, window_false_positive_distance=10.0)
+    plain = explain(x, a, r, config=cfg)
+    assert plain.distances.distance[0] == pytest.approx(1.0)
+    assert plain.ranked[0].seasonal_distance is None
+    earlier = np.full(x.shape, np.nan)
+    earlier[:, day:] = x[:, :-day]
+    e = explain(x, a, r, seasonal=earlier, config=cfg)
+    assert e.ranked[0].index == 1
+    cyc = next(s for s in e.ranked if s.index == 0)
+    assert cyc.plain_distance == pytest.approx(1.0)
+    assert cyc.seasonal_distance is not None and cyc.seasonal_distance < 0.3
+    assert cyc.distance == cyc.seasonal_distance == e.distances.distance[0]
+    # a row without a day of history keeps its plain distance
+    earlier[0, -n_a:] = np.nan
+    e2 = explain(x, a, r, seasonal=earlier, config=cfg)
+    assert e2.distances.distance[0] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="shape"):
+        explain(x, a, r, seasonal=earlier[:, 1:])
 
 
 def test_pipeline_ranks_clusters_and_explains() -> None:

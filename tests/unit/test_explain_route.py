@@ -1,0 +1,104 @@
+"""``run_explanation`` (the explanation routes' core) with a fake Prometheus holding two days
+of history: the day before is fetched and used (the seasonal view and the false-positive
+pair), and left out when the history does not reach it. The routes against the real stack
+are in tests/integration/test_explanations.py (whose demo history is one day long)."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import numpy as np
+import pytest
+
+from sla_common.prometheus import InstantSample, PrometheusClient, RangeSeries
+from sla_manager.routes.explanations import DAY_S, run_explanation
+from sla_manager.settings import SlaSettings
+
+STEP = 60.0
+END = 1_760_000_000.0
+HISTORY_START = END - 2 * DAY_S
+
+
+class FakePrometheus:
+    """Series ``f(t)`` sampled every STEP from ``start`` (no sample before it)."""
+
+    def __init__(self, start: float) -> None:
+        self.start = start
+        self.ranges: list[tuple[float, float]] = []
+        rng = np.random.default_rng(3)
+        self.noise = {name: rng.normal(0, 1, 4 * 1440) for name in ("cycle", "cause", "flat")}
+
+    def _values(self, name: str, t: np.ndarray[Any, np.dtype[np.float64]]) -> Any:
+        i = ((t - HISTORY_START) // STEP).astype(int) % len(self.noise[name])
+        n = self.noise[name][i]
+        if name == "cycle":  # a smooth daily cycle
+            return 1000 + 400 * np.sin(2 * np.pi * t / DAY_S) + 2 * n
+        if name == "cause":  # a step of 6 sd in the last 30 minutes before END
+            return 50 + n + np.where(t >= END - 1800, 6.0, 0.0)
+        return 10 + n
+
+    def query(self, query: str, time: float | None = None) -> list[InstantSample]:
+        assert query == 'count({job="x"})' and time is not None
+        return [InstantSample({}, time, 3.0)] if time >= self.start else []
+
+    def query_range(self, query: str, start: float, end: float, step: float) -> list[RangeSeries]:
+        self.ranges.append((start, end))
+        t = np.arange(start, end + step / 2, step)
+        t = t[t >= self.start]
+        if len(t) == 0:
+            return []
+        return [
+            RangeSeries({"__name__": name, "job": "x"}, t, self._values(name, t))
+            for name in ("cycle", "cause", "flat")
+        ]
+
+
+def _run(prom: FakePrometheus, settings: SlaSettings | None = None) -> Any:
+    return run_explanation(
+        cast(PrometheusClient, prom),
+        settings or SlaSettings(),
+        selector='{job="x"}',
+        anomalous=[(END - 1800, END)],
+        reference=None,
+        step=STEP,
+        max_ranked=10,
+    ).answer
+
+
+def test_the_day_before_is_fetched_and_stops_the_daily_cycle() -> None:
+    prom = FakePrometheus(HISTORY_START)
+    body = _run(prom)
+    assert len(prom.ranges) == 2 and prom.ranges[1][0] == pytest.approx(prom.ranges[0][0] - DAY_S)
+    assert body.day_before is True and body.seasonal == 3
+    top = body.ranked[0]
+    assert top.series == 'cause{job="x"}'
+    # its residual against the same minutes a day earlier (aligned by series key): noisier
+    # than its values, still separating; the cycle separates the day-before pair as well
+    assert top.plain_distance == pytest.approx(1.0)
+    assert top.seasonal_distance is not None and 0.3 < top.seasonal_distance < 1.0
+    assert top.distance == top.seasonal_distance
+    assert 'cycle{job="x"}' not in {s.series for s in body.ranked}
+    assert 'cycle{job="x"}' in {s.series for s in body.false_positive_series}
+
+
+def test_without_a_day_of_history_the_reference_windows_are_used() -> None:
+    prom = FakePrometheus(END - 12 * 3600)
+    body = _run(prom)
+    assert len(prom.ranges) == 1  # nothing matched a day earlier: not fetched
+    assert body.day_before is False and body.seasonal == 0
+    assert all(s.seasonal_distance is None for s in body.ranked)
+    assert body.ranked[0].series == 'cause{job="x"}'
+
+
+def test_a_wide_range_is_fetched_in_slices_under_the_response_cap() -> None:
+    whole, sliced = FakePrometheus(HISTORY_START), FakePrometheus(HISTORY_START)
+    one = _run(whole)
+    # 3 series x 48 bytes a point: 7 points per slice under a 1 KiB answer
+    many = _run(sliced, SlaSettings(sla_prometheus_max_response_bytes=1024))
+    assert len(whole.ranges) == 2 and len(sliced.ranges) > 100
+    starts = sorted(a for a, _ in sliced.ranges)
+    assert all(b - a <= 6 * STEP for a, b in sliced.ranges)
+    assert (
+        starts[0] == whole.ranges[1][0] and max(b for _, b in sliced.ranges) == whole.ranges[0][1]
+    )
+    assert one.model_dump(exclude={"timings_ms"}) == many.model_dump(exclude={"timings_ms"})
