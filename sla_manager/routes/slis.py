@@ -30,6 +30,7 @@ from sla_manager.errors import (
     UNSUPPORTED_MEDIA,
 )
 from sla_manager.models import ListQuery, Sli, SliCreate, SliSpec
+from sla_manager.routes.slos import PublisherDep, SloStoreDep, republish
 from sla_manager.store import DuplicateSli
 
 log = logging.getLogger(__name__)
@@ -87,13 +88,22 @@ def get_sli(name: SliName, store: SliStoreDep) -> Sli:
     dependencies=[WriteAccess],
     responses={**AUTH, **PROMQL, **NOT_FOUND, **TOO_LARGE},
 )
-def replace_sli(name: SliName, body: SliSpec, store: SliStoreDep, prometheus: PrometheusDep) -> Sli:
+def replace_sli(
+    name: SliName,
+    body: SliSpec,
+    response: Response,
+    store: SliStoreDep,
+    prometheus: PrometheusDep,
+    slos: SloStoreDep,
+    publisher: PublisherDep,
+) -> Sli:
     sli_or_404(store, name)  # before asking Prometheus: a 404 says more than a 400
     check_selector(prometheus, body.selector)
     record = store.update(name, body, int(time.time()))
     if record is None:  # deleted in the meantime
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no SLI named {name!r}")
     log.info("SLI %s replaced: %s in [%s, %s]", name, body.selector, body.min, body.max)
+    republish(response, slos, store, publisher)  # SLO rules copy the selector and bounds
     return record
 
 
@@ -129,8 +139,11 @@ async def merge_patch_body(request: Request) -> None:
 def patch_sli(
     name: SliName,
     patch: Annotated[dict[str, Any], Body(media_type=MERGE_PATCH)],
+    response: Response,
     store: SliStoreDep,
     prometheus: PrometheusDep,
+    slos: SloStoreDep,
+    publisher: PublisherDep,
 ) -> Sli:
     def patched(current: Sli) -> SliSpec:
         document = merge_patch(current.model_dump(include=set(SliSpec.model_fields)), patch)
@@ -154,6 +167,7 @@ def patch_sli(
         record.min,
         record.max,
     )
+    republish(response, slos, store, publisher)
     return record
 
 
@@ -164,8 +178,12 @@ def patch_sli(
     dependencies=[WriteAccess],
     responses={**AUTH, **NOT_FOUND},
 )
-def delete_sli(name: SliName, store: SliStoreDep) -> Response:
+def delete_sli(
+    name: SliName, store: SliStoreDep, slos: SloStoreDep, publisher: PublisherDep
+) -> Response:
     if not store.delete(name):
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no SLI named {name!r}")
     log.info("SLI %s deleted", name)
-    return Response(status_code=status.HTTP_204_NO_CONTENT)
+    response = Response(status_code=status.HTTP_204_NO_CONTENT)
+    republish(response, slos, store, publisher)  # an SLO on it has no rules any more
+    return response

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from sla_common.prometheus import PrometheusClient
+from sla_common.prometheus import MAX_POINTS_PER_QUERY, PrometheusClient
 from sla_common.series import series_key
 from sla_manager import evaluation as ev
 from sla_manager.evaluation import parse_duration
@@ -69,14 +69,21 @@ def read_raw(
                 prometheus, f"({spec.ratio.errors_at(w)}) / ({spec.ratio.total_at(w)})", at
             )
         elif sli is not None:
-            ratios[w] = _one(
-                prometheus, f"1 - avg_over_time(({good_expr(sli)})[{w}:{step_s}s])", at
-            )
+            step = subquery_step(parse_duration(w), step_s)
+            ratios[w] = _one(prometheus, f"1 - avg_over_time(({good_expr(sli)})[{w}:{step}s])", at)
         else:
             ratios[w] = None
     if spec.ratio is not None:
         totals[slo.period] = _one(prometheus, spec.ratio.total_at(slo.period), at)
     return ratios, totals
+
+
+def subquery_step(window_s: int, step_s: int) -> int:
+    """``step_s``, or the smallest multiple of it that keeps a subquery over ``window_s``
+    within the client's MAX_POINTS_PER_QUERY (a 30-day window at 60 s would be 43,200
+    steps: it is evaluated at 240 s instead, like any user's query would have to be)."""
+    multiple = -(-window_s // (step_s * MAX_POINTS_PER_QUERY))  # ceiling division
+    return step_s * max(1, multiple)
 
 
 @dataclass(frozen=True)

@@ -179,7 +179,9 @@ def test_thirty_day_status_from_the_recorded_series(
     assert burn["5m"] == pytest.approx(200.0)
     assert body["definition"]["sli"] == SLI
     assert body["projection"] is None  # no ETL ran here: no stored forecast to project from
-    raw = client.get(f"/slos/{SLO}", params={"source": "raw_queries"}).json()
+    raw_answer = client.get(f"/slos/{SLO}", params={"source": "raw_queries"})
+    assert raw_answer.status_code == 200, raw_answer.text
+    raw = raw_answer.json()
     assert raw["source"] == "raw_queries" and raw["compliance"] == 0.0
 
 
@@ -207,6 +209,19 @@ def test_replace_and_delete_regenerate_the_rules(client: httpx.Client, stack: St
     replaced = client.put(f"/slos/{SLO}", json={**spec, "objective": 99.0}, headers=_auth())
     assert replaced.status_code == 200 and replaced.json()["objective"] == 99.0
     assert "vector(0.99)" in rules_file.read_text()
+    # The rules copy the SLI's selector and bounds: changing the SLI regenerates them.
+    assert ") <= bool 1)" in rules_file.read_text()
+    changed = client.patch(
+        f"/slis/{SLI}",
+        json={"max": 250000},
+        headers={**_auth(), "Content-Type": "application/merge-patch+json"},
+    )
+    assert changed.status_code == 200 and changed.headers["X-Rules-Status"] == "reloaded"
+    assert ") <= bool 250000)" in rules_file.read_text()
+    sli = {k: v for k, v in SLI_BODY.items() if k != "name"}
+    put = client.put(f"/slis/{SLI}", json={**sli, "max": 1}, headers=_auth())
+    assert put.status_code == 200 and put.headers["X-Rules-Status"] == "reloaded"
+    assert ") <= bool 1)" in rules_file.read_text()
     ratio = {"errors": "sum(rate(x[{{.window}}])", "total": "1"}
     bad = {"name": "bad", "objective": 99.0}
     r = client.post("/slos", json={**bad, "ratio": ratio}, headers=_auth())
@@ -217,4 +232,5 @@ def test_replace_and_delete_regenerate_the_rules(client: httpx.Client, stack: St
     assert client.delete(f"/slos/{SLO}", headers=_auth()).status_code == 204
     assert f"slo-{SLO}" not in rules_file.read_text()
     assert client.get(f"/slos/{SLO}").status_code == 404
-    assert client.delete(f"/slis/{SLI}", headers=_auth()).status_code == 204
+    deleted = client.delete(f"/slis/{SLI}", headers=_auth())
+    assert deleted.status_code == 204 and deleted.headers["X-Rules-Status"] == "reloaded"
