@@ -20,7 +20,12 @@ from typing import Any
 
 from sla_common.messages import AnalysisMessage
 from sla_common.mysql import series_key_hash
-from sla_common.schema import AGGREGATE_VALUE_COLUMNS, FORECAST_SUMMARY_COLUMNS
+from sla_common.schema import (
+    AGGREGATE_VALUE_COLUMNS,
+    FORECAST_DISTRIBUTION_COLUMNS,
+    FORECAST_POINT_DISTRIBUTION_COLUMNS,
+    FORECAST_SUMMARY_COLUMNS,
+)
 
 Row = tuple[Any, ...]
 
@@ -188,6 +193,7 @@ FORECAST_POINTS = Table(
         "produced_at",
         "run_id",
         "window_end",
+        *FORECAST_POINT_DISTRIBUTION_COLUMNS,
     ),
     key=("series_id", "ts"),
     version="window_end",
@@ -195,7 +201,7 @@ FORECAST_POINTS = Table(
 )
 FORECAST_SUMMARY = Table(
     "forecast_summary",
-    FORECAST_SUMMARY_COLUMNS,
+    (*FORECAST_SUMMARY_COLUMNS, *FORECAST_DISTRIBUTION_COLUMNS),
     key=("series_id", "window_end", "horizon_s"),
     version="produced_at",
     time_column="window_end",
@@ -432,7 +438,10 @@ def child_rows(
         if m.forecast is not None:
             f = m.forecast
             out[FORECAST_POINTS.name].extend(
-                (sid, p.ts, p.value, p.lower80, p.upper80, p.lower95, p.upper95, produced, run, we)
+                (
+                    *(sid, p.ts, p.value, p.lower80, p.upper80, p.lower95, p.upper95),
+                    *(produced, run, we, p.loc, p.scale),
+                )
                 for p in f.points
             )
             out[FORECAST_SUMMARY.name].append(
@@ -451,6 +460,9 @@ def child_rows(
                     f.mean,
                     run,
                     produced,
+                    f.distribution,
+                    f.df,
+                    f.floor,
                 )
             )
         out[SKIPPED.name].extend(

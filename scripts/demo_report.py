@@ -190,8 +190,9 @@ def sli_rows(api: str, slis: list[dict[str, Any]]) -> list[list[str]]:
             hits = [s for s in f["series"] if s["violations"]]
             if hits:
                 first = min(s["first_breach_at"] for s in hits)
-                how = hits[0]["leaves_by"]
-                predicted = f"YES at {time.strftime('%H:%M', time.gmtime(first))} UTC ({how})"
+                p = max(s["breach_probability"] or 0.0 for s in hits)
+                at = time.strftime("%H:%M", time.gmtime(first))
+                predicted = f"YES at {at} UTC (p={p:.2f})"
             elif f["series_without_forecast"] == f["series_total"]:
                 predicted = "no forecast yet"
             else:

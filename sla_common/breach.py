@@ -23,7 +23,21 @@ def breach_probability(
     floor: float | None = None,
     df: float | None = None,
 ) -> float:
-    """Probability that the series leaves ``[lower, upper]`` within the forecast horizon.
+    """Probability that the series leaves ``[lower, upper]`` within the forecast horizon:
+    the largest of :func:`point_breach_probabilities` (see there)."""
+    return float(np.max(point_breach_probabilities(loc, scale, lower, upper, floor, df)))
+
+
+def point_breach_probabilities(
+    loc: npt.ArrayLike,
+    scale: npt.ArrayLike,
+    lower: float | None = None,
+    upper: float | None = None,
+    floor: float | None = None,
+    df: float | None = None,
+) -> npt.NDArray[np.float64]:
+    """Per point, the probability that it is outside ``[lower, upper]``; their maximum is
+    the probability that the series leaves ``[lower, upper]`` within the forecast horizon.
 
     Each point's predictive distribution is ``max(floor, loc_i + scale_i·T)`` with ``T``
     standard normal, or Student-t with ``df`` degrees of freedom (no floor: uncensored);
@@ -54,4 +68,4 @@ def breach_probability(
         p += np.where(pos, sf((upper - mu) / safe), (mu > upper).astype(np.float64))
     elif upper is not None:
         p += 1.0  # the whole distribution (at or above the floor) is above ``upper``
-    return float(min(1.0, np.max(p)))
+    return np.asarray(np.minimum(p, 1.0), dtype=np.float64)

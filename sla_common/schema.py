@@ -34,3 +34,9 @@ FORECAST_SUMMARY_COLUMNS = (
     "run_id",
     "produced_at",
 )
+
+# The forecast's predictive distribution (migration 0004), after the columns above:
+# per point in forecast_points, per forecast in forecast_summary. NULL when the ETL that
+# made the forecast did not send them.
+FORECAST_POINT_DISTRIBUTION_COLUMNS = ("loc", "scale")
+FORECAST_DISTRIBUTION_COLUMNS = ("distribution", "df", "value_floor")

@@ -17,6 +17,16 @@ Rules (the REST API documents the same ones):
   80 % interval (``interval80``: ``lower80 < min`` or ``upper80 > max``), else by their
   95 % interval (``interval95``); the first that applies is the point's kind, and
   ``point`` > ``interval80`` > ``interval95`` in severity.
+- **Breach probability** of a forecast: per point, the probability that the value is
+  outside the range under the point's predictive distribution (``loc``/``scale``, normal or
+  Student-t, censored at the domain's ``floor``, as the ETL stored them); over the horizon,
+  the largest of them (:func:`sla_common.breach.breach_probability`: a lower bound of
+  "leaves at least once", exact when the points' errors move together). A forecast stored
+  without a distribution (an older ETL) is taken as normal around its point forecast with
+  σ = (upper95 − lower95) / 3.92 (``distribution_source: interval95_fallback``). A series
+  is a **predicted violation** in mode ``probability`` when that probability is at least
+  the SLI's ``breach_probability_threshold``; in mode ``point`` / ``interval80`` /
+  ``interval95`` when a point leaves the range by that kind or a more severe one.
 - **Comparable forecasts**: a stored forecast is of what the ETL analysed: the values its
   selector returns (per-minute means of them), or, for a counter, its per-second
   ``rate()``. It is compared with the SLI's range only when that is the quantity the SLI
@@ -44,6 +54,7 @@ from typing import Literal, TypeVar
 import numpy as np
 import numpy.typing as npt
 
+from sla_common.breach import point_breach_probabilities
 from sla_common.promql import parse_plain_selector
 
 T = TypeVar("T")
@@ -53,6 +64,12 @@ BoolArray = npt.NDArray[np.bool_]
 State = Literal["inside", "below", "above", "undefined"]
 Breach = Literal["point", "interval80", "interval95"]
 SEVERITY: dict[Breach, int] = {"interval95": 1, "interval80": 2, "point": 3}
+# What counts as a predicted violation (see the module doc).
+PredictionMode = Literal["probability", "point", "interval80", "interval95"]
+Distribution = Literal["normal", "student_t"]
+DistributionSource = Literal["forecast", "interval95_fallback"]
+DEFAULT_BREACH_PROBABILITY_THRESHOLD = 0.5
+Z95 = 1.959963984540054  # the normal's 97.5 % quantile: a 95 % interval is ± Z95·σ
 
 # A gap in the returned timestamps larger than this many steps ends a run. Timestamps of a
 # range query are start + k·step rounded to milliseconds, so adjacent ones differ by
@@ -317,3 +334,88 @@ def worst_breach(kinds: list[Breach | None]) -> Breach | None:
         if k is not None and (best is None or SEVERITY[k] > SEVERITY[best]):
             best = k
     return best
+
+
+@dataclass(frozen=True)
+class Predictive:
+    """The predictive distribution of a forecast's points: ``max(floor, loc + scale·T)``."""
+
+    loc: FloatArray
+    scale: FloatArray
+    distribution: Distribution
+    df: float | None  # Student-t only
+    floor: float | None
+    source: DistributionSource
+
+
+def predictive(
+    value: FloatArray,
+    lower95: FloatArray,
+    upper95: FloatArray,
+    loc: FloatArray,
+    scale: FloatArray,
+    distribution: str | None,
+    df: float | None,
+    floor: float | None,
+) -> Predictive:
+    """The stored distribution when the forecast has one for every point (``loc``/``scale``
+    NaN where not stored), else :func:`interval95_normal` of its intervals."""
+    stored = (
+        distribution in ("normal", "student_t")
+        and (distribution == "normal" or (df is not None and math.isfinite(df) and df > 0))
+        and (floor is None or math.isfinite(floor))
+        and loc.shape == value.shape == scale.shape
+        and bool(np.all(np.isfinite(loc)))
+        and bool(np.all(np.isfinite(scale) & (scale >= 0)))
+    )
+    if not stored:
+        return interval95_normal(value, lower95, upper95)
+    student = distribution == "student_t"
+    return Predictive(
+        loc=loc,
+        scale=scale,
+        distribution="student_t" if student else "normal",
+        df=df if student else None,
+        floor=floor,
+        source="forecast",
+    )
+
+
+def interval95_normal(value: FloatArray, lower95: FloatArray, upper95: FloatArray) -> Predictive:
+    """A normal around the point forecast whose 95 % interval is the stored one:
+    σ = (upper95 − lower95) / (2 · 1.96); an empty, inverted or NaN interval: σ = 0."""
+    with np.errstate(invalid="ignore"):
+        sigma = (upper95 - lower95) / (2 * Z95)
+        sigma = np.where(sigma > 0, sigma, 0.0)  # NaN compares False
+    return Predictive(
+        loc=value,
+        scale=sigma,
+        distribution="normal",
+        df=None,
+        floor=None,
+        source="interval95_fallback",
+    )
+
+
+def point_probabilities(bounds: Bounds, dist: Predictive) -> FloatArray:
+    """Per point, the probability that it is outside the range (0 for a NaN point)."""
+    out = np.zeros(dist.loc.shape, dtype=np.float64)
+    ok = np.isfinite(dist.loc) & np.isfinite(dist.scale)
+    if ok.any():
+        out[ok] = point_breach_probabilities(
+            dist.loc[ok], dist.scale[ok], bounds.min, bounds.max, dist.floor, dist.df
+        )
+    return out
+
+
+def predicted(
+    mode: PredictionMode,
+    threshold: float,
+    probabilities: FloatArray,
+    kinds: Sequence[Breach | None],
+) -> list[bool]:
+    """Per point, whether it counts as a predicted violation in ``mode``."""
+    if mode == "probability":
+        return [p >= threshold for p in probabilities.tolist()]
+    least = SEVERITY[mode]
+    return [k is not None and SEVERITY[k] >= least for k in kinds]

@@ -22,7 +22,16 @@ from pydantic import (
     model_validator,
 )
 
-from sla_manager.evaluation import DURATION_PATTERN, Bounds, Breach, parse_duration
+from sla_manager.evaluation import (
+    DEFAULT_BREACH_PROBABILITY_THRESHOLD,
+    DURATION_PATTERN,
+    Bounds,
+    Breach,
+    Distribution,
+    DistributionSource,
+    PredictionMode,
+    parse_duration,
+)
 
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 LABEL_NAME_PATTERN = r"^[a-zA-Z_][a-zA-Z0-9_]*$"
@@ -129,6 +138,11 @@ class SliSpec(_Request):
         description="count a series without data (and an SLI whose selector matches "
         "nothing) as a violation; reported as no_data either way",
     )
+    breach_probability_threshold: Annotated[StrictFloat, Field(gt=0, le=1)] = Field(
+        default=DEFAULT_BREACH_PROBABILITY_THRESHOLD,
+        description="a forecast whose probability of leaving the range within the horizon "
+        "is at least this is a predicted violation (forecast-violations, mode=probability)",
+    )
 
     @model_validator(mode="after")
     def _range(self) -> Self:
@@ -154,6 +168,7 @@ class Sli(_Response):
     description: str
     labels: dict[str, str]
     missing_data_is_violation: bool = False
+    breach_probability_threshold: float = DEFAULT_BREACH_PROBABILITY_THRESHOLD
     created_at: int
     updated_at: int
 
@@ -211,6 +226,13 @@ class ViolationsQuery(_Request):
 class ForecastQuery(_Request):
     horizon: Duration = Field(default="10m", description="how far ahead of `at` to look")
     at: Epoch | None = Field(default=None, description="evaluate as of this time (default now)")
+    mode: PredictionMode = Field(
+        default="probability",
+        description="what counts as a predicted violation: probability (the breach "
+        "probability is at least the SLI's breach_probability_threshold), point (a point "
+        "forecast outside), interval80 (an 80 % interval reaching outside, or a point), "
+        "interval95 (a 95 % interval reaching outside, or either of those)",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -350,10 +372,12 @@ class ForecastPointOut(_Response):
     upper80: float
     lower95: float
     upper95: float
-    leaves_by: Breach = Field(
+    leaves_by: Breach | None = Field(
         description="point: the point forecast is outside; interval80 / interval95: only "
-        "that prediction interval leaves the range"
+        "that prediction interval leaves the range; null: none does (mode=probability with "
+        "a threshold below 0.05)"
     )
+    breach_probability: float = Field(description="probability that this point is outside")
 
 
 class ForecastInfo(_Response):
@@ -379,8 +403,24 @@ class SeriesForecastOut(SeriesRef):
     reason: str | None = Field(description="the same in words")
     points: int = Field(description="stored forecast points in (at, at + horizon]")
     covered_until: int | None = Field(description="the last of those points")
-    violations: list[ForecastPointOut]
-    first_breach_at: int | None = Field(description="first point leaving the range at all")
+    breach_probability: float | None = Field(
+        description="probability that the series leaves the range within the horizon: the "
+        "largest of its points' (null: no forecast, not comparable, or no point in the "
+        "horizon)"
+    )
+    distribution: Distribution | None = Field(
+        description="the predictive distribution behind breach_probability"
+    )
+    distribution_source: DistributionSource | None = Field(
+        description="forecast: the distribution the ETL stored with each point; "
+        "interval95_fallback: an older forecast without one, taken as a normal around the "
+        "point forecast with σ = (upper95 − lower95) / 3.92"
+    )
+    predicted_violation: bool = Field(description="a predicted violation in the query's mode")
+    violations: list[ForecastPointOut] = Field(
+        description="the points that count as a predicted violation in the query's mode"
+    )
+    first_breach_at: int | None = Field(description="first of those points")
     first_point_breach_at: int | None = Field(description="first point forecast outside")
     leaves_by: Breach | None = Field(description="the most severe way any point leaves")
 
@@ -398,7 +438,17 @@ class ForecastViolationsResponse(_Response):
     series_without_forecast: int
     stale_series: int
     incomparable_series: int = Field(description="series whose forecast is not comparable")
-    violating_series: int
+    mode: PredictionMode = Field(description="what counts as a predicted violation")
+    breach_probability_threshold: float = Field(
+        description="the SLI's: in mode probability, a series whose breach_probability is "
+        "at least this is a predicted violation"
+    )
+    probability_method: Literal["max_over_points"] = Field(
+        description="how a series' breach_probability is made of its points': the largest "
+        "(a lower bound of leaving the range at least once, exact when the points' errors "
+        "move together, as in exponential smoothing)"
+    )
+    violating_series: int = Field(description="series that are a predicted violation")
     series: list[SeriesForecastOut]
 
 

@@ -21,6 +21,7 @@ from pymysql.constants import ER
 
 from sla_common.mysql import errno_of, fetch_all, series_key_hash
 from sla_common.mysql_pool import ConnectionPool
+from sla_manager import evaluation as ev
 from sla_manager.evaluation import FloatArray
 from sla_manager.models import Sli, SliSpec
 
@@ -28,11 +29,12 @@ log = logging.getLogger(__name__)
 
 SLI_COLUMNS = (
     "name, selector, min_value, max_value, description, labels, missing_data_is_violation, "
-    "created_at, updated_at"
+    "breach_probability_threshold, created_at, updated_at"
 )
 UPDATE_SLI = (
     "UPDATE slis SET selector = %s, min_value = %s, max_value = %s, description = %s, "
-    "labels = %s, missing_data_is_violation = %s, updated_at = %s WHERE name = %s"
+    "labels = %s, missing_data_is_violation = %s, breach_probability_threshold = %s, "
+    "updated_at = %s WHERE name = %s"
 )
 # Parameters per IN (...) list: far below any packet or placeholder limit.
 IN_CHUNK = 500
@@ -45,7 +47,8 @@ class DuplicateSli(Exception):
 
 
 def _record(row: Sequence[Any]) -> Sli:
-    name, selector, lo, hi, description, labels, missing_is_violation, created, updated = row
+    name, selector, lo, hi, description, labels, missing_is_violation, threshold = row[:8]
+    created, updated = row[8:]
     parsed = json.loads(labels) if isinstance(labels, str | bytes) else labels
     return Sli(
         name=str(name),
@@ -55,6 +58,7 @@ def _record(row: Sequence[Any]) -> Sli:
         description=str(description),
         labels={str(k): str(v) for k, v in (parsed or {}).items()},
         missing_data_is_violation=bool(missing_is_violation),
+        breach_probability_threshold=float(threshold),
         created_at=int(created),
         updated_at=int(updated),
     )
@@ -62,7 +66,8 @@ def _record(row: Sequence[Any]) -> Sli:
 
 def _definition(spec: SliSpec) -> tuple[Any, ...]:
     """The values of the definition columns: selector, min_value, max_value, description,
-    labels, missing_data_is_violation (in that order, as in SLI_COLUMNS)."""
+    labels, missing_data_is_violation, breach_probability_threshold (in that order, as in
+    SLI_COLUMNS)."""
     labels = json.dumps(spec.labels, sort_keys=True, ensure_ascii=False)
     return (
         spec.selector,
@@ -71,6 +76,7 @@ def _definition(spec: SliSpec) -> tuple[Any, ...]:
         spec.description,
         labels,
         spec.missing_data_is_violation,
+        spec.breach_probability_threshold,
     )
 
 
@@ -109,7 +115,7 @@ class SliStore:
             with self.pool.connection() as conn, conn.cursor() as cur:
                 cur.execute(
                     f"INSERT INTO slis ({SLI_COLUMNS}) "  # noqa: S608
-                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                     (name, *_definition(spec), now, now),
                 )
         except pymysql.err.IntegrityError as e:
@@ -187,6 +193,26 @@ class StoredForecast:
     upper80: FloatArray
     lower95: FloatArray
     upper95: FloatArray
+    # The predictive distribution (migration 0004): loc/scale NaN where not stored, and
+    # distribution None for a forecast of an ETL that did not send one.
+    loc: FloatArray
+    scale: FloatArray
+    distribution: str | None = None
+    df: float | None = None
+    floor: float | None = None
+
+    def predictive(self) -> ev.Predictive:
+        """The points' distribution, or the fallback from their 95 % intervals."""
+        return ev.predictive(
+            self.value,
+            self.lower95,
+            self.upper95,
+            self.loc,
+            self.scale,
+            self.distribution,
+            self.df,
+            self.floor,
+        )
 
 
 class ForecastStore:
@@ -217,15 +243,16 @@ class ForecastStore:
             if not series:
                 return {}
             ids = sorted(series)
-            latest: dict[int, tuple[int, int, str]] = {}
+            latest: dict[int, tuple[int, int, str, Any, Any, Any]] = {}
             points: dict[int, list[tuple[Any, ...]]] = {sid: [] for sid in ids}
             for part_ids in _chunks(ids):
                 marks = ", ".join(["%s"] * len(part_ids))
                 # The newest run of each series: MAX(window_end) is an index lookup per series
                 # on the primary key (series_id, window_end, horizon_s).
-                for sid, window_end, produced_at, model in fetch_all(
+                for sid, window_end, produced_at, model, dist, df, floor in fetch_all(
                     conn,
-                    "SELECT fs.series_id, fs.window_end, fs.produced_at, fs.model "  # noqa: S608
+                    "SELECT fs.series_id, fs.window_end, fs.produced_at, fs.model, "  # noqa: S608
+                    "fs.distribution, fs.df, fs.value_floor "
                     "FROM forecast_summary fs JOIN (SELECT series_id, MAX(window_end) AS we "
                     f"FROM forecast_summary WHERE series_id IN ({marks}) GROUP BY series_id) m "
                     "ON fs.series_id = m.series_id AND fs.window_end = m.we",
@@ -233,11 +260,15 @@ class ForecastStore:
                 ):
                     prev = latest.get(int(sid))
                     if prev is None or int(produced_at) > prev[1]:
-                        latest[int(sid)] = (int(window_end), int(produced_at), str(model))
+                        latest[int(sid)] = (
+                            *(int(window_end), int(produced_at), str(model)),
+                            *(dist, df, floor),
+                        )
                 for row in fetch_all(
                     conn,
                     "SELECT series_id, ts, value, lower80, upper80, lower95, upper95, "  # noqa: S608
-                    f"produced_at, window_end FROM forecast_points WHERE series_id IN ({marks}) "
+                    "produced_at, window_end, loc, scale "
+                    f"FROM forecast_points WHERE series_id IN ({marks}) "
                     "AND ts > %s AND ts <= %s ORDER BY series_id, ts",
                     [*part_ids, after, until],
                 ):
@@ -246,7 +277,7 @@ class ForecastStore:
         for sid in ids:
             key, transform, selector = series[sid]
             rows = points[sid]
-            window_end, produced_at, model = latest.get(sid, (None, None, None))
+            window_end, produced_at, model, dist, df, floor = latest.get(sid, (None,) * 6)
             if produced_at is None and rows:
                 # No summary row (not written by data_storage): the points' own run.
                 produced_at = max(int(r[6]) for r in rows)
@@ -257,7 +288,7 @@ class ForecastStore:
             # forecast of it, so timestamps the newest run does not cover (runs whose windows
             # end at other offsets) may still hold points of older runs.
             rows = [r for r in rows if int(r[7]) == window_end]
-            cols = list(zip(*rows, strict=True)) if rows else [()] * 8
+            cols = list(zip(*rows, strict=True)) if rows else [()] * 10
             out[key] = StoredForecast(
                 series_key=key,
                 transform=transform,
@@ -271,6 +302,11 @@ class ForecastStore:
                 upper80=np.array(cols[3], dtype=np.float64),
                 lower95=np.array(cols[4], dtype=np.float64),
                 upper95=np.array(cols[5], dtype=np.float64),
+                loc=np.array([np.nan if v is None else v for v in cols[8]], dtype=np.float64),
+                scale=np.array([np.nan if v is None else v for v in cols[9]], dtype=np.float64),
+                distribution=None if dist is None else str(dist),
+                df=None if df is None else float(df),
+                floor=None if floor is None else float(floor),
             )
         return out
 

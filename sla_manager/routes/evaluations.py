@@ -23,6 +23,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Annotated, TypeVar
 
+import numpy as np
 from fastapi import APIRouter, Query
 
 from sla_common.prometheus import InstantSample, PrometheusClient, RangeSeries
@@ -351,9 +352,18 @@ def sli_violations(
     description=(
         "The series are those the selector returns at `at`; each one's forecast is found "
         "by its series key (metric name, else the selector text, plus its labels), as the "
-        "ETL stores it. Points with `at < ts <= at + horizon` are checked; a point leaves "
-        "the range by its point forecast, else by its 80 % interval, else by its 95 % "
-        "interval. A forecast older than two ETL cycles (2 × ETL_INTERVAL_S) is stale."
+        "ETL stores it. Points with `at < ts <= at + horizon` are checked. Each point has a "
+        "breach probability (that its value is outside the range, from the point's "
+        "predictive distribution); the series' `breach_probability` is the largest. In "
+        "`mode=probability` (the default) a series is a predicted violation when that is at "
+        "least the SLI's `breach_probability_threshold` (default 0.5); in `mode=point` / "
+        "`interval80` / `interval95` when a point forecast / 80 % interval / 95 % interval "
+        "leaves the range (`leaves_by`: the first of those that applies to a point). A "
+        "forecast stored without its distribution (an older ETL) is taken as a normal "
+        "around the point forecast with σ = (upper95 − lower95) / 3.92 "
+        "(`distribution_source`). Forecasts that are not of what the SLI evaluates "
+        "(`comparable: false`) are not compared. A forecast older than two ETL cycles "
+        "(2 × ETL_INTERVAL_S) is stale."
     ),
 )
 def sli_forecast_violations(
@@ -374,7 +384,7 @@ def sli_forecast_violations(
         refs.append((metric, labels, series_key(metric or sli.selector, labels)))
     stored = forecasts.load([key for _m, _l, key in refs], at, at + horizon_s)
     series = [
-        _forecast_series(sli, metric, labels, key, stored.get(key), at, settings)
+        _forecast_series(sli, metric, labels, key, stored.get(key), at, params.mode, settings)
         for metric, labels, key in refs
     ]
     return ForecastViolationsResponse(
@@ -390,7 +400,10 @@ def sli_forecast_violations(
         series_without_forecast=sum(s.forecast is None for s in series),
         stale_series=sum(s.forecast is not None and s.forecast.stale for s in series),
         incomparable_series=sum(s.comparable is False for s in series),
-        violating_series=sum(s.leaves_by is not None for s in series),
+        mode=params.mode,
+        breach_probability_threshold=sli.breach_probability_threshold,
+        probability_method="max_over_points",
+        violating_series=sum(s.predicted_violation for s in series),
         series=series,
     )
 
@@ -402,6 +415,7 @@ def _forecast_series(
     key: str,
     stored: StoredForecast | None,
     at: float,
+    mode: ev.PredictionMode,
     settings: SlaSettings,
 ) -> SeriesForecastOut:
     if stored is None or stored.produced_at is None or stored.window_end is None:
@@ -416,6 +430,10 @@ def _forecast_series(
             reason=None,
             points=0,
             covered_until=None,
+            breach_probability=None,
+            distribution=None,
+            distribution_source=None,
+            predicted_violation=False,
             violations=[],
             first_breach_at=None,
             first_point_breach_at=None,
@@ -423,15 +441,22 @@ def _forecast_series(
         )
     incomparable = ev.forecast_incomparable(sli.selector, stored.transform, stored.selector)
     kinds: list[ev.Breach | None] = []
+    counts: list[bool] = []
+    dist: ev.Predictive | None = None
+    probabilities = np.zeros(0)
     if incomparable is None:  # else nothing is compared
+        bounds = sli.bounds()
         kinds = ev.forecast_breaches(
-            sli.bounds(),
+            bounds,
             stored.value,
             stored.lower80,
             stored.upper80,
             stored.lower95,
             stored.upper95,
         )
+        dist = stored.predictive()
+        probabilities = ev.point_probabilities(bounds, dist)
+        counts = ev.predicted(mode, sli.breach_probability_threshold, probabilities, kinds)
     violations = [
         ForecastPointOut(
             ts=int(stored.ts[i]),
@@ -440,11 +465,13 @@ def _forecast_series(
             upper80=float(stored.upper80[i]),
             lower95=float(stored.lower95[i]),
             upper95=float(stored.upper95[i]),
-            leaves_by=kind,
+            leaves_by=kinds[i],
+            breach_probability=float(probabilities[i]),
         )
-        for i, kind in enumerate(kinds)
-        if kind is not None
+        for i, counted in enumerate(counts)
+        if counted
     ]
+    probability = float(probabilities.max()) if probabilities.size else None
     age = at - stored.produced_at
     return SeriesForecastOut(
         metric=metric,
@@ -463,8 +490,14 @@ def _forecast_series(
         reason=None if incomparable is None else incomparable[1],
         points=len(stored.ts),
         covered_until=int(stored.ts[-1]) if len(stored.ts) else None,
+        breach_probability=probability,
+        distribution=None if probability is None or dist is None else dist.distribution,
+        distribution_source=None if probability is None or dist is None else dist.source,
+        predicted_violation=bool(violations),
         violations=violations,
         first_breach_at=violations[0].ts if violations else None,
-        first_point_breach_at=next((v.ts for v in violations if v.leaves_by == "point"), None),
+        first_point_breach_at=next(
+            (int(stored.ts[i]) for i, k in enumerate(kinds) if k == "point"), None
+        ),
         leaves_by=ev.worst_breach(kinds),
     )

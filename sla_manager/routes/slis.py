@@ -128,8 +128,9 @@ async def merge_patch_body(request: Request) -> None:
     summary="Change some fields of an SLI (JSON merge patch)",
     description=(
         "RFC 7396: the fields the patch names change; `null` removes an optional field "
-        "(`min`, `max`, `description`, `labels`, `missing_data_is_violation` go back to "
-        "their defaults; removing `selector`, or both bounds, is a 422); `labels` merge "
+        "(`min`, `max`, `description`, `labels`, `missing_data_is_violation`, "
+        "`breach_probability_threshold` go back to their defaults; removing `selector`, "
+        "or both bounds, is a 422); `labels` merge "
         'label by label (`{"labels": {"device": null}}` drops one). The result must be '
         "a valid definition, and a changed selector is checked by Prometheus, as with PUT."
     ),

@@ -5,12 +5,16 @@
                                       SLO_BREACH_HORIZON_S, from the stored forecasts
     sla_sli_forecast_age_seconds{sli} age of the freshest forecast used
 
-The probability of one forecast point: its predictive distribution taken as normal, centred
-on the point forecast, with the spread of its 95 % interval (σ = (upper95 − lower95) / 2·1.96,
-the interval Holt-Winters gives); P(below min) + P(above max). The SLI's is the largest over
-its series and the points in the horizon: a lower bound of "leaves at least once", which
-assumes nothing about how the errors of successive points correlate. Stale forecasts (older
-than two ETL cycles) are left out, so an ETL that stopped does not freeze an alert on.
+The probability of one forecast point: P(below min) + P(above max) under the point's
+predictive distribution as the ETL stored it (``loc``/``scale``, normal or Student-t,
+censored at the domain's floor: :func:`sla_common.breach.point_breach_probabilities`, the
+same function as ``GET /slis/{name}/forecast-violations``); a forecast stored without one
+(an older ETL) is taken as normal, centred on the point forecast, with the spread of its 95 %
+interval (σ = (upper95 − lower95) / 2·1.96). The SLI's is the largest over its series and
+the points in the horizon: a lower bound of "leaves at least once", which assumes nothing
+about how the errors of successive points correlate. Stale forecasts (older than two ETL
+cycles) are left out, so an ETL that stopped does not freeze an alert on; so are forecasts
+that are not of what the SLI evaluates (a counter's rate for an SLI on the raw counter).
 
 The generated rules alert on it (``SliBreachPredicted``). Unlike a burn-rate alert, which
 says the budget *is* burning, this one fires before the SLI leaves its range at all.
@@ -30,7 +34,6 @@ from dataclasses import dataclass, field
 import numpy as np
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from scipy.special import ndtr
 
 from sla_common.series import series_key
 from sla_manager import evaluation as ev
@@ -40,25 +43,15 @@ from sla_manager.store import IntArray
 
 log = logging.getLogger(__name__)
 
-Z95 = 1.959963984540054
 MAX_SLIS = 1000
 
 
 def point_probabilities(
     bounds: Bounds, value: FloatArray, lower95: FloatArray, upper95: FloatArray
 ) -> FloatArray:
-    """P(outside the range) of each forecast point (see the module doc)."""
-    sigma = (upper95 - lower95) / (2 * Z95)
-    degenerate = ~(sigma > 0)  # zero, negative or NaN spread: the point forecast decides
-    safe = np.where(degenerate, 1.0, sigma)
-    p = np.zeros(value.shape, dtype=np.float64)
-    if bounds.min is not None:
-        p += ndtr((bounds.min - value) / safe)
-    if bounds.max is not None:
-        p += ndtr((value - bounds.max) / safe)
-    p = np.where(degenerate, bounds.outside(value).astype(np.float64), p)
-    p = np.where(np.isnan(value), 0.0, p)
-    return np.clip(p, 0.0, 1.0)
+    """P(outside the range) of each point of a forecast without a stored distribution:
+    the normal its 95 % interval gives (see the module doc)."""
+    return ev.point_probabilities(bounds, ev.interval95_normal(value, lower95, upper95))
 
 
 @dataclass(frozen=True)
@@ -66,6 +59,14 @@ class SliForecast:
     value: FloatArray
     lower95: FloatArray
     upper95: FloatArray
+    # The stored distribution of the points (StoredForecast.predictive()); None: the
+    # normal their 95 % intervals give.
+    predictive: ev.Predictive | None = None
+
+    def probabilities(self, bounds: Bounds) -> FloatArray:
+        if self.predictive is None:
+            return point_probabilities(bounds, self.value, self.lower95, self.upper95)
+        return ev.point_probabilities(bounds, self.predictive)
 
 
 def breach_probability(bounds: Bounds, forecasts: Iterable[SliForecast]) -> float | None:
@@ -74,7 +75,7 @@ def breach_probability(bounds: Bounds, forecasts: Iterable[SliForecast]) -> floa
     for f in forecasts:
         if len(f.value) == 0:
             continue
-        p = float(np.max(point_probabilities(bounds, f.value, f.lower95, f.upper95)))
+        p = float(np.max(f.probabilities(bounds)))
         best = p if best is None else max(best, p)
     return best
 
@@ -180,10 +181,12 @@ def compute_snapshot(services: Services) -> dict[str, SliSnapshot]:
         fresh = [
             f
             for f in stored.values()
-            if f.produced_at is not None and now - f.produced_at <= s.stale_after_s
+            if f.produced_at is not None
+            and now - f.produced_at <= s.stale_after_s
+            and ev.forecast_incomparable(sli.selector, f.transform, f.selector) is None
         ]
         probability = breach_probability(
-            bounds, (SliForecast(f.value, f.lower95, f.upper95) for f in fresh)
+            bounds, (SliForecast(f.value, f.lower95, f.upper95, f.predictive()) for f in fresh)
         )
         newest = max((f.produced_at for f in fresh if f.produced_at is not None), default=None)
         out[sli.name] = SliSnapshot(
@@ -216,7 +219,7 @@ def bad_fraction(
     for ts, f in forecasts:
         if len(ts) == 0:
             continue
-        p = point_probabilities(bounds, f.value, f.lower95, f.upper95)
+        p = f.probabilities(bounds)
         whole_out = bounds.below(f.upper95) | bounds.above(f.lower95)
         reaches = bounds.below(f.lower95) | bounds.above(f.upper95) | bounds.outside(f.value)
         for t, pi, w, r in zip(

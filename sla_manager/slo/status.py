@@ -117,9 +117,11 @@ def project(
     ]  # fmt: skip
     stored = source.forecasts.load(keys, at, at + source.horizon_s)
     fresh = [
-        (f.ts, SliForecast(f.value, f.lower95, f.upper95))
+        (f.ts, SliForecast(f.value, f.lower95, f.upper95, f.predictive()))
         for f in stored.values()
-        if f.produced_at is not None and at - f.produced_at <= source.stale_after_s
+        if f.produced_at is not None
+        and at - f.produced_at <= source.stale_after_s
+        and ev.forecast_incomparable(sli.selector, f.transform, f.selector) is None
     ]
     frac = bad_fraction(sli.bounds(), fresh)
     if frac is None:

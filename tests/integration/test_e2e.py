@@ -358,6 +358,9 @@ def test_one_cycle_reaches_grpc_and_the_sla_manager(chain: Chain) -> None:
         assert crossed["violating_series"] == 1, crossed
         (series,) = [s for s in crossed["series"] if s["violations"]]
         assert len(series["violations"]) == 10  # every point forecast is above the bound
+        # The ETL's predictive distribution came through the consumer and MySQL.
+        assert series["distribution_source"] == "forecast", series
+        assert series["breach_probability"] >= 0.5 and series["predicted_violation"] is True
         assert series["first_point_breach_at"] == min(p.time.seconds for p in fd_points)
         assert clear["violating_series"] == 0, clear
 

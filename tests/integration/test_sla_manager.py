@@ -11,6 +11,7 @@ evaluation lands on a sample and the expected values are exact.
 from __future__ import annotations
 
 import json
+import math
 import time
 import uuid
 from collections.abc import Iterator
@@ -706,10 +707,13 @@ def test_forecast_crossing_the_range_is_reported_exactly(
     client: httpx.Client, slis: dict[str, SliCase], stored_forecasts: int
 ) -> None:
     at = stored_forecasts
-    r = client.get("/slis/fd-allocated/forecast-violations", params={"at": at})
+    r = client.get(
+        "/slis/fd-allocated/forecast-violations", params={"at": at, "mode": "interval95"}
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert (body["horizon"], body["horizon_s"], body["stale_after_s"]) == ("10m", 600, 120.0)
+    assert (body["mode"], body["breach_probability_threshold"]) == ("interval95", 0.5)
     assert (body["series_without_forecast"], body["stale_series"], body["violating_series"]) == (
         0,
         0,
@@ -726,6 +730,14 @@ def test_forecast_crossing_the_range_is_reported_exactly(
         "model": "ETS(A,Ad,A) test",
     }
     assert (series["points"], series["covered_until"]) == (10, at + 600)
+    # Stored without a distribution: a normal with σ = (upper95 − lower95) / 3.92.
+    assert series["distribution_source"] == "interval95_fallback"
+    probabilities = [v.pop("breach_probability") for v in series["violations"]]
+    assert probabilities == pytest.approx(
+        [_upper_tail(18000, 16000, 20500), _upper_tail(19000, 17000, 21000), 0.500391],
+        abs=1e-6,
+    )
+    assert series["breach_probability"] == pytest.approx(0.500391, abs=1e-6)
     assert series["violations"] == [
         {
             "ts": at + 120,
@@ -760,7 +772,8 @@ def test_forecast_crossing_the_range_is_reported_exactly(
 
     # Two minutes ahead only the 95 % band leaves the range: no point breach predicted.
     short = client.get(
-        "/slis/fd-allocated/forecast-violations", params={"at": at, "horizon": "2m"}
+        "/slis/fd-allocated/forecast-violations",
+        params={"at": at, "horizon": "2m", "mode": "interval95"},
     ).json()["series"][0]
     assert [v["ts"] for v in short["violations"]] == [at + 120]
     assert (short["leaves_by"], short["first_point_breach_at"], short["points"]) == (
@@ -768,6 +781,33 @@ def test_forecast_crossing_the_range_is_reported_exactly(
         None,
         2,
     )
+
+
+def _upper_tail(value: float, lower95: float, upper95: float, bound: float = 20000) -> float:
+    """P(X > bound) for the normal the 95 % interval gives (σ = width / 3.92)."""
+    sigma = (upper95 - lower95) / (2 * 1.959963984540054)
+    return 0.5 * math.erfc((bound - value) / (sigma * math.sqrt(2)))
+
+
+def test_the_default_mode_counts_a_breach_probability_of_at_least_one_half(
+    client: httpx.Client, slis: dict[str, SliCase], stored_forecasts: int
+) -> None:
+    """Only the point forecast on the bound (20001 > 20000: P 0.500391) reaches 0.5; the
+    points whose 80 % / 95 % bands leave the range (P 0.163 / 0.041) do not count."""
+    at = stored_forecasts
+    body = client.get("/slis/fd-allocated/forecast-violations", params={"at": at}).json()
+    assert (body["mode"], body["breach_probability_threshold"]) == ("probability", 0.5)
+    assert body["probability_method"] == "max_over_points"
+    (series,) = body["series"]
+    assert [(v["ts"] - at, v["leaves_by"]) for v in series["violations"]] == [(240, "point")]
+    assert series["predicted_violation"] is True and body["violating_series"] == 1
+    # Everything a violation is reported by stays, whatever the mode.
+    assert (series["leaves_by"], series["first_point_breach_at"]) == ("point", at + 240)
+    for mode, first in (("point", 240), ("interval80", 180), ("interval95", 120)):
+        got = client.get(
+            "/slis/fd-allocated/forecast-violations", params={"at": at, "mode": mode}
+        ).json()["series"][0]
+        assert (got["first_breach_at"] - at, got["predicted_violation"]) == (first, True)
 
 
 def test_forecast_inside_a_wider_range_reports_nothing(
@@ -787,7 +827,9 @@ def test_a_stale_forecast_is_flagged_and_a_missing_one_said(
     stack: Stack, client: httpx.Client, slis: dict[str, SliCase], stored_forecasts: int
 ) -> None:
     at = stored_forecasts
-    body = client.get("/slis/memory-available/forecast-violations", params={"at": at}).json()
+    body = client.get(
+        "/slis/memory-available/forecast-violations", params={"at": at, "mode": "interval95"}
+    ).json()
     (series,) = body["series"]
     assert series["forecast"]["age_s"] == 600.0 and series["forecast"]["stale"] is True
     assert body["stale_series"] == 1

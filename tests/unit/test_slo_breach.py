@@ -11,9 +11,8 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from sla_manager.evaluation import Bounds, FloatArray
+from sla_manager.evaluation import Z95, Bounds, FloatArray
 from sla_manager.slo.breach import (
-    Z95,
     BreachExporter,
     SliForecast,
     SliSnapshot,

@@ -246,6 +246,34 @@ def test_rows_of_a_message_follow_its_fields(msg: AnalysisMessage) -> None:
     assert total == tables.row_count(msg)
 
 
+def test_forecast_rows_carry_the_predictive_distribution(msg: AnalysisMessage) -> None:
+    assert msg.forecast is not None and msg.forecast.points[0].scale is not None
+    f = msg.forecast
+    rows = tables.child_rows([msg], {msg.series.key: 7})
+    cols = tables.FORECAST_POINTS.columns
+    for p, r in zip(f.points, rows["forecast_points"], strict=True):
+        assert (r[cols.index("loc")], r[cols.index("scale")]) == (p.loc, p.scale)
+    (fs,) = rows["forecast_summary"]
+    summary = dict(zip(tables.FORECAST_SUMMARY.columns, fs, strict=True))
+    assert (summary["distribution"], summary["df"], summary["value_floor"]) == (
+        f.distribution,
+        f.df,
+        f.floor,
+    )
+    # A forecast of an older ETL (no distribution): the columns are NULL.
+    bare = f.model_copy(
+        update={
+            "points": [q.model_copy(update={"loc": None, "scale": None}) for q in f.points],
+            "distribution": None,
+            "df": None,
+            "floor": None,
+        }
+    )
+    rows = tables.child_rows([msg.model_copy(update={"forecast": bare})], {msg.series.key: 7})
+    assert {r[-2:] for r in rows["forecast_points"]} == {(None, None)}
+    assert rows["forecast_summary"][0][-3:] == (None, None, None)
+
+
 def test_a_skipped_analysis_becomes_a_skip_row_and_no_points(short_msg: AnalysisMessage) -> None:
     assert short_msg.decomposition is None
     rows = tables.child_rows([short_msg], {short_msg.series.key: 1})
@@ -315,12 +343,13 @@ def test_upsert_guards_every_column_with_the_version_which_comes_last() -> None:
 
 
 def test_tables_match_the_migration() -> None:
-    sql = (DEFAULT_MIGRATIONS_DIR / "0001_initial.sql").read_text()
+    sql = "\n".join(p.read_text() for p in sorted(DEFAULT_MIGRATIONS_DIR.glob("*.sql")))
+    added = set(re.findall(r"ADD COLUMN (\w+)", sql))  # by the later migrations
     for t in tables.TABLES:
         body = sql.split(f"CREATE TABLE IF NOT EXISTS {t.name} (", 1)[1].split(") ENGINE", 1)[0]
         declared = [ln.split()[0] for ln in body.splitlines() if ln.strip() and ln[4] != " "]
         columns = [c for c in declared if c not in {"PRIMARY", "UNIQUE", "KEY", "CONSTRAINT"}]
-        assert set(t.columns) <= set(columns), t.name
+        assert set(t.columns) <= set(columns) | added, t.name
         assert t.time_column in columns
         key = ", ".join(t.key)
         assert f"PRIMARY KEY ({key})" in body or f"UNIQUE KEY uq_{t.name}_key_hash ({key})" in body
