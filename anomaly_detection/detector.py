@@ -2,8 +2,9 @@
 
 Why not quixstreams (BENCHMARKS.md, README): on the local broker its state recovery fails
 (``InvalidStoreChangelogOffset`` at every restart with local state, because tansu's
-``ListOffsets(latest)`` is wrong, DESIGN.md), so a killed detector could not be restarted
-without clearing state and re-learning. This loop keeps the same windows in plain Python.
+``ListOffsets(latest)`` is wrong; see the README's detector section), so a killed detector
+could not be restarted without clearing state and re-learning. This loop keeps the same
+windows in plain Python.
 
 State and delivery, per assigned partition of ``KAFKA_SAMPLES_TOPIC``:
 

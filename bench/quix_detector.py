@@ -2,7 +2,7 @@
 
 It is not the service: on the local broker (tansu) quixstreams' state recovery fails at
 every restart with local state (``InvalidStoreChangelogOffset``: tansu's ListOffsets(latest)
-is wrong, DESIGN.md), so ``python -m anomaly_detection`` runs
+is wrong; see the README's detector section), so ``python -m anomaly_detection`` runs
 :mod:`anomaly_detection.detector`, a plain consumer loop with checkpointed state.
 
 ::
@@ -103,7 +103,7 @@ class Pipeline:
             config=topic_config,
         )
         # tansu describes only explicitly set configs; quixstreams derives its changelog
-        # topics' retention from the input's and fails without one (DESIGN.md). A samples
+        # topics' retention from the input's and fails without one. A samples
         # topic created by someone else without retention.ms gets ours for that purpose.
         samples.broker_config.extra_config.setdefault("retention.ms", str(RETENTION_MS))
         anomaly = app.topic(

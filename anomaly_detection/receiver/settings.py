@@ -20,7 +20,7 @@ class SamplesTopicSettings(CommonSettings):
     # Used only for topics it has to create (it never changes an existing one).
     kafka_partitions: int = Field(default=3, ge=1, le=1024)
     # Explicit on the topic: quixstreams (the detector) reads it, and tansu reports only
-    # explicit configs (DESIGN.md).
+    # explicit configs (README, "The streaming anomaly detector").
     kafka_samples_retention_ms: int = Field(default=7 * 86_400_000, ge=60_000)
     kafka_compression: Compression = DEFAULT_COMPRESSION
 
