@@ -8,17 +8,22 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from data_storage.anomalies import AnomalyWriter
 from data_storage.settings import StorageSettings
+from sla_common import demo
 from sla_common.anomalies import AnomalyRecord
-from sla_common.mysql import drop_database
+from sla_common.mysql import drop_database, series_key_hash
 from sla_common.mysql_startup import wait_and_migrate
 from sla_common.series import series_key
+from sla_manager.settings import SlaSettings
+from tests.integration.slautil import ServerThread, app_env, scratch_database
 from tests.integration.stackutil import Stack, wait_until
 from tests.integration.test_storage import (
     Service,
@@ -31,6 +36,7 @@ from tests.integration.test_storage import (
 )
 
 DETECTORS = ("sigma", "iforest")
+TOKEN = "anomaly-test-token-8d1e"
 
 
 @pytest.fixture
@@ -171,3 +177,153 @@ def test_records_are_stored_once_and_bad_ones_dead_lettered(
     again = stored(db)
     assert len(again) == len(good) == count(db, "anomalies")
     assert again[(rec.series.key, "sigma", round(t0 * 1000))][1:3] == ("ERROR", 3.0)
+
+
+# --------------------------------------------------------------------------- serving
+
+
+@pytest.fixture(scope="module")
+def served(stack: Stack) -> Iterator[tuple[str, list[AnomalyRecord]]]:
+    """A database holding sample records (written by data_storage's sink) and their list:
+    2 series × 2 detectors × 6 windows, and 2 windows of a demo host series."""
+    t0 = 1_700_000_000.0
+    records = sample_records(t0)
+    fd = make_record(demo.FILEFD, dict(demo.BASE_LABELS), t0, "sigma", "WARN")
+    records += [fd, make_record(demo.FILEFD, dict(demo.BASE_LABELS), t0 + 15, "sigma", "ERROR")]
+    records.append(make_record(demo.FILEFD, dict(demo.BASE_LABELS), t0, "iforest", "SAFE"))
+    with scratch_database(
+        stack.mysql_host, stack.mysql_port, stack.mysql_user, stack.mysql_password
+    ) as name:
+        writer = AnomalyWriter(stack.mysql_settings(name))
+        try:
+            writer.write(records)
+        finally:
+            writer.close()
+        yield name, records
+
+
+@pytest.fixture(scope="module")
+def client(stack: Stack, served: tuple[str, list[AnomalyRecord]]) -> Iterator[httpx.Client]:
+    env = app_env(
+        stack.service_env(), MYSQL_DATABASE=served[0], ENVIRONMENT="test", SLA_API_TOKEN=TOKEN
+    )
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in env.items():
+            mp.setenv(k, v)
+        settings = SlaSettings()
+    with ServerThread(settings) as srv, httpx.Client(base_url=srv.base_url, timeout=60) as c:
+        yield c
+
+
+def _expected(
+    records: list[AnomalyRecord], keep: Callable[[AnomalyRecord], bool]
+) -> list[tuple[str, str, float]]:
+    """(series key, detector, window start) of the kept records, newest window first (ties:
+    the newest row id first; one batch inserts its rows in key order)."""
+    kept = [r for r in records if keep(r)]
+    kept.sort(
+        key=lambda r: (r.window.start, series_key_hash(r.series.key), r.detector.name),
+        reverse=True,
+    )
+    return [(r.series.key, r.detector.name, r.window.start) for r in kept]
+
+
+def _pages(client: httpx.Client, limit: int, **params: Any) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    after = None
+    for _ in range(100):
+        query = {**params, "limit": limit, **({"after": after} if after else {})}
+        r = client.get("/anomalies", params=query)
+        assert r.status_code == 200, r.text
+        page = r.json()
+        assert len(page) <= limit
+        items += page
+        if len(page) < limit:
+            return items
+        after = page[-1]["cursor"]
+    raise AssertionError("more than 100 pages")
+
+
+def _ids(items: list[dict[str, Any]]) -> list[tuple[str, str, float]]:
+    return [(i["series_key"], i["detector"], i["window_start"]) for i in items]
+
+
+def test_rest_lists_anomalies_with_filters_and_paging(
+    client: httpx.Client, served: tuple[str, list[AnomalyRecord]]
+) -> None:
+    _, records = served
+    t0 = 1_700_000_000.0
+    everything = _pages(client, 5)
+    assert _ids(everything) == _expected(records, lambda r: True)
+    first = everything[-1]
+    assert first["status"] in STATUSES and first["labels"] and first["metric"]
+
+    host_a = 'cpu_usage{host="a"}'
+    cases: list[tuple[dict[str, Any], Callable[[AnomalyRecord], bool]]] = [
+        ({"selector": host_a}, lambda r: r.series.labels.get("host") == "a"),
+        ({"selector": "cpu_usage"}, lambda r: r.series.metric == "cpu_usage"),
+        (
+            {"series_key": series_key("cpu_usage", {"host": "b"})},
+            lambda r: r.series.labels.get("host") == "b",
+        ),
+        ({"detector": "iforest"}, lambda r: r.detector.name == "iforest"),
+        ({"status": ["WARN", "ERROR"]}, lambda r: r.status in ("WARN", "ERROR")),
+        (
+            {"start": t0 + 15, "end": t0 + 60, "detector": "sigma", "selector": host_a},
+            lambda r: (
+                t0 + 15 <= r.window.start < t0 + 60
+                and r.detector.name == "sigma"
+                and r.series.labels.get("host") == "a"
+            ),
+        ),
+    ]
+    for params, keep in cases:
+        want = _expected(records, keep)
+        assert want, params
+        assert _ids(_pages(client, 3, **params)) == want, params
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"selector": 'cpu_usage{host=~"a.*"}'}, "selector"),
+        ({"selector": "rate(cpu_usage[5m])"}, "selector"),
+        ({"status": "OK"}, "status"),
+        ({"limit": 0}, "limit"),
+        ({"limit": 1001}, "limit"),
+        ({"after": "nonsense"}, "after"),
+        ({"detector": "no spaces"}, "detector"),
+        ({"start": 10, "end": 5}, None),
+        ({"selector": "up", "series_key": "up"}, None),
+    ],
+)
+def test_rest_refuses_bad_filters_with_422(
+    client: httpx.Client, params: dict[str, Any], field: str | None
+) -> None:
+    r = client.get("/anomalies", params=params)
+    assert r.status_code == 422, r.text
+    if field is not None:
+        assert field in r.text
+
+
+def test_an_sli_status_shows_its_series_latest_anomaly_per_detector(
+    stack: Stack, client: httpx.Client
+) -> None:
+    if stack.demo_end is None:
+        pytest.skip("the stack has no demo history")
+    body = {"name": "fd-anomalies", "selector": f'{demo.FILEFD}{{job="host"}}', "max": 1e12}
+    r = client.post("/slis", json=body, headers={"Authorization": f"Bearer {TOKEN}"})
+    assert r.status_code == 201, r.text
+    status = client.get("/slis/fd-anomalies/status", params={"time": stack.demo_end})
+    assert status.status_code == 200, status.text
+    (series,) = status.json()["series"]
+    t0 = 1_700_000_000.0
+    assert series["anomalies"] == {
+        "iforest": {"status": "SAFE", "deviation": 0.5, "window_start": t0, "window_end": t0 + 15},
+        "sigma": {
+            "status": "ERROR",
+            "deviation": 2.5,
+            "window_start": t0 + 15,
+            "window_end": t0 + 30,
+        },
+    }
