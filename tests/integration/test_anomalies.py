@@ -12,9 +12,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 
+from data_retrieval._pb.sla_monitor.retrieval.v1 import retrieval_pb2 as pb
+from data_retrieval._pb.sla_monitor.retrieval.v1 import retrieval_pb2_grpc as pb_grpc
+from data_retrieval.settings import RetrievalSettings
 from data_storage.anomalies import AnomalyWriter
 from data_storage.settings import StorageSettings
 from sla_common import demo
@@ -23,6 +28,7 @@ from sla_common.mysql import drop_database, series_key_hash
 from sla_common.mysql_startup import wait_and_migrate
 from sla_common.series import series_key
 from sla_manager.settings import SlaSettings
+from tests.integration.retrievalutil import ServerThread as RetrievalServerThread
 from tests.integration.slautil import ServerThread, app_env, scratch_database
 from tests.integration.stackutil import Stack, wait_until
 from tests.integration.test_storage import (
@@ -327,3 +333,130 @@ def test_an_sli_status_shows_its_series_latest_anomaly_per_detector(
             "window_end": t0 + 30,
         },
     }
+
+
+# --------------------------------------------------------------------------- gRPC
+
+GRPC_TOKEN = "anomaly-grpc-token-51c2"
+BEARER = (("authorization", f"Bearer {GRPC_TOKEN}"),)
+
+
+@pytest.fixture(scope="module")
+def stub(
+    stack: Stack, served: tuple[str, list[AnomalyRecord]]
+) -> Iterator[pb_grpc.RetrievalServiceStub]:
+    base = stack.mysql_settings(served[0])
+    fields = {k: v for k, v in base.model_dump().items() if k in RetrievalSettings.model_fields}
+    fields.update(grpc_host="127.0.0.1", grpc_port=0, http_port=0, grpc_api_token=GRPC_TOKEN)
+    fields.update(grpc_tls_cert_file=None, grpc_tls_key_file=None, retrieval_page_size=4)
+    with (
+        RetrievalServerThread(RetrievalSettings(**fields)) as srv,
+        grpc.insecure_channel(srv.target) as ch,
+    ):
+        yield pb_grpc.RetrievalServiceStub(ch)
+
+
+def _ts(seconds: float) -> Timestamp:
+    ts = Timestamp()
+    ts.FromMilliseconds(round(seconds * 1000))
+    return ts
+
+
+def _grpc_all(
+    stub: pb_grpc.RetrievalServiceStub, limit: int, **fields: Any
+) -> tuple[list[pb.Anomaly], int]:
+    """Every anomaly of the request, ``limit`` per call, following next_page_token; and the
+    number of calls it took."""
+    out: list[pb.Anomaly] = []
+    token, calls = "", 0
+    while True:
+        request = pb.ListAnomaliesRequest(limit=limit, page_token=token, **fields)
+        calls += 1
+        pages = list(stub.ListAnomalies(request, metadata=BEARER, timeout=30))
+        for page in pages:
+            out += page.anomalies
+        token = pages[-1].next_page_token if pages else ""
+        if not token:
+            return out, calls
+
+
+def _grpc_ids(items: list[pb.Anomaly]) -> list[tuple[str, str, float]]:
+    return [(a.series.key, a.detector, a.window_start.ToMilliseconds() / 1000) for a in items]
+
+
+def test_grpc_streams_anomalies_with_filters_and_paging(
+    stub: pb_grpc.RetrievalServiceStub, served: tuple[str, list[AnomalyRecord]]
+) -> None:
+    _, records = served
+    t0 = 1_700_000_000.0
+    everything, calls = _grpc_all(stub, 0)  # the server's cap: one call, pages of 4
+    assert calls == 1
+    assert _grpc_ids(everything) == _expected(records, lambda r: True)
+    a = everything[0]
+    assert a.status != pb.ANOMALY_STATUS_UNSPECIFIED and a.series.labels and a.normal_source
+    assert a.window_end.ToMilliseconds() - a.window_start.ToMilliseconds() == 15_000
+
+    paged, calls = _grpc_all(stub, 5)
+    assert _grpc_ids(paged) == _grpc_ids(everything)
+    assert calls == -(-len(everything) // 5)  # the last page ends the stream: no empty call
+
+    cases: list[tuple[dict[str, Any], Callable[[AnomalyRecord], bool]]] = [
+        (
+            {"selector": pb.SeriesSelector(metric="cpu_usage", labels={"host": "a"})},
+            lambda r: r.series.labels.get("host") == "a",
+        ),
+        (
+            {"selector": pb.SeriesSelector(series_key=series_key("cpu_usage", {"host": "b"}))},
+            lambda r: r.series.labels.get("host") == "b",
+        ),
+        ({"detectors": ["iforest"]}, lambda r: r.detector.name == "iforest"),
+        (
+            {"statuses": [pb.ANOMALY_STATUS_ERROR, pb.ANOMALY_STATUS_LEARNING]},
+            lambda r: r.status in ("ERROR", "LEARNING"),
+        ),
+        (
+            {"time_range": pb.TimeRange(start=_ts(t0 + 15), end=_ts(t0 + 60))},
+            lambda r: t0 + 15 <= r.window.start < t0 + 60,
+        ),
+    ]
+    for fields, keep in cases:
+        want = _expected(records, keep)
+        assert want, fields
+        got, _ = _grpc_all(stub, 3, **fields)
+        assert _grpc_ids(got) == want, fields
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"detectors": ["has space"]},
+        {"statuses": [pb.ANOMALY_STATUS_UNSPECIFIED]},
+        {"statuses": [99]},
+        {"limit": -1},
+        {"page_token": "forged"},
+        {"time_range": pb.TimeRange(start=_ts(10), end=_ts(5))},
+        {"selector": pb.SeriesSelector(labels={"host": "a"})},
+    ],
+)
+def test_grpc_refuses_bad_requests_with_invalid_argument(
+    stub: pb_grpc.RetrievalServiceStub, fields: dict[str, Any]
+) -> None:
+    with pytest.raises(grpc.RpcError) as e:
+        list(stub.ListAnomalies(pb.ListAnomaliesRequest(**fields), metadata=BEARER, timeout=30))
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, e.value.details()
+
+
+def test_grpc_needs_the_token(stub: pb_grpc.RetrievalServiceStub) -> None:
+    with pytest.raises(grpc.RpcError) as e:
+        list(stub.ListAnomalies(pb.ListAnomaliesRequest(), timeout=30))
+    assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_grpc_page_token_of_another_request_is_refused(stub: pb_grpc.RetrievalServiceStub) -> None:
+    pages = list(stub.ListAnomalies(pb.ListAnomaliesRequest(limit=2), metadata=BEARER, timeout=30))
+    token = pages[-1].next_page_token
+    assert token
+    other = pb.ListAnomaliesRequest(limit=2, page_token=token, detectors=["sigma"])
+    with pytest.raises(grpc.RpcError) as e:
+        list(stub.ListAnomalies(other, metadata=BEARER, timeout=30))
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
