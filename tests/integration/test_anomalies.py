@@ -460,3 +460,20 @@ def test_grpc_page_token_of_another_request_is_refused(stub: pb_grpc.RetrievalSe
     with pytest.raises(grpc.RpcError) as e:
         list(stub.ListAnomalies(other, metadata=BEARER, timeout=30))
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_the_retention_purge_deletes_old_windows_only(db: StorageSettings) -> None:
+    t0 = 1_700_000_000.0
+    records = [
+        make_record("cpu_usage", {"host": "p"}, t0 + 15 * i, "sigma", "SAFE") for i in range(7)
+    ]
+    writer = AnomalyWriter(db)
+    try:
+        writer.write(records)
+        # Cut-off at t0 + 45: the windows starting at t0, +15, +30 go, in batches of 2.
+        assert writer.purge(int(t0) + 45, batch_rows=2, budget_s=10) == {"anomalies": 3}
+        assert writer.purge(int(t0) + 45, batch_rows=2, budget_s=10) == {}
+    finally:
+        writer.close()
+    starts = sorted(int(r[0]) for r in sql(db, "SELECT window_start_ms FROM anomalies"))
+    assert starts == [round((t0 + 15 * i) * 1000) for i in range(3, 7)]
