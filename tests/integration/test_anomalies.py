@@ -19,6 +19,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from data_retrieval._pb.sla_monitor.retrieval.v1 import retrieval_pb2 as pb
 from data_retrieval._pb.sla_monitor.retrieval.v1 import retrieval_pb2_grpc as pb_grpc
+from data_retrieval.client.__main__ import main as client_main
 from data_retrieval.settings import RetrievalSettings
 from data_storage.anomalies import AnomalyWriter
 from data_storage.settings import StorageSettings
@@ -342,17 +343,19 @@ BEARER = (("authorization", f"Bearer {GRPC_TOKEN}"),)
 
 
 @pytest.fixture(scope="module")
-def stub(
-    stack: Stack, served: tuple[str, list[AnomalyRecord]]
-) -> Iterator[pb_grpc.RetrievalServiceStub]:
+def stub_server(stack: Stack, served: tuple[str, list[AnomalyRecord]]) -> Iterator[str]:
+    """data_retrieval on a free port over the served database (pages of 4); its target."""
     base = stack.mysql_settings(served[0])
     fields = {k: v for k, v in base.model_dump().items() if k in RetrievalSettings.model_fields}
     fields.update(grpc_host="127.0.0.1", grpc_port=0, http_port=0, grpc_api_token=GRPC_TOKEN)
     fields.update(grpc_tls_cert_file=None, grpc_tls_key_file=None, retrieval_page_size=4)
-    with (
-        RetrievalServerThread(RetrievalSettings(**fields)) as srv,
-        grpc.insecure_channel(srv.target) as ch,
-    ):
+    with RetrievalServerThread(RetrievalSettings(**fields)) as srv:
+        yield srv.target
+
+
+@pytest.fixture(scope="module")
+def stub(stub_server: str) -> Iterator[pb_grpc.RetrievalServiceStub]:
+    with grpc.insecure_channel(stub_server) as ch:
         yield pb_grpc.RetrievalServiceStub(ch)
 
 
@@ -477,3 +480,32 @@ def test_the_retention_purge_deletes_old_windows_only(db: StorageSettings) -> No
         writer.close()
     starts = sorted(int(r[0]) for r in sql(db, "SELECT window_start_ms FROM anomalies"))
     assert starts == [round((t0 + 15 * i) * 1000) for i in range(3, 7)]
+
+
+def test_the_client_lists_anomalies(
+    stub_server: str, served: tuple[str, list[AnomalyRecord]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GRPC_API_TOKEN", GRPC_TOKEN)
+    monkeypatch.setenv("GRPC_TLS", "false")
+    monkeypatch.delenv("GRPC_TLS_CA_FILE", raising=False)
+    out: list[str] = []
+    argv = ["--target", stub_server, "anomalies", "--metric", "cpu_usage", "--label", "host=a"]
+    assert (
+        client_main([*argv, "--status", "ERROR", "--detector", "sigma", "--json"], out.append) == 0
+    )
+    docs = json.loads("".join(out))
+    want = _expected(
+        served[1],
+        lambda r: (
+            r.series.labels.get("host") == "a"
+            and r.status == "ERROR"
+            and r.detector.name == "sigma"
+        ),
+    )
+    assert [(d["series"]["key"], d["detector"]) for d in docs] == [(k, d) for k, d, _ in want]
+    assert all(d["status"] == "ANOMALY_STATUS_ERROR" for d in docs)
+    out.clear()
+    assert client_main([*argv, "--limit", "2"], out.append) == 0
+    table = "".join(out).splitlines()
+    assert table[0].split()[:5] == ["window", "start", "(UTC)", "status", "deviation"]
+    assert len(table) == 2 + 2
