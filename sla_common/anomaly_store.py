@@ -4,8 +4,10 @@ Shared by sla_manager (``GET /anomalies``, an SLI's status) and data_retrieval
 (``ListAnomalies``), so both filter and page the same way:
 
 - filters: one series (its key) or a metric with equality label matchers (JSON
-  containment, as for ``series``), detectors, statuses, and a time range on the window
-  start (``start <= window.start < end``);
+  containment, as for ``series``; when one series has exactly those labels, it alone is
+  meant, as in data_retrieval's selectors, and its key is used: an index lookup instead of
+  a scan), detectors, statuses, and a time range on the window start
+  (``start <= window.start < end``);
 - order: newest window first, then the higher row id; a page continues after the last
   row of the previous one (:class:`Position`, keyset paging: no OFFSET).
 
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sla_common.mysql import Connection, fetch_all, series_key_hash
+from sla_common.series import series_key
 
 CHUNK = 500  # series keys per IN (...) list
 
@@ -148,11 +151,24 @@ def where(f: AnomalyFilter, after: Position | None) -> tuple[str, list[Any]]:
     return (f" WHERE {' AND '.join(terms)}" if terms else ""), args
 
 
+def exact(conn: Connection, f: AnomalyFilter) -> AnomalyFilter:
+    """``f`` by series key when its metric and labels are exactly those of a stored series."""
+    if f.series_key is not None or f.metric is None or not f.labels:
+        return f
+    key = series_key(f.metric, dict(f.labels))
+    found = fetch_all(
+        conn, "SELECT 1 FROM anomalies WHERE key_hash = %s LIMIT 1", [series_key_hash(key)]
+    )
+    if not found:
+        return f
+    return AnomalyFilter(key, None, (), f.detectors, f.statuses, f.start_ms, f.end_ms)
+
+
 def list_anomalies(
     conn: Connection, f: AnomalyFilter, after: Position | None, limit: int
 ) -> list[StoredAnomaly]:
     """Up to ``limit`` rows matching ``f``, newest window first, after ``after``."""
-    clause, args = where(f, after)
+    clause, args = where(exact(conn, f), after)
     sql = (
         f"SELECT {_COLUMNS} FROM anomalies{clause} "  # noqa: S608 (names from code)
         "ORDER BY window_start_ms DESC, id DESC LIMIT %s"

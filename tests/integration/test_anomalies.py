@@ -269,6 +269,10 @@ def test_rest_lists_anomalies_with_filters_and_paging(
     cases: list[tuple[dict[str, Any], Callable[[AnomalyRecord], bool]]] = [
         ({"selector": host_a}, lambda r: r.series.labels.get("host") == "a"),
         ({"selector": "cpu_usage"}, lambda r: r.series.metric == "cpu_usage"),
+        (  # labels that are a part of the series' own: matched by containment
+            {"selector": f'{demo.FILEFD}{{job="{demo.JOB}"}}'},
+            lambda r: r.series.metric == demo.FILEFD,
+        ),
         (
             {"series_key": series_key("cpu_usage", {"host": "b"})},
             lambda r: r.series.labels.get("host") == "b",
