@@ -11,6 +11,10 @@ from collections.abc import Iterable
 
 from data_retrieval._pb.sla_monitor.retrieval.v1 import retrieval_pb2 as pb
 from data_retrieval.queries import Row, SeriesInfo, SeriesRow
+from data_retrieval.validation import ANOMALY_STATUSES
+from sla_common.anomaly_store import StoredAnomaly
+
+_STATUS = {text: value for value, text in ANOMALY_STATUSES.items()}
 
 
 def series_ref(row: SeriesRow) -> pb.SeriesRef:
@@ -157,4 +161,23 @@ def dickey_fuller(ref: pb.SeriesRef, row: Row) -> pb.DickeyFuller:
     if start is not None:
         msg.window_start.seconds = start
     msg.produced_at.seconds = made
+    return msg
+
+
+def anomaly(a: StoredAnomaly) -> pb.Anomaly:
+    msg = pb.Anomaly(
+        series=pb.SeriesRef(key=a.series_key, metric=a.metric, labels=a.labels),
+        detector=a.detector,
+        detector_version=a.detector_version,
+        count=a.count,
+        mean=a.mean,
+        std=a.std,
+        normal_mean=a.normal_mean,
+        normal_std=a.normal_std,
+        normal_source=a.normal_source,
+        deviation=a.deviation,
+        status=_STATUS.get(a.status, pb.ANOMALY_STATUS_UNSPECIFIED),
+    )
+    msg.window_start.FromMilliseconds(round(a.window_start * 1000))
+    msg.window_end.FromMilliseconds(round(a.window_end * 1000))
     return msg

@@ -56,11 +56,14 @@ from data_retrieval.validation import (
     invalid,
     latest_range,
     not_found,
+    parse_anomaly_filter,
     parse_at,
     parse_limit,
     parse_selector,
     parse_time_range,
 )
+from sla_common import anomaly_store
+from sla_common.anomaly_store import AnomalyFilter
 from sla_common.mysql import Connection
 
 log = logging.getLogger(__name__)
@@ -247,6 +250,13 @@ class RetrievalServicer(pb_grpc.RetrievalServiceServicer):
         async for msg in self._stream(FORECAST.method, context, chunks):
             yield msg
 
+    async def ListAnomalies(  # noqa: N802
+        self, request: pb.ListAnomaliesRequest, context: Context
+    ) -> AsyncIterator[pb.ListAnomaliesResponse]:
+        chunks = self._anomalies(request, context)
+        async for msg in self._stream("ListAnomalies", context, chunks):
+            yield msg
+
     # ------------------------------------------------------------------ accounting, errors
 
     async def _unary(self, method: str, context: Context, work: Awaitable[T]) -> T:
@@ -367,6 +377,54 @@ class RetrievalServicer(pb_grpc.RetrievalServiceServicer):
                 msg = pb.ListSeriesResponse(series=[convert.series(i) for i in infos])
                 yield Chunk(msg, len(infos), Cursor(after_id))
             if len(infos) < n:
+                return
+
+    # ------------------------------------------------------------------ ListAnomalies
+
+    async def _anomalies(
+        self, request: pb.ListAnomaliesRequest, context: Context
+    ) -> AsyncGenerator[Chunk[pb.ListAnomaliesResponse], None]:
+        method = "ListAnomalies"
+        f = parse_anomaly_filter(request, self.settings.retrieval_max_range_s)
+        limit = parse_limit(request.limit, self.settings.retrieval_max_limit)
+        token_fp = fingerprint(request)
+        after = None
+        if request.page_token:
+            cursor = decode_token(request.page_token, method, token_fp, (int, int))
+            start_ms, row_id = cursor.after
+            after = anomaly_store.Position(int(start_ms), int(row_id))
+        source = self._anomaly_pages(f, after, limit, Calls(self.db, context))
+        chunks = with_tokens(source, partial(encode_token, method, token_fp))
+        async with contextlib.aclosing(chunks):
+            async for chunk in chunks:
+                yield chunk
+
+    async def _anomaly_pages(
+        self,
+        f: AnomalyFilter,
+        after: anomaly_store.Position | None,
+        limit: int | None,
+        call: Calls,
+    ) -> AsyncGenerator[Chunk[pb.ListAnomaliesResponse] | More, None]:
+        """Keyset pages of at most RETRIEVAL_PAGE_SIZE anomalies, up to the limit (or the
+        server's cap); MORE when that stopped the stream and more rows match."""
+        remaining = limit if limit is not None else self.settings.retrieval_max_limit
+        fetched = self.metrics.rows_fetched.labels("ListAnomalies")
+        while True:
+            if remaining == 0:
+                probe = await call(partial(anomaly_store.list_anomalies, f=f, after=after, limit=1))
+                if probe:
+                    yield MORE
+                return
+            n = min(self.settings.retrieval_page_size, remaining)
+            rows = await call(partial(anomaly_store.list_anomalies, f=f, after=after, limit=n))
+            fetched.inc(len(rows))
+            if rows:
+                after = rows[-1].position
+                remaining -= len(rows)
+                msg = pb.ListAnomaliesResponse(anomalies=[convert.anomaly(a) for a in rows])
+                yield Chunk(msg, len(rows), Cursor(0, (after.start_ms, after.id)))
+            if len(rows) < n:
                 return
 
     # ------------------------------------------------------------------ GetDickeyFuller

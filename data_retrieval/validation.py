@@ -13,6 +13,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from data_retrieval._pb.sla_monitor.retrieval.v1 import retrieval_pb2 as pb
+from sla_common.anomaly_store import AnomalyFilter
 from sla_common.series import series_key
 
 # Prometheus' own syntax for names; a value outside it cannot have been stored.
@@ -194,3 +195,47 @@ def parse_limit(limit: int, max_limit: int) -> int | None:
     if limit < 0:
         raise invalid(f"limit={limit} must be >= 0 (0: as many as the server gives per call)")
     return min(limit, max_limit) if limit else None
+
+
+DETECTOR_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+MAX_DETECTORS = 16
+# The stored status text of each AnomalyStatus (UNSPECIFIED is not a filter).
+ANOMALY_STATUSES = {
+    pb.ANOMALY_STATUS_SAFE: "SAFE",
+    pb.ANOMALY_STATUS_WARN: "WARN",
+    pb.ANOMALY_STATUS_ERROR: "ERROR",
+    pb.ANOMALY_STATUS_LEARNING: "LEARNING",
+}
+
+
+def parse_anomaly_filter(request: pb.ListAnomaliesRequest, max_range_s: int) -> AnomalyFilter:
+    """ListAnomalies' filters: an optional selector, detectors, statuses, a time range."""
+    sel = parse_selector(request.selector, allow_everything=True)
+    if len(request.detectors) > MAX_DETECTORS:
+        raise invalid(f"detectors has {len(request.detectors)} names; at most {MAX_DETECTORS}")
+    for name in request.detectors:
+        if not DETECTOR_NAME.match(name):
+            raise invalid(
+                f"detectors: {name[:80]!r} is not a detector name (e.g. 'sigma', 'iforest'): "
+                "1-64 letters, digits, '_', '.', ':' or '-'"
+            )
+    statuses = []
+    for value in request.statuses:
+        if value not in ANOMALY_STATUSES:
+            raise invalid(
+                f"statuses: {value} is not a status: use SAFE, WARN, ERROR or LEARNING "
+                "(ANOMALY_STATUS_UNSPECIFIED is not one)"
+            )
+        statuses.append(ANOMALY_STATUSES[value])
+    tr = TimeRange()
+    if request.HasField("time_range"):
+        tr = parse_time_range(request.time_range, max_range_s)
+    return AnomalyFilter(
+        series_key=sel.key,
+        metric=sel.metric,
+        labels=sel.labels,
+        detectors=tuple(dict.fromkeys(request.detectors)),
+        statuses=tuple(dict.fromkeys(statuses)),
+        start_ms=None if tr.start is None else tr.start * 1000,
+        end_ms=None if tr.end is None else tr.end * 1000,
+    )

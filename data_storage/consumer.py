@@ -1,4 +1,8 @@
-"""The storage consumer: Kafka ``prometheusdata`` -> MySQL, exactly once in effect.
+"""The storage consumer: a Kafka topic -> MySQL, exactly once in effect.
+
+One consumer per :class:`~data_storage.streams.Stream`: the ETL's analyses
+(``prometheusdata``) or the detectors' anomaly records (``anomaly``), each in its own
+consumer group, with its own checks, sink and dead-letter topic.
 
 At-least-once delivery plus idempotent writes (see :mod:`data_storage.rows`). A batch is
 the unit of work, in the order of quix-streams' checkpoint:
@@ -44,12 +48,11 @@ from kafka.structs import OffsetAndMetadata
 
 from data_storage.deadletter import DeadLetter, DeadLetterQueue
 from data_storage.metrics import StorageMetrics
-from data_storage.rows import row_count
 from data_storage.settings import StorageSettings
-from data_storage.validate import Rejected, check
-from data_storage.writer import Writer, WriteResult
+from data_storage.streams import Stream, analyses
+from data_storage.validate import Rejected
+from data_storage.writer import Sink, WriteResult
 from sla_common.kafka import TopicWatch, close_producer, ensure_topics, make_producer
-from sla_common.messages import AnalysisMessage
 from sla_common.mysql import Backoff, Stopped, is_data_error, retry
 from sla_common.mysql_startup import MYSQL_ERRORS
 
@@ -58,7 +61,6 @@ log = logging.getLogger(__name__)
 POLL_MS = 200  # the longest the loop is deaf to the stop flag while idle
 KEEPALIVE_EVERY_S = 1.0
 SUMMARY_EVERY_S = 60.0
-FULL_MESSAGE_ROWS = 5_900  # a 12 h × 15 s message: 2 × 2,881 grid points + ACF + the rest
 # Errors of a commit that lost the race with a rebalance: the batch is redelivered.
 MEMBERSHIP_ERRORS = (
     CommitFailedError,
@@ -75,7 +77,7 @@ class Item:
     """One record of the batch: the message if it is valid, else why it is not."""
 
     record: Any  # kafka ConsumerRecord
-    msg: AnalysisMessage | None = None
+    msg: Any = None  # the stream's message type (an AnalysisMessage, an AnomalyRecord)
     rejected: Rejected | None = None
     letter: DeadLetter | None = None  # its way to the DLQ, kept across retries of the batch
 
@@ -86,6 +88,7 @@ class Item:
 
 @dataclass
 class Batch:
+    row_count: Callable[[Any], int]  # rows a message becomes
     items: list[Item] = field(default_factory=list)
     rows: int = 0
     started: float | None = None
@@ -95,7 +98,7 @@ class Batch:
             self.started = time.monotonic()
         self.items.append(item)
         if item.msg is not None:
-            self.rows += row_count(item.msg)
+            self.rows += self.row_count(item.msg)
 
     def good(self) -> list[Item]:
         return [i for i in self.items if i.msg is not None]
@@ -103,7 +106,7 @@ class Batch:
     def bad(self) -> list[Item]:
         return [i for i in self.items if i.rejected is not None]
 
-    def messages(self) -> list[AnalysisMessage]:
+    def messages(self) -> list[Any]:
         return [i.msg for i in self.items if i.msg is not None]
 
     def offsets(self) -> dict[TopicPartition, int]:
@@ -118,7 +121,7 @@ class Batch:
         gone = set(partitions)
         before = len(self.items)
         self.items = [i for i in self.items if i.tp not in gone]
-        self.rows = sum(row_count(i.msg) for i in self.items if i.msg is not None)
+        self.rows = sum(self.row_count(i.msg) for i in self.items if i.msg is not None)
         return before - len(self.items)
 
     def clear(self) -> None:
@@ -178,21 +181,23 @@ class StorageConsumer:
     metrics: StorageMetrics = field(default_factory=StorageMetrics)
     stop: threading.Event = field(default_factory=threading.Event)
     clock: Callable[[], float] = time.time
-    make_writer: Callable[[StorageSettings], Writer] = Writer
+    stream: Stream | None = None  # default: the analyses (KAFKA_TOPIC)
+    make_writer: Callable[[StorageSettings], Sink[Any]] | None = None  # default: the stream's
     consumer: Any = field(default=None, repr=False)  # KafkaConsumer
     producer: Any = field(default=None, repr=False)  # KafkaProducer of the dead letters
 
     def __post_init__(self) -> None:
-        self.writer = self.make_writer(self.settings)
-        self.batch = Batch()
+        st = self._stream = self.stream = self.stream or analyses(self.settings)
+        self.writer = (self.make_writer or st.make_writer)(self.settings)
+        self.batch = Batch(st.row_count)
         self._revocations = _Revocations()
         self._watch: TopicWatch | None = None
         self._last_purge = time.monotonic()
         self._last_summary = time.monotonic()
         self._since_summary = [0, 0, 0]  # messages, rows, dead letters
-        # Rows per message, learnt as messages come; starts at a full 12 h ETL message so
-        # that the first poll cannot bring hundreds of large messages into memory at once.
-        self._rows_per_msg = float(FULL_MESSAGE_ROWS)
+        # Rows per message, learnt as messages come; starts at the stream's guess (a full
+        # 12 h ETL message) so the first poll cannot bring hundreds of large ones at once.
+        self._rows_per_msg = st.first_rows_per_message
 
     def backoff(self) -> Backoff:
         return Backoff(self.settings.storage_backoff_base_s, self.settings.storage_max_backoff_s)
@@ -205,7 +210,7 @@ class StorageConsumer:
 
         Raises :class:`Stopped` if the stop flag arrives first.
         """
-        s = self.settings
+        s, st = self.settings, self._stream
         retry(
             self.writer.connection,
             what=f"MySQL {s.mysql_host}:{s.mysql_port}/{s.mysql_database}",
@@ -217,7 +222,7 @@ class StorageConsumer:
         retry(
             lambda: ensure_topics(
                 s.kafka_bootstrap_servers,
-                [s.kafka_topic, s.kafka_dlq_topic],
+                [st.topic, st.dlq_topic],
                 partitions=s.kafka_partitions,
                 timeout_ms=s.kafka_request_timeout_ms,
                 max_message_bytes=s.storage_max_message_bytes,
@@ -249,15 +254,15 @@ class StorageConsumer:
         if s.storage_topic_check_s > 0:
             self._watch = TopicWatch(
                 s.kafka_bootstrap_servers,
-                s.kafka_topic,
+                st.topic,
                 s.storage_topic_check_s,
                 s.kafka_request_timeout_ms,
                 self.stop,
             ).start()
         log.info(
             "consuming %s as group %s from %s into MySQL %s:%d/%s",
-            s.kafka_topic,
-            s.kafka_group_id,
+            st.topic,
+            st.group_id,
             s.kafka_bootstrap_servers,
             s.mysql_host,
             s.mysql_port,
@@ -269,7 +274,7 @@ class StorageConsumer:
         consumer = KafkaConsumer(
             bootstrap_servers=s.kafka_bootstrap_servers,
             client_id="data_storage",
-            group_id=s.kafka_group_id,
+            group_id=self._stream.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             session_timeout_ms=s.kafka_session_timeout_ms,
@@ -286,7 +291,7 @@ class StorageConsumer:
             # the ETL) with our partition count, never by a fetch with the broker's default.
             allow_auto_create_topics=False,
         )
-        consumer.subscribe([s.kafka_topic], listener=self._revocations)
+        consumer.subscribe([self._stream.topic], listener=self._revocations)
         return consumer
 
     def close(self) -> None:
@@ -369,7 +374,7 @@ class StorageConsumer:
         change = self._watch.take() if self._watch is not None else None
         if change is None:
             return False
-        topic = self.settings.kafka_topic
+        topic = self._stream.topic
         self.metrics.topic_recreations.inc()
         held = len(self.batch.items)
         log.warning(
@@ -394,7 +399,7 @@ class StorageConsumer:
     def _add(self, record: Any) -> None:
         self.metrics.messages_consumed.inc()
         s = self.settings
-        result = check(
+        result = self._stream.check(
             record.key,
             record.value,
             s.storage_max_message_bytes,
@@ -405,7 +410,7 @@ class StorageConsumer:
             return
         self.batch.add(Item(record, msg=result))
         # A running mean of rows per message sizes the next poll (see fill_batch).
-        self._rows_per_msg = 0.7 * self._rows_per_msg + 0.3 * row_count(result)
+        self._rows_per_msg = 0.7 * self._rows_per_msg + 0.3 * self.batch.row_count(result)
 
     def _apply_revocations(self) -> None:
         revoked = self._revocations.take()
@@ -515,8 +520,8 @@ class StorageConsumer:
         s = self.settings
         queue = DeadLetterQueue(
             self.producer,
-            s.kafka_dlq_topic,
-            s.kafka_group_id,
+            self._stream.dlq_topic,
+            self._stream.group_id,
             s.kafka_request_timeout_ms / 1000,
             self.metrics,
         )

@@ -36,90 +36,94 @@ class StorageMetrics:
     registry: CollectorRegistry = field(
         default_factory=lambda: CollectorRegistry(auto_describe=True)
     )
+    # One set per stream in a process: the analyses' keep the plain names, another
+    # stream's carry its name (sla_storage_anomaly_messages_consumed, ...).
+    prefix: str = "sla_storage"
+    tables: tuple[str, ...] = tuple(t.name for t in TABLES)
 
     def __post_init__(self) -> None:
-        r = self.registry
+        r, p = self.registry, self.prefix
         self.messages_consumed = Counter(
-            "sla_storage_messages_consumed",
+            f"{p}_messages_consumed",
             "Kafka records consumed (each counted once per delivery).",
             registry=r,
         )
         self.messages_stored = Counter(
-            "sla_storage_messages_stored",
+            f"{p}_messages_stored",
             "Valid messages whose batch was written and committed to MySQL.",
             registry=r,
         )
         self.rows_written = Counter(
-            "sla_storage_rows_written",
+            f"{p}_rows_written",
             "Rows sent in committed upserts, per table (an updated row counts once).",
             ["table"],
             registry=r,
         )
         self.batch_write_duration = Histogram(
-            "sla_storage_batch_write_duration_seconds",
+            f"{p}_batch_write_duration_seconds",
             "Duration of one batch's MySQL transaction, from BEGIN to COMMIT.",
             buckets=WRITE_BUCKETS,
             registry=r,
         )
         self.batch_messages = Histogram(
-            "sla_storage_batch_messages",
+            f"{p}_batch_messages",
             "Records per batch (valid and dead-lettered).",
             buckets=SIZE_BUCKETS,
             registry=r,
         )
         self.dlq_messages = Counter(
-            "sla_storage_dlq_messages",
+            f"{p}_dlq_messages",
             "Records sent to the dead-letter topic, by reason.",
             ["reason"],
             registry=r,
         )
         self.dlq_undeliverable = Counter(
-            "sla_storage_dlq_undeliverable",
+            f"{p}_dlq_undeliverable",
             "Records the dead-letter topic refused even without their value: logged with their "
             "coordinates and digest, and skipped.",
             registry=r,
         )
         self.write_errors = Counter(
-            "sla_storage_write_errors",
+            f"{p}_write_errors",
             "Failed batch writes, by kind (transient: retried; data: record isolated; "
             "unexpected: no message of the batch writable for a non-MySQL error, retried).",
             ["kind"],
             registry=r,
         )
         self.kafka_errors = Counter(
-            "sla_storage_kafka_errors",
+            f"{p}_kafka_errors",
             "Failed Kafka operations (poll, commit, dead-letter produce), retried.",
             ["operation"],
             registry=r,
         )
         self.commits = Counter(
-            "sla_storage_offset_commits", "Successful Kafka offset commits.", registry=r
+            f"{p}_offset_commits", "Successful Kafka offset commits.", registry=r
         )
         self.last_commit = Gauge(
-            "sla_storage_last_commit_timestamp_seconds",
+            f"{p}_last_commit_timestamp_seconds",
             "Unix time of the last successful offset commit.",
             registry=r,
         )
         self.mysql_up = Gauge(
-            "sla_storage_mysql_up",
+            f"{p}_mysql_up",
             "1 while the last MySQL operation succeeded, 0 while MySQL is failing.",
             registry=r,
         )
         self.topic_recreations = Counter(
-            "sla_storage_topic_recreations",
+            f"{p}_topic_recreations",
             "Times the consumed topic was found re-created (new topic id) and read again from "
             "its beginning.",
             registry=r,
         )
         self.purged_rows = Counter(
-            "sla_storage_purged_rows",
+            f"{p}_purged_rows",
             "Rows deleted by the retention purge, per table.",
             ["table"],
             registry=r,
         )
-        for t in TABLES:
-            self.rows_written.labels(t.name)
-            self.purged_rows.labels(t.name)
+        for table in self.tables:
+            self.rows_written.labels(table)
+            self.purged_rows.labels(table)
         for reason in DLQ_REASONS:
             self.dlq_messages.labels(reason)
         for kind in ("transient", "data", "unexpected"):

@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
 
 import pymysql
 
@@ -65,16 +66,34 @@ class WriteResult:
 class Refused:
     """A message MySQL refused on its own (the rest of its batch was written)."""
 
-    msg: AnalysisMessage
+    msg: Any  # the message type of the sink
     error: BaseException
 
 
+class _Keyed(Protocol):
+    @property
+    def key(self) -> str: ...
+
+
+class _OfSeries(Protocol):
+    """A message about one series: an analysis, an anomaly record."""
+
+    @property
+    def series(self) -> _Keyed: ...
+
+
+M = TypeVar("M", bound=_OfSeries)
+
+
 @dataclass
-class Writer:
+class Sink(Generic[M]):
+    """What the consumer needs of a writer, whatever the topic: the connection, a batch
+    write in one transaction (:meth:`write`), the same message by message
+    (:meth:`write_each`), and the retention purge. Subclasses write and purge."""
+
     settings: MysqlSettings
     connect_fn: Callable[[], Connection] | None = None
     _conn: Connection | None = field(default=None, init=False, repr=False)
-    _purge_start: int = field(default=0, init=False, repr=False)
 
     # ------------------------------------------------------------------ connection
 
@@ -101,6 +120,52 @@ class Writer:
         except (pymysql.err.Error, OSError) as e:
             log.debug("rollback failed (%s); dropping the connection", e)
             self.drop_connection()
+
+    # ------------------------------------------------------------------ writes
+
+    def table_names(self) -> tuple[str, ...]:
+        raise NotImplementedError
+
+    def write(self, messages: Sequence[M]) -> WriteResult:
+        raise NotImplementedError
+
+    def purge(self, cutoff: int, batch_rows: int, budget_s: float) -> dict[str, int]:
+        raise NotImplementedError
+
+    def write_each(self, messages: Sequence[M]) -> tuple[WriteResult, list[Refused]]:
+        """Each message in its own transaction: those MySQL refuses are returned, not raised.
+
+        For a batch that failed with a data error. A server error still raises, and the
+        caller retries the whole batch (what was written here is upserted again, harmlessly).
+        """
+        t0 = time.perf_counter()
+        counts: dict[str, int] = dict.fromkeys(self.table_names(), 0)
+        refused: list[Refused] = []
+        for msg in messages:
+            try:
+                result = self.write([msg])
+            except (pymysql.err.Error, OSError) as e:
+                if not is_data_error(e):
+                    raise
+                refused.append(Refused(msg, e))
+                continue
+            except Exception as e:  # a bug on one message must not stop the others
+                log.exception("unexpected error writing the message of %s", msg.series.key)
+                refused.append(Refused(msg, e))
+                continue
+            for name, n in result.rows.items():
+                counts[name] += n
+        return WriteResult(counts, time.perf_counter() - t0), refused
+
+
+@dataclass
+class Writer(Sink[AnalysisMessage]):
+    """The analyses of ``prometheusdata``: every table of :mod:`data_storage.rows`."""
+
+    _purge_start: int = field(default=0, init=False, repr=False)
+
+    def table_names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in TABLES)
 
     # ------------------------------------------------------------------ batch write
 
@@ -169,31 +234,6 @@ class Writer:
             flat = [v for row in part for v in row]
             where = or_of_conditions(condition, len(part))
             cur.execute(f"DELETE FROM {table} WHERE {where}", flat)  # noqa: S608
-
-    def write_each(self, messages: Sequence[AnalysisMessage]) -> tuple[WriteResult, list[Refused]]:
-        """Each message in its own transaction: those MySQL refuses are returned, not raised.
-
-        For a batch that failed with a data error. A server error still raises, and the
-        caller retries the whole batch (what was written here is upserted again, harmlessly).
-        """
-        t0 = time.perf_counter()
-        counts: dict[str, int] = dict.fromkeys((t.name for t in TABLES), 0)
-        refused: list[Refused] = []
-        for msg in messages:
-            try:
-                result = self.write([msg])
-            except (pymysql.err.Error, OSError) as e:
-                if not is_data_error(e):
-                    raise
-                refused.append(Refused(msg, e))
-                continue
-            except Exception as e:  # a bug on one message must not stop the others
-                log.exception("unexpected error writing the message of %s", msg.series.key)
-                refused.append(Refused(msg, e))
-                continue
-            for name, n in result.rows.items():
-                counts[name] += n
-        return WriteResult(counts, time.perf_counter() - t0), refused
 
     # ------------------------------------------------------------------ retention
 

@@ -324,8 +324,48 @@ PREPARE sla_add_column FROM @sla_add_column;
 EXECUTE sla_add_column;
 DEALLOCATE PREPARE sla_add_column;
 
+-- ---- 0005_anomalies.sql
+
+-- 0005_anomalies: the anomaly detectors' window results (Kafka topic `anomaly`, the record
+-- of sla_common/anomalies.py), stored by data_storage, read by sla_manager (GET /anomalies,
+-- an SLI's status) and data_retrieval (ListAnomalies).
+--
+-- One row per (series, detector, window start): the record's idempotency key, so a
+-- redelivered record upserts the same row. Every detector writes here: the streaming
+-- sigma rule (`sigma`) and later the batch models (`iforest`, `autoencoder`).
+-- Window times are BIGINT epoch *milliseconds* (windows can be 500 ms long); series are
+-- referred to by key_hash = UNHEX(SHA2(series_key, 256)), as in `series`, without a row
+-- there: the detector sees series the ETL does not analyse.
+CREATE TABLE IF NOT EXISTS anomalies (
+    id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
+    key_hash BINARY(32) NOT NULL,
+    detector VARCHAR(64) NOT NULL,
+    window_start_ms BIGINT NOT NULL,
+    window_end_ms BIGINT NOT NULL,
+    series_key TEXT NOT NULL,
+    metric VARCHAR(1024) NOT NULL,
+    labels JSON NOT NULL,
+    detector_version VARCHAR(32) NOT NULL,
+    schema_version SMALLINT NOT NULL,
+    sample_count INT NOT NULL,
+    mean DOUBLE NOT NULL,
+    std DOUBLE NOT NULL,
+    normal_mean DOUBLE NOT NULL,
+    normal_std DOUBLE NOT NULL,
+    normal_source VARCHAR(16) NOT NULL,
+    deviation DOUBLE NOT NULL,
+    status VARCHAR(16) NOT NULL,
+    stored_at BIGINT NOT NULL COMMENT 'epoch seconds of the latest write',
+    PRIMARY KEY (id),
+    UNIQUE KEY uq_anomalies_window (key_hash, detector, window_start_ms),
+    KEY idx_anomalies_start (window_start_ms),
+    KEY idx_anomalies_status (status, window_start_ms),
+    KEY idx_anomalies_metric (metric(191), window_start_ms)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
 -- ---- record the migrations above as applied
 INSERT IGNORE INTO schema_migrations (version, name, checksum, applied_at) VALUES (1, 'initial', '964cce1536fc70b2203a978b7757291fb96f0fd6fdf63c8e0db14ec4699304b4', UNIX_TIMESTAMP());
 INSERT IGNORE INTO schema_migrations (version, name, checksum, applied_at) VALUES (2, 'slos', '0a6e2f66f04bf3a2db2dc21e5a4b72ec50ed01ab5226d5e38b5e40a479a837cd', UNIX_TIMESTAMP());
 INSERT IGNORE INTO schema_migrations (version, name, checksum, applied_at) VALUES (3, 'sli_missing_data', '7dcff9407838091bd23c1aca0015b7b81b3d3e33c3b97380289fd9441767bec1', UNIX_TIMESTAMP());
 INSERT IGNORE INTO schema_migrations (version, name, checksum, applied_at) VALUES (4, 'forecast_distribution', '7a152810d1ef129fd37b0556540d0b991b385d3d0cec375bb237c82cc4885445', UNIX_TIMESTAMP());
+INSERT IGNORE INTO schema_migrations (version, name, checksum, applied_at) VALUES (5, 'anomalies', 'dd64631d1744391dee4a1bee3b6b32be8cdabe063b9d2570a50490445e95c4c0', UNIX_TIMESTAMP());

@@ -80,3 +80,47 @@ def parse_plain_selector(text: str) -> PlainSelector | None:
             return None
         i += 1
     return None
+
+
+_MATCHER = re.compile(
+    r"""\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!=|!~|=)\s*("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')\s*(?:,|$)""",
+    re.S,
+)
+_ESCAPES = {"n": "\n", "t": "\t", "\\": "\\", '"': '"', "'": "'"}
+
+
+def _unquote(literal: str) -> str:
+    body = literal[1:-1]
+    return re.sub(r"\\(.)", lambda m: _ESCAPES.get(m.group(1), "\\" + m.group(1)), body)
+
+
+def equality_selector(text: str) -> tuple[str | None, dict[str, str]]:
+    """The metric name and label values of a plain selector whose matchers are all ``=``.
+
+    For lookups in stored series (what PromQL would select among them): ``up{job="node"}``
+    gives ``("up", {"job": "node"})``; ``{__name__="up"}`` names the metric too. ValueError
+    (with a message for the user) for anything else: ``=~``, ``!=``, ``!~``, an expression.
+    """
+    sel = parse_plain_selector(text)
+    if sel is None:
+        raise ValueError('not a plain vector selector such as metric{label="value"}')
+    labels: dict[str, str] = {}
+    rest = sel.matchers
+    while rest.strip():
+        m = _MATCHER.match(rest)
+        if m is None:
+            raise ValueError(f"cannot read the label matchers {sel.matchers[:200]!r}")
+        name, op, literal = m.group(1), m.group(2), m.group(3)
+        if op != "=":
+            raise ValueError(f"only equality matchers (=) are supported here, not {op!r}")
+        if name in labels:
+            raise ValueError(f"label {name!r} matched twice")
+        labels[name] = _unquote(literal)
+        rest = rest[m.end() :]
+    metric = sel.name
+    named = labels.pop("__name__", None)
+    if named is not None:
+        if metric is not None and metric != named:
+            raise ValueError("the metric name is given twice, differently")
+        metric = named
+    return metric, labels

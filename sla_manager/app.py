@@ -20,7 +20,16 @@ from fastapi import FastAPI
 
 from sla_manager.errors import install_handlers
 from sla_manager.metrics import MetricsMiddleware, SlaMetrics
-from sla_manager.routes import etl, evaluations, explanations, health, rules, slis, slos
+from sla_manager.routes import (
+    anomalies,
+    etl,
+    evaluations,
+    explanations,
+    health,
+    rules,
+    slis,
+    slos,
+)
 from sla_manager.services import Services
 from sla_manager.settings import SlaSettings
 from sla_manager.slo.breach import BreachExporter, compute_snapshot
@@ -82,6 +91,6 @@ def create_app(settings: SlaSettings, metrics: SlaMetrics | None = None) -> Fast
     app.state.services = services
     install_handlers(app, services.metrics, settings)
     app.add_middleware(MetricsMiddleware, metrics=services.metrics)
-    for module in (slis, evaluations, etl, health, explanations, slos, rules):
+    for module in (slis, evaluations, etl, health, explanations, slos, rules, anomalies):
         app.include_router(module.router)
     return app

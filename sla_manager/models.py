@@ -272,6 +272,13 @@ SLI_STATE_DESCRIPTION = (
 )
 
 
+class LatestAnomaly(_Response):
+    status: Literal["SAFE", "WARN", "ERROR", "LEARNING"]
+    deviation: float = Field(description="in normal standard deviations")
+    window_start: float
+    window_end: float
+
+
 class SeriesStatus(SeriesRef):
     timestamp: float
     value: float | None = Field(description="null when NaN or ±Inf, or without data")
@@ -281,6 +288,11 @@ class SeriesStatus(SeriesRef):
     inside: bool | None = Field(description="null when the value is NaN or missing")
     last_seen: float | None = Field(
         description="no_data series: the last evaluation (at most 5 min apart) with a value"
+    )
+    anomalies: dict[str, LatestAnomaly] = Field(
+        default_factory=dict,
+        description="per anomaly detector (sigma, iforest...), its newest stored window of "
+        "this series (see GET /anomalies); empty when none is stored",
     )
 
 

@@ -9,6 +9,8 @@ every analysis of each partition, then any partition's full series). Commands fo
     report        SELECTOR                     every analysis of each series, as in the menu
     hp | decomposition | acf | aggregates | forecast
                   SELECTOR [--start T] [--end T] [--limit N] [--json]
+    anomalies     [SELECTOR] [--detector D ...] [--status S ...] [--start T] [--end T]
+                  [--limit N] [--json]      the anomaly detectors' windows, newest first
 
 SELECTOR is ``--metric NAME [--label k=v ...]`` or ``--key SERIES_KEY``. A time T is epoch
 seconds, ISO 8601 (UTC unless given) or a duration back from now such as ``-3h``.
@@ -105,6 +107,16 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--end", help="exclusive")
         p.add_argument("--limit", type=int, default=0, help="at most this many items (0: all)")
         p.add_argument("--json", action="store_true")
+    p = sub.add_parser("anomalies", help="the anomaly detectors' windows, newest first")
+    _add_selector(p, required=False)
+    p.add_argument("--detector", action="append", default=[], help="e.g. sigma (repeatable)")
+    p.add_argument(
+        "--status", action="append", default=[], choices=("SAFE", "WARN", "ERROR", "LEARNING")
+    )
+    p.add_argument("--start", help="windows starting at or after")
+    p.add_argument("--end", help="windows starting before")
+    p.add_argument("--limit", type=int, default=0, help="at most this many (0: all)")
+    p.add_argument("--json", action="store_true")
     return parser
 
 
@@ -180,6 +192,20 @@ async def cmd_stream(client: RetrievalClient, args: argparse.Namespace, write: W
         write("\n]\n" if count else "]\n")
 
 
+async def cmd_anomalies(client: RetrievalClient, args: argparse.Namespace, write: Write) -> None:
+    start = parse_time(args.start) if args.start else None
+    end = parse_time(args.end) if args.end else None
+    statuses = [pb.AnomalyStatus.Value(f"ANOMALY_STATUS_{s}") for s in args.status]
+    pages = client.anomalies(
+        selector_of(args), args.detector, statuses, time_range(start, end), args.limit
+    )
+    items = [a async for page in pages for a in page.anomalies]
+    if args.json:
+        write_json(write, [render.to_json(a) for a in items])
+    else:
+        write(render.anomalies_table(items))
+
+
 async def _per_series(pages: AsyncIterator[Any], field: str) -> AsyncIterator[Any]:
     """Consecutive pages of one series merged into one message."""
     current: Any = None
@@ -228,6 +254,8 @@ async def run(args: argparse.Namespace, settings: ClientSettings, write: Write) 
             await cmd_adf(client, args, write)
         elif command == "report":
             await cmd_report(client, args, write)
+        elif command == "anomalies":
+            await cmd_anomalies(client, args, write)
         else:
             await cmd_stream(client, args, write)
     return 0

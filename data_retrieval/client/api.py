@@ -207,6 +207,19 @@ class RetrievalClient:
         request = pb.ListForecastRequest(selector=sel, time_range=tr, limit=limit)
         return self._stream(self.stub.ListForecast, request)
 
+    def anomalies(
+        self,
+        sel: pb.SeriesSelector | None = None,
+        detectors: Sequence[str] = (),
+        statuses: Sequence[pb.AnomalyStatus.ValueType] = (),
+        tr: pb.TimeRange | None = None,
+        limit: int = 0,
+    ) -> AsyncIterator[pb.ListAnomaliesResponse]:
+        request = pb.ListAnomaliesRequest(
+            selector=sel, detectors=detectors, statuses=statuses, time_range=tr, limit=limit
+        )
+        return self._stream(self.stub.ListAnomalies, request)
+
 
 async def collect(pages: AsyncIterator[M]) -> list[M]:
     return [page async for page in pages]

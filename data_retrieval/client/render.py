@@ -118,6 +118,21 @@ def series_table(items: Sequence[pb.Series]) -> str:
 # --------------------------------------------------------------------------- per analysis
 
 
+def anomalies_table(items: Sequence[pb.Anomaly]) -> str:
+    """One line per window: when, its status and deviation, the detector, the series."""
+    rows = [
+        (
+            fmt_time(a.window_start),
+            pb.AnomalyStatus.Name(a.status).removeprefix("ANOMALY_STATUS_"),
+            fmt_num(a.deviation),
+            a.detector,
+            a.series.key,
+        )
+        for a in items
+    ]
+    return table(("window start (UTC)", "status", "deviation", "detector", "series"), rows, left=2)
+
+
 def adf_block(adf: pb.DickeyFuller) -> str:
     cv = adf.critical_values
     verdict = "stationary" if adf.stationary else "NOT stationary"

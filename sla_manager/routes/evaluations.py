@@ -26,12 +26,14 @@ from typing import Annotated, TypeVar
 import numpy as np
 from fastapi import APIRouter, Query
 
+from sla_common.anomaly_store import latest_by_detector
 from sla_common.prometheus import InstantSample, PrometheusClient, RangeSeries
 from sla_common.series import series_key
 from sla_manager import evaluation as ev
 from sla_manager.deps import (
     ForecastStoreDep,
     PrometheusDep,
+    ServicesDep,
     SettingsDep,
     SliName,
     SliStoreDep,
@@ -45,6 +47,7 @@ from sla_manager.models import (
     ForecastPointOut,
     ForecastQuery,
     ForecastViolationsResponse,
+    LatestAnomaly,
     NoDataIntervalOut,
     SeriesForecastOut,
     SeriesStatus,
@@ -58,6 +61,7 @@ from sla_manager.models import (
     ViolationsResponse,
 )
 from sla_manager.models import SliState as SliStateT
+from sla_manager.services import Services
 from sla_manager.settings import SlaSettings
 from sla_manager.store import StoredForecast
 
@@ -111,6 +115,29 @@ def _check_range_size(
         )
 
 
+def _with_anomalies(services: Services, series: list[SeriesStatus]) -> list[SeriesStatus]:
+    """Each series with its newest anomaly window per detector (one query for all)."""
+    keys = {id(s): series_key(s.metric, s.labels) for s in series if s.metric is not None}
+    if not keys:
+        return series
+    with services.pool.connection() as conn:
+        latest = latest_by_detector(conn, list(keys.values()))
+    out = []
+    for s in series:
+        found = latest.get(keys.get(id(s), ""), {})
+        anomalies = {
+            d: LatestAnomaly(
+                status=a.status,  # stored from a validated record
+                deviation=a.deviation,
+                window_start=a.window_start,
+                window_end=a.window_end,
+            )
+            for d, a in sorted(found.items())
+        }
+        out.append(s.model_copy(update={"anomalies": anomalies}) if anomalies else s)
+    return out
+
+
 def _split(labels: Mapping[str, str]) -> tuple[str | None, dict[str, str]]:
     return labels.get("__name__"), {k: v for k, v in labels.items() if k != "__name__"}
 
@@ -125,6 +152,7 @@ def sli_status(
     params: Annotated[StatusQuery, Query()],
     prometheus: PrometheusDep,
     settings: SettingsDep,
+    services: ServicesDep,
 ) -> StatusResponse:
     sli = sli_or_404(store, name)
     at = params.time if params.time is not None else _now()
@@ -160,6 +188,7 @@ def sli_status(
                 last_seen=float(rs.timestamps[-1]),
             )
         )
+    series = _with_anomalies(services, series)
     outside = sum(s.state in ("below", "above") for s in series)
     return StatusResponse(
         sli=sli.name,

@@ -269,6 +269,7 @@ def test_health_serving_and_reflection_lists_the_service(
     assert {m.name for m in service.methods} == {
         "ListSeries",
         "GetDickeyFuller",
+        "ListAnomalies",
         *STREAMS,
     }
     hp = pool.FindMessageTypeByName("sla_monitor.retrieval.v1.HodrickPrescottPoint")

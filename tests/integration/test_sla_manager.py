@@ -495,6 +495,7 @@ def test_status_now_at_the_demo_end_and_during_the_fd_spike(
                 "state": state,
                 "inside": state == "inside",
                 "last_seen": None,
+                "anomalies": {},  # no anomaly record stored for it in this database
             }
         ]
         assert (body["inside"], body["outside"], body["undefined"], body["no_data"]) == (

@@ -16,6 +16,7 @@ STREAMS = {
     "ListAutocorrelation",
     "ListAggregates",
     "ListForecast",
+    "ListAnomalies",
 }
 
 
@@ -47,7 +48,7 @@ def test_service_has_the_rpcs_with_their_streaming_kind() -> None:
     assert methods["GetDickeyFuller"].output_type.name == "DickeyFuller"
 
 
-@pytest.mark.parametrize("name", sorted(STREAMS - {"ListSeries"}))
+@pytest.mark.parametrize("name", sorted(STREAMS - {"ListSeries", "ListAnomalies"}))
 def test_stream_requests_are_typed_selector_range_limit_token(name: str) -> None:
     request = pb.DESCRIPTOR.message_types_by_name[f"{name}Request"]
     fields = {f.name: f for f in request.fields}
@@ -73,3 +74,23 @@ def test_times_are_timestamps_and_numbers_are_numbers() -> None:
                 assert f.message_type.full_name == "google.protobuf.Timestamp", f.full_name
             if f.name in numeric:
                 assert f.type == FieldDescriptor.TYPE_DOUBLE, f.full_name
+
+
+def test_list_anomalies_filters_by_detector_and_status_with_range_limit_token() -> None:
+    request = pb.DESCRIPTOR.message_types_by_name["ListAnomaliesRequest"]
+    fields = {f.name: f for f in request.fields}
+    assert set(fields) == {
+        "selector",
+        "detectors",
+        "statuses",
+        "time_range",
+        "limit",
+        "page_token",
+    }
+    assert fields["statuses"].enum_type is not None
+    assert fields["statuses"].enum_type.name == "AnomalyStatus"
+    assert [v.name for v in fields["statuses"].enum_type.values][1:] == [
+        f"ANOMALY_STATUS_{s}" for s in ("SAFE", "WARN", "ERROR", "LEARNING")
+    ]
+    response = pb.DESCRIPTOR.message_types_by_name["ListAnomaliesResponse"]
+    assert {f.name for f in response.fields} == {"anomalies", "next_page_token"}

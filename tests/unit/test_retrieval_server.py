@@ -460,6 +460,7 @@ METHODS = [
         "ListAutocorrelation",
         "ListAggregates",
         "ListForecast",
+        "ListAnomalies",
     )
 ] + ["/grpc.health.v1.Health/Check"]
 GARBAGE = (b"\xff\xff\xff\xff", b"\x0a\x05ab", b"\x0a\x02\xc3\x28")  # corrupt, short, bad UTF-8

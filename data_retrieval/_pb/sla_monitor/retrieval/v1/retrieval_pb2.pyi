@@ -35,6 +35,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -45,6 +46,35 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _AnomalyStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType
+
+class _AnomalyStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AnomalyStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ANOMALY_STATUS_UNSPECIFIED: _AnomalyStatus.ValueType  # 0
+    ANOMALY_STATUS_SAFE: _AnomalyStatus.ValueType  # 1
+    """Within m1 normal standard deviations of the normal mean."""
+    ANOMALY_STATUS_WARN: _AnomalyStatus.ValueType  # 2
+    """Further than m1 (1 by default)."""
+    ANOMALY_STATUS_ERROR: _AnomalyStatus.ValueType  # 3
+    """Further than m2 (2 by default)."""
+    ANOMALY_STATUS_LEARNING: _AnomalyStatus.ValueType  # 4
+    """Too little history for a learned normal yet."""
+
+class AnomalyStatus(_AnomalyStatus, metaclass=_AnomalyStatusEnumTypeWrapper): ...
+
+ANOMALY_STATUS_UNSPECIFIED: AnomalyStatus.ValueType  # 0
+ANOMALY_STATUS_SAFE: AnomalyStatus.ValueType  # 1
+"""Within m1 normal standard deviations of the normal mean."""
+ANOMALY_STATUS_WARN: AnomalyStatus.ValueType  # 2
+"""Further than m1 (1 by default)."""
+ANOMALY_STATUS_ERROR: AnomalyStatus.ValueType  # 3
+"""Further than m2 (2 by default)."""
+ANOMALY_STATUS_LEARNING: AnomalyStatus.ValueType  # 4
+"""Too little history for a learned normal yet."""
+Global___AnomalyStatus: _TypeAlias = AnomalyStatus
 
 @_typing.final
 class SeriesSelector(_message.Message):
@@ -964,3 +994,131 @@ class ListForecastResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListForecastResponse: _TypeAlias = ListForecastResponse
+
+@_typing.final
+class ListAnomaliesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SELECTOR_FIELD_NUMBER: _builtins.int
+    DETECTORS_FIELD_NUMBER: _builtins.int
+    STATUSES_FIELD_NUMBER: _builtins.int
+    TIME_RANGE_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    limit: _builtins.int
+    page_token: _builtins.str
+    @_builtins.property
+    def selector(self) -> Global___SeriesSelector: ...
+    @_builtins.property
+    def detectors(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Detector (model) names, e.g. "sigma", "iforest", "autoencoder"; empty: every detector."""
+
+    @_builtins.property
+    def statuses(self) -> _containers.RepeatedScalarFieldContainer[Global___AnomalyStatus.ValueType]:
+        """Empty: every status."""
+
+    @_builtins.property
+    def time_range(self) -> Global___TimeRange: ...
+    def __init__(
+        self,
+        *,
+        selector: Global___SeriesSelector | None = ...,
+        detectors: _abc.Iterable[_builtins.str] | None = ...,
+        statuses: _abc.Iterable[Global___AnomalyStatus.ValueType] | None = ...,
+        time_range: Global___TimeRange | None = ...,
+        limit: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["selector", b"selector", "time_range", b"time_range"]
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["detectors", b"detectors", "limit", b"limit", "page_token", b"page_token", "selector", b"selector", "statuses", b"statuses", "time_range", b"time_range"]
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAnomaliesRequest: _TypeAlias = ListAnomaliesRequest
+
+@_typing.final
+class Anomaly(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERIES_FIELD_NUMBER: _builtins.int
+    DETECTOR_FIELD_NUMBER: _builtins.int
+    DETECTOR_VERSION_FIELD_NUMBER: _builtins.int
+    WINDOW_START_FIELD_NUMBER: _builtins.int
+    WINDOW_END_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    MEAN_FIELD_NUMBER: _builtins.int
+    STD_FIELD_NUMBER: _builtins.int
+    NORMAL_MEAN_FIELD_NUMBER: _builtins.int
+    NORMAL_STD_FIELD_NUMBER: _builtins.int
+    NORMAL_SOURCE_FIELD_NUMBER: _builtins.int
+    DEVIATION_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    detector: _builtins.str
+    detector_version: _builtins.str
+    count: _builtins.int
+    """Samples in the window, their mean and (population) standard deviation."""
+    mean: _builtins.float
+    std: _builtins.float
+    normal_mean: _builtins.float
+    """The normal behaviour the window was judged against, and where it came from
+    ("learned", "static", or "none" while LEARNING).
+    """
+    normal_std: _builtins.float
+    normal_source: _builtins.str
+    deviation: _builtins.float
+    """(mean - normal_mean) / normal_std; 0 while LEARNING."""
+    status: Global___AnomalyStatus.ValueType
+    @_builtins.property
+    def series(self) -> Global___SeriesRef: ...
+    @_builtins.property
+    def window_start(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def window_end(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        series: Global___SeriesRef | None = ...,
+        detector: _builtins.str = ...,
+        detector_version: _builtins.str = ...,
+        window_start: _timestamp_pb2.Timestamp | None = ...,
+        window_end: _timestamp_pb2.Timestamp | None = ...,
+        count: _builtins.int = ...,
+        mean: _builtins.float = ...,
+        std: _builtins.float = ...,
+        normal_mean: _builtins.float = ...,
+        normal_std: _builtins.float = ...,
+        normal_source: _builtins.str = ...,
+        deviation: _builtins.float = ...,
+        status: Global___AnomalyStatus.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["series", b"series", "window_end", b"window_end", "window_start", b"window_start"]
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "detector", b"detector", "detector_version", b"detector_version", "deviation", b"deviation", "mean", b"mean", "normal_mean", b"normal_mean", "normal_source", b"normal_source", "normal_std", b"normal_std", "series", b"series", "status", b"status", "std", b"std", "window_end", b"window_end", "window_start", b"window_start"]
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Anomaly: _TypeAlias = Anomaly
+
+@_typing.final
+class ListAnomaliesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ANOMALIES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def anomalies(self) -> _containers.RepeatedCompositeFieldContainer[Global___Anomaly]: ...
+    def __init__(
+        self,
+        *,
+        anomalies: _abc.Iterable[Global___Anomaly] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["anomalies", b"anomalies", "next_page_token", b"next_page_token"]
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAnomaliesResponse: _TypeAlias = ListAnomaliesResponse

@@ -72,6 +72,11 @@ class RetrievalServiceStub:
                 request_serializer=sla__monitor_dot_retrieval_dot_v1_dot_retrieval__pb2.ListForecastRequest.SerializeToString,
                 response_deserializer=sla__monitor_dot_retrieval_dot_v1_dot_retrieval__pb2.ListForecastResponse.FromString,
                 _registered_method=True)
+        self.ListAnomalies = channel.unary_stream(
+                '/sla_monitor.retrieval.v1.RetrievalService/ListAnomalies',
+                request_serializer=sla__monitor_dot_retrieval_dot_v1_dot_retrieval__pb2.ListAnomaliesRequest.SerializeToString,
+                response_deserializer=sla__monitor_dot_retrieval_dot_v1_dot_retrieval__pb2.ListAnomaliesResponse.FromString,
+                _registered_method=True)
 
 
 class RetrievalServiceServicer:
@@ -135,6 +140,19 @@ class RetrievalServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAnomalies(self, request, context):
+        """The anomaly detectors' window results (Kafka topic `anomaly`, stored by data_storage):
+        one item per series, detector and window. Unlike the per-series streams above, items
+        of every matching series come in one order: newest window first (then newest stored).
+        The selector is optional (empty: every series; a metric with labels: the series
+        carrying those labels); time_range applies to the window start (with neither bound,
+        no time filter: `limit` and the server's cap still bound the call). No match gives an
+        empty stream, not NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RetrievalServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -172,6 +190,11 @@ def add_RetrievalServiceServicer_to_server(servicer, server):
                     servicer.ListForecast,
                     request_deserializer=sla__monitor_dot_retrieval_dot_v1_dot_retrieval__pb2.ListForecastRequest.FromString,
                     response_serializer=sla__monitor_dot_retrieval_dot_v1_dot_retrieval__pb2.ListForecastResponse.SerializeToString,
+            ),
+            'ListAnomalies': grpc.unary_stream_rpc_method_handler(
+                    servicer.ListAnomalies,
+                    request_deserializer=sla__monitor_dot_retrieval_dot_v1_dot_retrieval__pb2.ListAnomaliesRequest.FromString,
+                    response_serializer=sla__monitor_dot_retrieval_dot_v1_dot_retrieval__pb2.ListAnomaliesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -363,6 +386,33 @@ class RetrievalService:
             '/sla_monitor.retrieval.v1.RetrievalService/ListForecast',
             sla__monitor_dot_retrieval_dot_v1_dot_retrieval__pb2.ListForecastRequest.SerializeToString,
             sla__monitor_dot_retrieval_dot_v1_dot_retrieval__pb2.ListForecastResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAnomalies(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/sla_monitor.retrieval.v1.RetrievalService/ListAnomalies',
+            sla__monitor_dot_retrieval_dot_v1_dot_retrieval__pb2.ListAnomaliesRequest.SerializeToString,
+            sla__monitor_dot_retrieval_dot_v1_dot_retrieval__pb2.ListAnomaliesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -86,6 +86,15 @@ class RetrievalServiceStub:
     each timestamp the freshest forecast made for it. Each page also carries the series'
     newest forecast summary.
     """
+    ListAnomalies: _grpc.UnaryStreamMultiCallable[_retrieval_pb2.ListAnomaliesRequest, _retrieval_pb2.ListAnomaliesResponse]
+    """The anomaly detectors' window results (Kafka topic `anomaly`, stored by data_storage):
+    one item per series, detector and window. Unlike the per-series streams above, items
+    of every matching series come in one order: newest window first (then newest stored).
+    The selector is optional (empty: every series; a metric with labels: the series
+    carrying those labels); time_range applies to the window start (with neither bound,
+    no time filter: `limit` and the server's cap still bound the call). No match gives an
+    empty stream, not NOT_FOUND.
+    """
 
 @_typing.type_check_only
 class RetrievalServiceAsyncStub(RetrievalServiceStub):
@@ -117,6 +126,15 @@ class RetrievalServiceAsyncStub(RetrievalServiceStub):
     """Forecast points with their 80 % and 95 % prediction intervals, ordered by time: for
     each timestamp the freshest forecast made for it. Each page also carries the series'
     newest forecast summary.
+    """
+    ListAnomalies: _aio.UnaryStreamMultiCallable[_retrieval_pb2.ListAnomaliesRequest, _retrieval_pb2.ListAnomaliesResponse]  # type: ignore[assignment]
+    """The anomaly detectors' window results (Kafka topic `anomaly`, stored by data_storage):
+    one item per series, detector and window. Unlike the per-series streams above, items
+    of every matching series come in one order: newest window first (then newest stored).
+    The selector is optional (empty: every series; a metric with labels: the series
+    carrying those labels); time_range applies to the window start (with neither bound,
+    no time filter: `limit` and the server's cap still bound the call). No match gives an
+    empty stream, not NOT_FOUND.
     """
 
 class RetrievalServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -188,6 +206,21 @@ class RetrievalServiceServicer(metaclass=_abc_1.ABCMeta):
         """Forecast points with their 80 % and 95 % prediction intervals, ordered by time: for
         each timestamp the freshest forecast made for it. Each page also carries the series'
         newest forecast summary.
+        """
+
+    @_abc_1.abstractmethod
+    def ListAnomalies(
+        self,
+        request: _retrieval_pb2.ListAnomaliesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_retrieval_pb2.ListAnomaliesResponse], _abc.AsyncIterator[_retrieval_pb2.ListAnomaliesResponse]]:
+        """The anomaly detectors' window results (Kafka topic `anomaly`, stored by data_storage):
+        one item per series, detector and window. Unlike the per-series streams above, items
+        of every matching series come in one order: newest window first (then newest stored).
+        The selector is optional (empty: every series; a metric with labels: the series
+        carrying those labels); time_range applies to the window start (with neither bound,
+        no time filter: `limit` and the server's cap still bound the call). No match gives an
+        empty stream, not NOT_FOUND.
         """
 
 def add_RetrievalServiceServicer_to_server(servicer: RetrievalServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
