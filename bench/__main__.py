@@ -1,4 +1,4 @@
-"""``python -m bench [analyses|kafka|storage|retrieval|sla|e2e|explain|receiver ...]``: run
+"""``python -m bench [analyses|kafka|storage|retrieval|sla|e2e|explain|receiver|nab ...]``: run
 the benchmarks.
 
 Kafka benchmarks use KAFKA_BOOTSTRAP_SERVERS, storage ones MYSQL_* too (``make bench``
@@ -24,6 +24,7 @@ from bench import (
     bench_explain,
     bench_forecast,
     bench_kafka,
+    bench_nab,
     bench_receiver,
     bench_retrieval,
     bench_sla,
@@ -121,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     if "explain" in args.which:
         results["explain"] = bench_explain.measure(args.repeats)
         print(bench_explain.summary(results["explain"]))
+    if "nab" in args.which:
+        results["nab"] = bench_nab.measure()
+        print(bench_nab.summary(results["nab"]))
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     path = out / time.strftime("%Y%m%dT%H%M%SZ.json", time.gmtime())

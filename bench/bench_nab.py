@@ -44,6 +44,21 @@ def measure(nab: Path = NAB, models: tuple[str, ...] = MODELS) -> dict[str, Any]
     return out
 
 
+def summary(r: dict[str, Any]) -> str:
+    lines = [f"nab: {r['files']} files; score (threshold) per profile, optimised | fixed"]
+    for model, res in r["models"].items():
+        for sub in ("all", "tune", "held_out"):
+            cells = "  ".join(
+                f"{p} {v['score']:.1f} ({v['threshold']:.3f}) | {v['fixed_score']:.1f}"
+                for p, v in res[sub].items()
+            )
+            lines.append(f"  {model:8s} {sub:8s} {cells}")
+        lines.append(
+            f"  {model:8s} run {res['run_s']:.1f} s, slowest file {res['slowest_file_s']} s"
+        )
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
     import json
     import sys
