@@ -38,6 +38,7 @@ RETRAIN_EVERY = 288
 MAX_TRAIN = 4000
 MIN_TRAIN = 32
 N_TREES = 100
+N_FORESTS = 1
 TRAIN_QUANTILE = 0.995
 DAY_S = 86_400.0
 SUPPRESS_ROWS = 200
@@ -124,13 +125,15 @@ def iforest_scores(
     while start < n:
         lo = max(0, start - MAX_TRAIN)
         train = x[lo:start]
-        forest = IsolationForest(
-            n_estimators=N_TREES, max_samples=min(256, len(train)), random_state=seed
-        )
-        forest.fit(train)
         end = min(n, start + RETRAIN_EVERY)
-        train_raw = -forest.score_samples(train)
-        cal = _calibrate(-forest.score_samples(x[start:end]), train_raw)
+        cal = np.zeros(end - start)
+        for k in range(N_FORESTS):
+            forest = IsolationForest(
+                n_estimators=N_TREES, max_samples=min(256, len(train)), random_state=seed + k
+            )
+            forest.fit(train)
+            train_raw = -forest.score_samples(train)
+            cal += _calibrate(-forest.score_samples(x[start:end]), train_raw) / N_FORESTS
         ext = beyond(x[start:end][:, DEVIATION_COLUMNS], train[:, DEVIATION_COLUMNS])
         out[start:end] = np.maximum(cal, np.where(ext > 0, 0.5 + 0.5 * np.tanh(ext / EXT_SCALE), 0))
         start = end
