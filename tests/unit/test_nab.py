@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from anomaly_detection.models.baselines import sigma_scores
-from anomaly_detection.models.iforest import features, iforest_scores
+from anomaly_detection.models.iforest import features, iforest_scores, suppress_repeats
 from anomaly_detection.nab import io
 from anomaly_detection.nab.__main__ import main
 from anomaly_detection.nab.scorer import (
@@ -232,3 +232,20 @@ def test_sigma_rule_fires_at_the_closing_row_of_a_jump() -> None:
     assert s[903] > 0.5
     assert np.all(s[:180] == 0)
     assert (s > 0.5).sum() <= 12
+
+
+def test_suppress_repeats_keeps_only_new_highs() -> None:
+    s = np.array([0.0, 0.9, 0.8, 0.95, 0.1, 0.1, 0.7])
+    out = suppress_repeats(s, 3)
+    # 0.8 is below 0.9 two rows before; 0.7 is above the two rows before it (0.1, 0.1).
+    assert out.tolist() == pytest.approx([0.0, 0.9, 0.4, 0.95, 0.05, 0.05, 0.7])
+    assert np.array_equal(suppress_repeats(s, 1), s)
+
+
+def test_windows_match_by_time_not_exact_rows() -> None:
+    # A window whose edges fall between rows covers the rows inside it.
+    ts = times(200)
+    s = np.zeros(200)
+    s[101] = 1
+    f = file_weights("c/f.csv", ts, s, [(ts[100] + np.timedelta64(1, "m"), ts[110])])
+    assert score_at([f], 0.5, STD).raw == pytest.approx(1.0)
