@@ -30,7 +30,10 @@ def _run(argv: list[str]) -> int:
         p.error(f"{a.data_dir} is not a directory")
     if a.labels is not None and not a.labels.is_file():
         p.error(f"{a.labels} is not a file")
-    st = run(a.data_dir, a.results_dir, a.model, a.labels)
+    try:
+        st = run(a.data_dir, a.results_dir, a.model, a.labels)
+    except ValueError as e:  # a labels file that is not windows or points
+        p.error(str(e))
     log.info(
         "%s: %d files, %d rows in %.1f s (slowest file %.2f s), %d failed",
         a.model,
@@ -57,7 +60,10 @@ def _score(argv: list[str]) -> int:
         p.error(f"{a.results_dir} is not a directory")
     if not a.windows.is_file():
         p.error(f"{a.windows} is not a file")
-    windows = io.read_windows(a.windows)
+    try:
+        windows = io.read_windows(a.windows)
+    except ValueError as e:
+        p.error(str(e))
     rows = []
     for d in model_dirs(a.results_dir):
         rows += score_model(d, windows, a.threshold)

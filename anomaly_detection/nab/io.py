@@ -74,23 +74,28 @@ def data_files(data_dir: Path) -> list[tuple[str, Path]]:
 
 
 def read_windows(path: Path) -> dict[str, list[tuple[np.datetime64, np.datetime64]]]:
-    """``combined_windows.json``: relative data path -> list of (start, end)."""
+    """``combined_windows.json`` (``[[start, end], ...]`` per file) or
+    ``combined_labels.json`` (``[t, ...]``: a point is the window ``[t, t]``).
+
+    Raises ValueError on anything else (not JSON, wrong shapes).
+    """
     raw = json.loads(path.read_text())
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: not an object of file -> windows")
     out: dict[str, list[tuple[np.datetime64, np.datetime64]]] = {}
     for rel, spans in raw.items():
-        flat = [str(x) for span in spans for x in span]
+        if not isinstance(spans, list):
+            raise ValueError(f"{path}: {rel}: not a list")
+        flat: list[str] = []
+        for span in spans:
+            if isinstance(span, list) and len(span) == 2:
+                flat += [str(span[0]), str(span[1])]
+            elif isinstance(span, str):
+                flat += [span, span]
+            else:
+                raise ValueError(f"{path}: {rel}: {span!r} is not [start, end] or a time")
         times = parse_times(flat)
-        out[rel] = [(times[2 * k], times[2 * k + 1]) for k in range(len(spans))]
-    return out
-
-
-def read_labels(path: Path) -> dict[str, npt.NDArray[np.datetime64]]:
-    """A labels file: windows (``[[start, end], ...]``) or points (``[t, ...]``) per file."""
-    raw = json.loads(path.read_text())
-    out: dict[str, npt.NDArray[np.datetime64]] = {}
-    for rel, items in raw.items():
-        flat = [str(x) for item in items for x in (item if isinstance(item, list) else [item])]
-        out[rel] = parse_times(flat)
+        out[rel] = [(times[2 * k], times[2 * k + 1]) for k in range(len(flat) // 2)]
     return out
 
 

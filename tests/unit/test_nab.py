@@ -249,3 +249,18 @@ def test_windows_match_by_time_not_exact_rows() -> None:
     s[101] = 1
     f = file_weights("c/f.csv", ts, s, [(ts[100] + np.timedelta64(1, "m"), ts[110])])
     assert score_at([f], 0.5, STD).raw == pytest.approx(1.0)
+
+
+def test_labels_from_points_and_bad_windows_files(tmp_path: Path) -> None:
+    pts = tmp_path / "labels.json"
+    pts.write_text(json.dumps({"c/f.csv": ["2014-01-01 00:10:00.000000"]}))
+    w = io.read_windows(pts)["c/f.csv"]
+    assert io.label_column(times(5), w).tolist() == [0, 0, 1, 0, 0]
+    bad = tmp_path / "bad.json"
+    for text in ("not json", "[1, 2]", '{"c/f.csv": [[1, 2, 3]]}'):
+        bad.write_text(text)
+        with pytest.raises(ValueError):
+            io.read_windows(bad)
+    with pytest.raises(SystemExit) as e:
+        main(["score", str(tmp_path), "--windows", str(bad)])
+    assert e.value.code == 2
