@@ -1,5 +1,5 @@
-"""``python -m bench [analyses|kafka|storage|retrieval|sla|e2e|explain|receiver|detector ...]``:
-run the benchmarks.
+"""``python -m bench [analyses|kafka|storage|retrieval|sla|e2e|explain|receiver|detector|nab
+...]``: run the benchmarks.
 
 Kafka benchmarks use KAFKA_BOOTSTRAP_SERVERS, storage ones MYSQL_* too (``make bench``
 starts the local stack and sources its stack.env first). Results go to
@@ -25,6 +25,7 @@ from bench import (
     bench_explain,
     bench_forecast,
     bench_kafka,
+    bench_nab,
     bench_receiver,
     bench_retrieval,
     bench_sla,
@@ -127,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     if "explain" in args.which:
         results["explain"] = bench_explain.measure(args.repeats)
         print(bench_explain.summary(results["explain"]))
+    if "nab" in args.which:
+        results["nab"] = bench_nab.measure()
+        print(bench_nab.summary(results["nab"]))
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     path = out / time.strftime("%Y%m%dT%H%M%SZ.json", time.gmtime())

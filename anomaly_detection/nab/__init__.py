@@ -1,0 +1,1 @@
+"""NAB (Numenta Anomaly Benchmark) runner and scorer: ``python -m anomaly_detection.nab``."""
