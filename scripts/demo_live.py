@@ -14,6 +14,14 @@ The incident: the demo host's allocated file descriptors jump by 6000 (normal ~3
 +6000 is many learned standard deviations, an ERROR for the detector, yet stays under the
 20k of the demo's fd-allocated SLI, so the SLI tables stay those of the backfilled history).
 Deterministic: a step of a fixed size between two fixed instants.
+
+Fresh noise: sla_common.demo's live values are the history's cycles plus a noise term that
+is the same at every scrape (its draws depend on the series and the length of the
+generated span only), so live, a series is a smooth curve and any detector learns a near-zero
+spread from it: every slow drift becomes an ERROR. ``serve`` adds each gauge's history noise
+level (measured once from a generated stretch without incidents: the spread of its
+step-to-step changes / √2) times a standard normal drawn from (seed, series, 15 s step),
+clipped at 3σ like the history's: still deterministic, and far from every demo threshold.
 """
 
 from __future__ import annotations
@@ -21,12 +29,23 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 import time
+import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from sla_common.demo import BASE_LABELS, FILEFD, live_exposition, serve_until_signalled
+import numpy as np
+
+from sla_common.demo import (
+    BASE_LABELS,
+    FILEFD,
+    align_end,
+    generate,
+    live_exposition,
+    serve_until_signalled,
+)
 from sla_common.series import series_key
 
 log = logging.getLogger("demo_live")
@@ -86,6 +105,37 @@ def fd_jump(now: float, after_s: float, duration_s: float) -> LiveIncident:
     )
 
 
+STEP_S = 15
+NOISE_SPAN_H = 0.4  # 24 min before "end": the generator's incidents lie further back
+
+
+def noise_scales(seed: int, now: float) -> dict[str, float]:
+    """Each gauge's noise level in the history: std of step-to-step changes / √2."""
+    out = {}
+    for s in generate(seed=seed, end=int(now), hours=NOISE_SPAN_H, step_s=STEP_S):
+        if s.kind == "gauge":
+            out[s.key()] = float(np.std(np.diff(s.values))) / math.sqrt(2)
+    return out
+
+
+def with_noise(text: str, seed: int, now: float, scales: dict[str, float]) -> str:
+    """``text`` with each gauge moved by its scale times a clipped normal of (seed, key, step)."""
+    step = align_end(int(now), STEP_S)
+    lines = []
+    for line in text.splitlines():
+        key, sep, value = line.rpartition(" ")
+        scale = scales.get(key, 0.0) if sep else 0.0
+        if scale > 0:
+            # free = avail + the root reserve, as in the history: one draw for both
+            same = key.replace("node_filesystem_free_bytes", "node_filesystem_avail_bytes")
+            rng = np.random.default_rng([seed, zlib.crc32(same.encode()), step])
+            z = min(3.0, max(-3.0, float(rng.standard_normal())))
+            lines.append(f"{key} {round(float(value) + scale * z)}")
+        else:
+            lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
 def with_incident(text: str, now: float, incident: LiveIncident | None) -> str:
     """``text`` (one ``key value`` per line) with the incident's series shifted while on."""
     if incident is None or not incident.start <= now < incident.end:
@@ -102,10 +152,13 @@ def with_incident(text: str, now: float, incident: LiveIncident | None) -> str:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     path = Path(args.incident_file) if args.incident_file else None
+    scales = noise_scales(args.seed, time.time())
 
     def exposition(seed: int, now: float) -> str:
         incident = LiveIncident.load(path) if path is not None else None
-        return with_incident(live_exposition(seed, now), now, incident)
+        return with_incident(
+            with_noise(live_exposition(seed, now), seed, now, scales), now, incident
+        )
 
     return serve_until_signalled(args.seed, args.host, args.port, exposition)
 

@@ -323,6 +323,7 @@ DETECTOR = "anomaly_detection"
 READ_S = 30  # the bounded read of the anomaly topic
 AFTER_INCIDENT_WAIT_S = 300
 STATUSES = ("LEARNING", "SAFE", "WARN", "ERROR")
+MAX_WARN_ROWS = 10
 
 
 def anomaly_records(bootstrap: str, topic: str) -> list[AnomalyRecord]:
@@ -410,30 +411,33 @@ def anomaly_section(facts: dict[str, Any], state: Path, after_incident: bool = F
             f"  live incident: {incident['key']} +{float(incident['shift']):g} from {_hms(start)} "
             f"to {_hms(end)} UTC ({when})"
         )
-    records = [
-        r
-        for r in anomaly_records(facts["kafka"]["bootstrap_servers"], topic)
-        if r.status in ("WARN", "ERROR")
-    ]
-    if not records:
+    records = anomaly_records(facts["kafka"]["bootstrap_servers"], topic)
+    errors = [r for r in records if r.status == "ERROR"]
+    warns = [r for r in records if r.status == "WARN"]
+    if not errors and not warns:
         lines.append("  no WARN or ERROR window yet")
         return "\n".join(lines)
-    head = ["series", "window (UTC)", "mean", "normal mean", "deviation", "status"]
+    # Every ERROR window, the latest WARN ones (a 1-sigma band is left now and then).
+    shown = sorted([*errors, *warns[-MAX_WARN_ROWS:]], key=lambda a: (a.window.start, a.series.key))
+    if len(warns) > MAX_WARN_ROWS:
+        lines.append(f"  ({len(warns) - MAX_WARN_ROWS} earlier WARN windows not shown)")
+    head = ["metric", "partition", "window (UTC)", "mean", "normal mean", "deviation", "status"]
     rows = [
         [
-            r.series.key,
+            r.series.metric,
+            ",".join(f"{k}={v}" for k, v in sorted(r.series.labels.items()) if k != "job"),
             f"{_hms(r.window.start)}-{_hms(r.window.end)}",
             human(r.mean),
             human(r.normal.mean),
-            f"{r.deviation:+.1f} sd",
+            f"{r.deviation:+.1f} sd" if abs(r.deviation) < 1e6 else f"{r.deviation:+.1e} sd",
             r.status,
         ]
-        for r in records
+        for r in shown
     ]
     widths = [max(len(x[i]) for x in [head, *rows]) for i in range(len(head))]
     fmt = "  " + "  ".join(f"{{:<{w}}}" for w in widths)
     lines += [fmt.format(*head), fmt.format(*("-" * w for w in widths))]
-    lines += [fmt.format(*x) for x in rows]
+    lines += [fmt.format(*x).rstrip() for x in rows]
     return "\n".join(lines)
 
 

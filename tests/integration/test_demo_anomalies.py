@@ -4,8 +4,8 @@ its Prometheus remote-writing to the receiver, the detector with short windows, 
 report's section listing the ERROR windows the incident caused.
 
 The stack's Prometheus scrapes the demo host every 15 s: with 15 s windows (one sample each)
-and 3 windows of learning, the normals are learned before the incident starts 60 s after
-scheduling; the incident (fd +6000, thousands of learned standard deviations) lasts 60 s.
+and 5 windows of learning, the normals are learned before the incident starts 90 s after
+scheduling; the incident (fd +6000, about a hundred learned standard deviations) lasts 60 s.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from tests.integration.stackutil import (
     wait_until,
 )
 
-AFTER_S = 60
+AFTER_S = 90
 DURATION_S = 60
 INCIDENT = "demo-live-incident.json"
 
@@ -68,7 +68,7 @@ def test_the_live_incident_gives_error_windows_and_the_report_lists_them(
         ANOMALY_STATE_DIR=str(tmp_path / "state"),
         ANOMALY_WINDOW_MS="15000",
         ANOMALY_GRACE_MS="5000",
-        ANOMALY_MIN_HISTORY_WINDOWS="3",
+        ANOMALY_MIN_HISTORY_WINDOWS="5",
         ANOMALY_COMMIT_INTERVAL_S="0.5",
     )
     procs.append(start_module("anomaly_detection.receiver", receiver_env, tmp_path / "rcv.log"))
@@ -115,7 +115,7 @@ def test_the_live_incident_gives_error_windows_and_the_report_lists_them(
         assert report.returncode == 0, report.stdout + report.stderr
         out = report.stdout
         assert f"live incident: {truth['key']}" in out, out
-        rows = [line for line in out.splitlines() if line.strip().startswith(truth["key"])]
+        rows = [line for line in out.splitlines() if line.strip().startswith(truth["metric"])]
         hms = time.strftime("%H:%M:%S", time.gmtime(hits[0].window.start))
         assert any(hms in row and row.rstrip().endswith("ERROR") for row in rows), out
     finally:

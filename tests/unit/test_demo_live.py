@@ -53,3 +53,20 @@ def test_no_file_or_a_bad_one_is_no_incident(tmp_path: Path) -> None:
     assert dl.LiveIncident.load(tmp_path / "bad.json") is None
     text = live_exposition(42, 1_700_000_000.0)
     assert dl.with_incident(text, 1_700_000_000.0, None) == text
+
+
+def test_live_noise_is_fresh_per_step_deterministic_and_within_3_sigma() -> None:
+    dl = _module()
+    now = 1_700_000_000.0
+    scales = dl.noise_scales(42, now)
+    assert 30 < scales['node_filefd_allocated{instance="demo-host:9100",job="host"}'] < 100
+    seen: dict[str, set[float]] = {}
+    for step in range(8):
+        t = now + 15 * step
+        plain = _values(live_exposition(42, t))
+        noisy = _values(dl.with_noise(live_exposition(42, t), 42, t, scales))
+        assert noisy == _values(dl.with_noise(live_exposition(42, t), 42, t, scales))
+        for key, v in plain.items():
+            assert abs(noisy[key] - v) <= 3 * scales[key] + 1, key
+            seen.setdefault(key, set()).add(noisy[key] - v)
+    assert all(len(d) > 4 for d in seen.values())  # a different draw at each step
