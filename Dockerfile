@@ -19,7 +19,8 @@ RUN uv sync --frozen --no-dev
 
 FROM python:3.11-slim
 RUN useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin sla \
-    && install -d -o sla -g sla /var/lib/sla-rules  # the SLO rules volume, writable by sla
+    && install -d -o sla -g sla /var/lib/sla-rules \
+    && install -d -o sla -g sla /var/lib/anomaly-detection  # volumes (SLO rules, detector state)
 COPY --from=build /opt/venv /opt/venv
 COPY --from=build --chown=root:root /app /app
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 \

@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 
 .DEFAULT_GOAL := help
-.PHONY: help install up down stop status migrate test lint fmt bench demo clean
+.PHONY: help install up down stop status migrate test lint fmt bench demo demo-report clean
 
 help:
 	@echo "make install   install what is missing (Debian packages, .venv via uv)"
@@ -16,6 +16,7 @@ help:
 	@echo "make down      stop what 'make up' started (alias: make stop)"
 	@echo "make migrate   bring the MySQL schema up to date (the one command that migrates)"
 	@echo "make demo      the stack, the demo history and the services, with where to look"
+	@echo "make demo-report  the anomaly detector's WARN/ERROR windows in the running demo"
 	@echo "make test      lint, type-check, unit and integration tests (real services)"
 	@echo "make lint      ruff check, ruff format --check, mypy"
 	@echo "make fmt       ruff format and safe ruff fixes"
@@ -67,6 +68,9 @@ bench:
 
 demo:
 	scripts/demo
+
+demo-report:
+	$(BIN)/python scripts/demo_report.py --anomalies
 
 clean:
 	scripts/down --purge

@@ -1,11 +1,15 @@
 """Wait for the demo's first ETL cycle, then print what it found and where to look further.
 
 Reads the stack's facts (stack.json) and the ETL's messages from Kafka; no settings of its
-own. Run by scripts/demo.
+own. Run by scripts/demo. ``--anomalies`` (``make demo-report``) prints only the anomaly
+detector's section: its WARN/ERROR windows so far (a bounded read of the ``anomaly`` topic)
+and the demo's live incident (scripts/demo_live.py); ``--after-incident`` first waits until
+the detector has judged the incident's windows.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -20,6 +24,7 @@ from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
+from sla_common.anomalies import AnomalyRecord
 from sla_common.messages import AnalysisMessage
 
 REPO = Path(__file__).resolve().parent.parent
@@ -314,9 +319,141 @@ def slo_report(api: str, prom: str, names: list[str]) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
+LIVE_INCIDENT_FILE = "demo-live-incident.json"  # written by scripts/demo_live.py schedule
+DETECTOR = "anomaly_detection"
+READ_S = 30  # the bounded read of the anomaly topic
+AFTER_INCIDENT_WAIT_S = 300
+STATUSES = ("LEARNING", "SAFE", "WARN", "ERROR")
+MAX_WARN_ROWS = 10
+
+
+def anomaly_records(bootstrap: str, topic: str) -> list[AnomalyRecord]:
+    """Every record on ``topic`` up to its end offsets now (at most READ_S), one per window."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        if not tps:
+            return []
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        ends = consumer.end_offsets(tps)
+        out: dict[tuple[str, str, float], AnomalyRecord] = {}
+        deadline = time.monotonic() + READ_S
+        while time.monotonic() < deadline and any(consumer.position(tp) < ends[tp] for tp in tps):
+            for records in consumer.poll(timeout_ms=500).values():
+                for r in records:
+                    try:
+                        rec = AnomalyRecord.from_bytes(r.value)
+                    except ValueError:
+                        continue
+                    out[rec.idempotency_key()] = rec  # at-least-once: a retry repeats a window
+        return sorted(out.values(), key=lambda a: (a.window.start, a.series.key))
+    finally:
+        consumer.close()
+
+
+def metric_values(url: str, name: str) -> dict[str, float]:
+    """``name``'s samples on ``url`` as {label text: value} ({} when it does not answer)."""
+    try:
+        text = http_text(url)
+    except OSError:
+        return {}
+    pat = re.compile(rf"^{re.escape(name)}(\{{[^}}]*\}})? (\S+)$", re.M)
+    return {m.group(1) or "": float(m.group(2)) for m in pat.finditer(text)}
+
+
+def live_incident(state: Path) -> dict[str, Any] | None:
+    try:
+        doc: dict[str, Any] = json.loads((state / LIVE_INCIDENT_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return doc
+
+
+def _hms(t: float) -> str:
+    return time.strftime("%H:%M:%S", time.gmtime(t))
+
+
+def wait_incident_judged(metrics_url: str, incident: dict[str, Any]) -> None:
+    """Until the detector has emitted a window ending after the incident (bounded)."""
+    end = float(incident["end"])
+    time.sleep(max(0.0, end - time.time()))
+    deadline = time.monotonic() + AFTER_INCIDENT_WAIT_S
+    while time.monotonic() < deadline:
+        latest = metric_values(metrics_url, "anomaly_latest_window_end_seconds").get("", 0.0)
+        if latest >= end:
+            return
+        time.sleep(2)
+
+
+def anomaly_section(facts: dict[str, Any], state: Path, after_incident: bool = False) -> str:
+    """The detector's WARN/ERROR windows so far, and the live incident that should cause some."""
+    port = facts["suite_ports"].get(DETECTOR)
+    metrics_url = f"http://127.0.0.1:{port}/metrics"
+    topic = os.environ.get("KAFKA_ANOMALY_TOPIC", "anomaly")
+    incident = live_incident(state)
+    if after_incident and incident is not None:
+        wait_incident_judged(metrics_url, incident)
+    lines = [f"\nAnomaly detector (python -m {DETECTOR}; records on Kafka topic '{topic}'):"]
+    counts = metric_values(metrics_url, "anomaly_windows_total")
+    if counts:
+        status = {st: counts.get('{status="' + st + '"}', 0.0) for st in STATUSES}
+        judged = ", ".join(f"{st} {n:.0f}" for st, n in status.items())
+        lines.append(f"  windows judged by this process: {judged}")
+    else:
+        lines.append(f"  the detector does not answer on {metrics_url} (not started?)")
+    if incident is not None:
+        now = time.time()
+        start, end = float(incident["start"]), float(incident["end"])
+        when = (
+            f"starts in {start - now:.0f} s" if now < start else ("on now" if now < end else "over")
+        )
+        lines.append(
+            f"  live incident: {incident['key']} +{float(incident['shift']):g} from {_hms(start)} "
+            f"to {_hms(end)} UTC ({when})"
+        )
+    records = anomaly_records(facts["kafka"]["bootstrap_servers"], topic)
+    errors = [r for r in records if r.status == "ERROR"]
+    warns = [r for r in records if r.status == "WARN"]
+    if not errors and not warns:
+        lines.append("  no WARN or ERROR window yet")
+        return "\n".join(lines)
+    # Every ERROR window, the latest WARN ones (a 1-sigma band is left now and then).
+    shown = sorted([*errors, *warns[-MAX_WARN_ROWS:]], key=lambda a: (a.window.start, a.series.key))
+    if len(warns) > MAX_WARN_ROWS:
+        lines.append(f"  ({len(warns) - MAX_WARN_ROWS} earlier WARN windows not shown)")
+    head = ["metric", "partition", "window (UTC)", "mean", "normal mean", "deviation", "status"]
+    rows = [
+        [
+            r.series.metric,
+            ",".join(f"{k}={v}" for k, v in sorted(r.series.labels.items()) if k != "job"),
+            f"{_hms(r.window.start)}-{_hms(r.window.end)}",
+            human(r.mean),
+            human(r.normal.mean),
+            f"{r.deviation:+.1f} sd" if abs(r.deviation) < 1e6 else f"{r.deviation:+.1e} sd",
+            r.status,
+        ]
+        for r in shown
+    ]
+    widths = [max(len(x[i]) for x in [head, *rows]) for i in range(len(head))]
+    fmt = "  " + "  ".join(f"{{:<{w}}}" for w in widths)
+    lines += [fmt.format(*head), fmt.format(*("-" * w for w in widths))]
+    lines += [fmt.format(*x).rstrip() for x in rows]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/demo_report.py", description=__doc__)
+    parser.add_argument("--anomalies", action="store_true", help="only the detector's section")
+    parser.add_argument(
+        "--after-incident", action="store_true", help="first wait for the live incident's windows"
+    )
+    args = parser.parse_args(argv)
     state = Path(os.environ.get("STACK_DIR") or REPO / ".stack")
     facts: dict[str, Any] = json.loads((state / "stack.json").read_text())
+    if args.anomalies:
+        print(anomaly_section(facts, state, after_incident=args.after_incident))
+        return 0
     env = facts["env"]
     etl_port = facts["suite_ports"]["etl_data_pipeline"]
     api = f"http://127.0.0.1:{facts['suite_ports']['sla_manager']}"
@@ -354,6 +491,7 @@ def main() -> int:
         backfill_slo_rules(state, facts)
         print("\nSLOs (rules generated by the SLA manager, evaluated by Prometheus):\n")
         print(slo_report(api, prom, slos))
+    print(anomaly_section(facts, state))
     q = urllib.parse.quote(
         "histogram_quantile(0.95, sum by (le, analysis) "
         "(rate(sla_etl_analysis_duration_seconds_bucket[12h])))"
@@ -377,6 +515,9 @@ def main() -> int:
     print(f"  gRPC client (menu)   {client}")
     print(f"  gRPC client (JSON)   {client} series --json")
     print(f"  ETL metrics          {metrics_url}")
+    print(
+        f"  anomaly windows      make demo-report   (detector: {prom}/graph?g0.expr=anomaly_score)"
+    )
     print(f"  ETL timings (p95)    {prom}/classic/graph?g0.expr={q}&g0.tab=1")
     print(f"  Prometheus           {prom}   (targets: {prom}/classic/targets)")
     print(f"  Kafka                {facts['kafka']['bootstrap_servers']}  topic '{topic}'")

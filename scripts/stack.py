@@ -60,6 +60,7 @@ ALERTMANAGER = "alertmanager"
 # Start order (Alertmanager before the Prometheus that sends to it).
 ALL_COMPONENTS = (NODE_EXPORTER, DEMO_EXPORTER, KAFKA, MARIADB, ALERTMANAGER, PROMETHEUS)
 DEMO_MARKER = ".demo-backfilled"
+LIVE_INCIDENT_FILE = "demo-live-incident.json"  # scripts/demo schedules it (demo_live.py)
 
 # The suite's own /metrics endpoints, scraped by Prometheus: (service label, env var, default).
 SUITE_PORTS: tuple[tuple[str, str, int], ...] = (
@@ -68,6 +69,7 @@ SUITE_PORTS: tuple[tuple[str, str, int], ...] = (
     ("data_storage", "STORAGE_HTTP_PORT", 8002),
     ("data_retrieval", "RETRIEVAL_HTTP_PORT", 8003),
     ("anomaly_detection.receiver", "RECEIVER_PORT", 8004),
+    ("anomaly_detection", "DETECTOR_PORT", 8005),
 )
 RECEIVER = "anomaly_detection.receiver"
 # What Prometheus remote-writes to the receiver by default: the demo host's series
@@ -525,12 +527,12 @@ def build_components(cfg: Config) -> dict[str, Component]:
                 name=name,
                 argv=[
                     sys.executable,
-                    "-m",
-                    "sla_common.demo",
+                    str(REPO / "scripts" / "demo_live.py"),  # + scripts/demo's live incident
                     "serve",
                     f"--seed={cfg.demo_seed}",
                     f"--host={HOST}",
                     f"--port={cfg.demo_exporter_port}",
+                    f"--incident-file={cfg.state_dir / LIVE_INCIDENT_FILE}",
                 ],
                 address=f"{url}/metrics",
                 waits_for=f"GET {url}/metrics -> 200",

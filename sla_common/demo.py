@@ -700,15 +700,21 @@ def live_exposition(seed: int, now: float, step_s: int = 15) -> str:
     return "\n".join(lines) + "\n"
 
 
-def serve(seed: int, host: str, port: int) -> None:
-    """Serve :func:`live_exposition` on ``http://host:port/metrics`` until interrupted."""
+def serve(
+    seed: int,
+    host: str,
+    port: int,
+    exposition: Callable[[int, float], str] = live_exposition,
+) -> None:
+    """Serve ``exposition(seed, now)`` (default :func:`live_exposition`) on
+    ``http://host:port/metrics`` until interrupted."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             if self.path.split("?", 1)[0] != "/metrics":
                 self.send_error(404)
                 return
-            body = live_exposition(seed, time.time()).encode()
+            body = exposition(seed, time.time()).encode()
             self.send_response(200)
             self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
             self.send_header("Content-Length", str(len(body)))
@@ -726,7 +732,10 @@ def serve(seed: int, host: str, port: int) -> None:
         server.server_close()
 
 
-def _cmd_serve(args: argparse.Namespace) -> int:
+def serve_until_signalled(
+    seed: int, host: str, port: int, exposition: Callable[[int, float], str] = live_exposition
+) -> int:
+    """:func:`serve` until SIGTERM or Ctrl-C; 0."""
     stop = threading.Event()
 
     def on_signal(_signum: int, _frame: object) -> None:
@@ -735,10 +744,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        serve(args.seed, args.host, args.port)
+        serve(seed, host, port, exposition)
     except KeyboardInterrupt:
         log.info("demo exporter stopped")
     return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    return serve_until_signalled(args.seed, args.host, args.port)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -41,6 +41,7 @@ SUITE_SERVICES = {
     "data_storage",
     "data_retrieval",
     "anomaly_detection.receiver",
+    "anomaly_detection",
 }
 
 

@@ -150,6 +150,13 @@ def test_dependencies_wait_for_health_and_data_is_on_named_volumes(config: dict[
     for infra in ("prometheus", "kafka", "mysql"):
         assert "healthcheck" in services[infra], infra
     assert {"prometheus-data", "kafka-data", "mysql-data"} <= set(config["volumes"])
+    # The detector needs Kafka only; its checkpointed state survives a new container.
+    detector = services["detector"]
+    assert detector["command"] == ["python", "-m", "anomaly_detection"]
+    assert dict(detector["depends_on"]) == {"kafka": {"condition": "service_healthy"}}
+    state = detector["environment"]["ANOMALY_STATE_DIR"]
+    mounts = dict(reversed(v.split(":")[:2]) for v in detector["volumes"])  # source:target
+    assert mounts[state] == "anomaly-state" and "anomaly-state" in config["volumes"]
     assert services["client"]["profiles"] == ["client"]
 
 
