@@ -31,6 +31,8 @@ from statsmodels.tsa.stattools import acf, adfuller
 from etl_data_pipeline.forecast import ForecastOptions as ForecastOptions  # noqa: PLC0414
 from etl_data_pipeline.forecast import ForecastResult as ForecastResult  # noqa: PLC0414
 from etl_data_pipeline.forecast import fit_forecast
+from etl_data_pipeline.forecast import read_only as _ro
+from etl_data_pipeline.forecast import read_only_int as _ro_int
 
 log = logging.getLogger(__name__)
 
@@ -52,19 +54,6 @@ class Skipped:
     analysis: str
     reason: SkipReason
     detail: str
-
-
-def _ro(a: npt.ArrayLike) -> FloatArray:
-    """A read-only float copy, so results stay immutable and callers' data their own."""
-    arr: FloatArray = np.array(a, dtype=np.float64)
-    arr.setflags(write=False)
-    return arr
-
-
-def _ro_int(a: npt.ArrayLike) -> IntArray:
-    arr: IntArray = np.array(a, dtype=np.int64)
-    arr.setflags(write=False)
-    return arr
 
 
 # --------------------------------------------------------------------------- preparation

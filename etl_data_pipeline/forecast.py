@@ -59,13 +59,14 @@ Z80 = float(norm.ppf(0.9))  # 1.2816
 Z95 = float(norm.ppf(0.975))  # 1.9600
 
 
-def _ro(a: npt.ArrayLike) -> FloatArray:
+def read_only(a: npt.ArrayLike) -> FloatArray:
+    """A read-only float copy, so results stay immutable and callers' data their own."""
     arr: FloatArray = np.array(a, dtype=np.float64)
     arr.setflags(write=False)
     return arr
 
 
-def _ro_int(a: npt.ArrayLike) -> IntArray:
+def read_only_int(a: npt.ArrayLike) -> IntArray:
     arr: IntArray = np.array(a, dtype=np.int64)
     arr.setflags(write=False)
     return arr
@@ -203,14 +204,14 @@ def _result(
         model=model,
         step_s=step,
         history_points=n,
-        timestamps=_ro_int(future),
-        mean=_ro(clip(loc)),
-        lower80=_ro(clip(loc - z80 * scale)),
-        upper80=_ro(clip(loc + z80 * scale)),
-        lower95=_ro(clip(loc - z95 * scale)),
-        upper95=_ro(clip(loc + z95 * scale)),
-        loc=_ro(loc),
-        scale=_ro(scale),
+        timestamps=read_only_int(future),
+        mean=read_only(clip(loc)),
+        lower80=read_only(clip(loc - z80 * scale)),
+        upper80=read_only(clip(loc + z80 * scale)),
+        lower95=read_only(clip(loc - z95 * scale)),
+        upper95=read_only(clip(loc + z95 * scale)),
+        loc=read_only(loc),
+        scale=read_only(scale),
         floor=floor,
         df=df,
         outliers_replaced=replaced,
