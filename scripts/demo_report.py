@@ -516,7 +516,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  gRPC client (JSON)   {client} series --json")
     print(f"  ETL metrics          {metrics_url}")
     print(
-        f"  anomaly windows      make demo-report   (detector: {prom}/classic/graph?g0.expr=anomaly_score)"
+        f"  anomaly windows      make demo-report   "
+        f"(detector: {prom}/classic/graph?g0.expr=anomaly_score)"
     )
     print(f"  ETL timings (p95)    {prom}/classic/graph?g0.expr={q}&g0.tab=1")
     print(f"  Prometheus           {prom}   (targets: {prom}/classic/targets)")
