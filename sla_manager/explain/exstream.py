@@ -112,6 +112,11 @@ class ExplainConfig:
     window_false_positive_distance: float = 0.8
     false_positive_windows: int = 4
     false_positive_quantile: float = 0.5
+    # a feature whose anomalous median lies beyond the reference range by this many reference
+    # ranges is not a false positive however well it separates parts of the reference: a
+    # smooth trend or cycle separates any two distant windows, but does not carry a series
+    # that far out of everything the reference saw
+    false_positive_escape: float = 1.0
     min_relative_change: float = 0.01
     correlation_threshold: float = 0.9
     leap_window: int = 100
@@ -138,6 +143,8 @@ class ExplainConfig:
             raise ValueError("false_positive_distance must be positive")
         if self.leap_window < 1 or self.max_ranked < 1 or self.false_positive_windows < 1:
             raise ValueError("leap_window, max_ranked and false_positive_windows must be >= 1")
+        if not self.false_positive_escape > 0.0:
+            raise ValueError("false_positive_escape must be positive (inf: never escapes)")
         if self.min_distance < 0.0:
             raise ValueError("min_distance must not be negative")
         if self.max_predicates is not None and self.max_predicates < 1:
@@ -603,7 +610,10 @@ def explain(
         fp_ratio, fp_distance = cfg.window_false_positive_ratio, cfg.window_false_positive_distance
     else:
         fp_ratio, fp_distance = cfg.false_positive_ratio, cfg.false_positive_distance
-    false_pos = (dist_fp >= fp_ratio * dist) | (dist_fp >= fp_distance)
+    r_range = r_max - r_min
+    beyond = np.where(above, a_med - r_max, r_min - a_med)
+    escaped = (beyond > 0) & (beyond >= cfg.false_positive_escape * r_range)
+    false_pos = ((dist_fp >= fp_ratio * dist) | (dist_fp >= fp_distance)) & ~escaped
     level = np.maximum(np.abs(r_min), np.abs(r_max))
     negligible = ~false_pos & (np.abs(a_med - r_med) < cfg.min_relative_change * level)
     demoted = false_pos | negligible
