@@ -4,6 +4,7 @@ with the SLO's labels. Also: CRUD with auth, the 30-day status from the recorded
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 
 from tests.integration.alertutil import Webhook, webhook_server
 from tests.integration.slautil import AppProcess, app_env, scratch_database
-from tests.integration.stackutil import Stack, wait_until
+from tests.integration.stackutil import REPO, Stack, run_bounded, wait_until
 
 TOKEN = "integration-slo-token-0123456789"
 SLI = "fd-incident"
@@ -103,6 +104,34 @@ def test_slo_on_an_incident_pages_through_alertmanager(
         "team": "sre",
     }
     assert f"GET /slos/{SLO}" in alert["annotations"]["description"]
+
+
+def test_the_demo_report_shows_the_page(stack: Stack, webhook: Webhook) -> None:
+    """`make demo-report`'s alert section (scripts/demo_report.py --alerts) on this stack: the
+    page firing in Prometheus, active at Alertmanager and routed to the webhook, its labels;
+    the ticket inhibited by it."""
+    wait_until(
+        lambda: webhook.find(slo=SLO, severity="page"),
+        timeout=ALERT_TIMEOUT_S,
+        what="the page at the webhook",
+    )
+    report = run_bounded(
+        [sys.executable, REPO / "scripts" / "demo_report.py", "--alerts"],
+        timeout=120,
+        env=stack.service_env(),
+    )
+    assert report.returncode == 0, report.stdout
+    rows = {
+        tuple(line.split()[:3]): line
+        for line in report.stdout.splitlines()
+        if line.strip().startswith("SloErrorBudgetBurn")
+    }
+    page = rows[("SloErrorBudgetBurn", "page", "firing")]
+    # Every evaluation since the SLO's creation was bad: 1 / 0.005 over the hour.
+    assert "200.0x burn" in page and "active -> webhook" in page, report.stdout
+    assert page.rstrip().endswith(f"sli={SLI},slo={SLO},team=sre"), report.stdout
+    ticket = rows[("SloErrorBudgetBurn", "ticket", "firing")]
+    assert "suppressed (inhibited by a page)" in ticket, report.stdout
 
 
 def test_metrics_export_the_sli_state(client: httpx.Client) -> None:

@@ -42,7 +42,6 @@ P_LIKELY = 0.5 + math.atan((LOC - 8000.0) / SCALE) / math.pi
 P_UNLIKELY = 0.5 - math.atan((20000.0 - LOC) / SCALE) / math.pi
 BREACH_FOR = "15s"
 ALERT_TIMEOUT_S = 180  # two scrapes, two evaluations (pending, firing), group_wait; loaded
-START_S = 90  # a loaded machine imports slowly
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +73,7 @@ def client(
         SLO_BREACH_FOR=BREACH_FOR,
     )
     log = tmp_path_factory.mktemp("slo-predicted") / "sla.log"
-    proc = AppProcess(env, log, port=stack.sla_manager_http_port).wait_ready(timeout=START_S)
+    proc = AppProcess(env, log, port=stack.sla_manager_http_port).wait_ready()
     try:
         with httpx.Client(base_url=proc.base_url, timeout=30) as c:
             yield c
