@@ -16,7 +16,7 @@ help:
 	@echo "make down      stop what 'make up' started (alias: make stop)"
 	@echo "make migrate   bring the MySQL schema up to date (the one command that migrates)"
 	@echo "make demo      the stack, the demo history and the services, with where to look"
-	@echo "make demo-report  the anomaly detector's WARN/ERROR windows in the running demo"
+	@echo "make demo-report  the detector's WARN/ERROR windows and the SLO alerts of the demo"
 	@echo "make test      lint, type-check, unit and integration tests (real services)"
 	@echo "make lint      ruff check, ruff format --check, mypy"
 	@echo "make fmt       ruff format and safe ruff fixes"
@@ -70,7 +70,7 @@ demo:
 	scripts/demo
 
 demo-report:
-	$(BIN)/python scripts/demo_report.py --anomalies
+	$(BIN)/python scripts/demo_report.py --anomalies --alerts
 
 clean:
 	scripts/down --purge

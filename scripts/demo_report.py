@@ -1,10 +1,13 @@
 """Wait for the demo's first ETL cycle, then print what it found and where to look further.
 
 Reads the stack's facts (stack.json) and the ETL's messages from Kafka; no settings of its
-own. Run by scripts/demo. ``--anomalies`` (``make demo-report``) prints only the anomaly
-detector's section: its WARN/ERROR windows so far (a bounded read of the ``anomaly`` topic)
-and the demo's live incident (scripts/demo_live.py); ``--after-incident`` first waits until
-the detector has judged the incident's windows.
+own. Run by scripts/demo. ``--anomalies`` prints only the anomaly detector's section: its
+WARN/ERROR windows so far (a bounded read of the ``anomaly`` topic) and the demo's live
+incident (scripts/demo_live.py); ``--alerts`` only the SLO alerts' section: what Prometheus
+has pending or firing (with when a pending one fires), what Alertmanager holds of it, what
+fired in the last hour and resolved, and what is expected of the rest (``make demo-report``
+prints both). ``--after-incident`` first waits until the detector has judged the incident's
+windows, and until the incident's page (SLO ``fd-normal-budget``) is at Alertmanager.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +115,13 @@ DEMO_SLIS: list[dict[str, Any]] = [
         "selector": 'node_filefd_allocated{job="host"}',
         "max": 20000,
         "description": "file descriptors below 20k (demo: a spike 50-30 min before)",
+    },
+    {
+        "name": "fd-normal",
+        "selector": 'node_filefd_allocated{job="host"}',
+        "max": 8000,
+        "description": "file descriptors under 8k (normal 3-5.5k; demo: the spike, and the "
+        "live incident's +6000)",
     },
     {
         "name": "memory-available",
@@ -228,10 +239,16 @@ def wait_stored(api: str, wanted: int) -> None:
         time.sleep(1)
 
 
-# SLOs on two demo SLIs: the fd spike's (30 days) and the free-memory headroom's (7 days),
-# whose forecast is bound to cross its range: the predicted-breach alert's case.
+# SLOs on three demo SLIs: the fd spike's (30 days); the live incident's (LIVE_SLO); the
+# free-memory headroom's (7 days), whose forecast is bound to cross its range: the
+# predicted-breach alert's case.
+# LIVE_SLO is 99.9 % so that the live incident's 3 minutes page: 14.4x over 1 h is 1.44 % of
+# the hour (52 s: four 15 s evaluations), 14.4x over 5 min one evaluation in 20; at 99.5 %
+# the page needs 4.3 minutes of the hour, longer than the incident.
+LIVE_SLO = "fd-normal-budget"
 DEMO_SLOS: list[dict[str, Any]] = [
     {"name": "fd-budget", "sli": "fd-allocated", "objective": 99.5, "period": "30d"},
+    {"name": LIVE_SLO, "sli": "fd-normal", "objective": 99.9, "period": "30d"},
     {"name": "memory-headroom-budget", "sli": "memory-free-headroom", "objective": 99.0,
      "period": "7d"},
 ]  # fmt: skip
@@ -298,24 +315,6 @@ def slo_report(api: str, prom: str, names: list[str]) -> str:
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     lines = [fmt.format(*head), fmt.format(*("-" * w for w in widths))]
     lines += [fmt.format(*r) for r in rows]
-    try:
-        alerts = json.loads(http_text(f"{prom}/api/v1/alerts"))["data"]["alerts"]
-    except (OSError, ValueError, KeyError):
-        alerts = []
-    ours = [a for a in alerts if a["labels"].get("slo") in names]
-    lines.append("\nAlerts (Prometheus; firing ones go to Alertmanager):")
-    for a in sorted(ours, key=lambda a: (a["labels"]["slo"], a["labels"]["alertname"])):
-        lab = a["labels"]
-        lines.append(
-            f"  {lab['alertname']:<20} slo={lab['slo']:<24} severity={lab.get('severity', '-'):<7}"
-            f" {a['state']}"
-        )
-    if not ours:
-        lines.append(
-            "  none pending or firing: SliBreachPredicted needs the forecast's breach probability"
-            " above 0.5 for 5 min,\n  SloErrorBudgetBurn a budget burning now (the rules "
-            "evaluate from now on: the backfilled incidents are in the past)"
-        )
     return "\n".join(lines)
 
 
@@ -442,17 +441,224 @@ def anomaly_section(facts: dict[str, Any], state: Path, after_incident: bool = F
     return "\n".join(lines)
 
 
+# --------------------------------------------------------------------------- alerts
+
+ALERT_WAIT_S = 180  # --after-incident: for the live incident's page to reach Alertmanager
+HISTORY_S = 3600  # alerts that fired and resolved: looked for this far back (Prometheus' ALERTS)
+STEP_S = 15
+EVALUATED_WAIT_S = 60
+
+
+def get_json(url: str) -> Any:
+    return json.loads(http_text(url))
+
+
+def slo_alert_rules(prom: str, since: float) -> list[dict[str, Any]]:
+    """Prometheus' alerting rules of SLOs, with their alerts (pending or firing), once every
+    SLO group has been evaluated after ``since`` (a Prometheus that just restarted, as the
+    backfill does, lists no alert until then; bounded: EVALUATED_WAIT_S); [] when
+    Prometheus does not answer."""
+    deadline = time.monotonic() + EVALUATED_WAIT_S
+    while True:
+        try:
+            groups = get_json(f"{prom}/api/v1/rules?type=alert")["data"]["groups"]
+        except (OSError, ValueError, KeyError):
+            groups = []
+        ours = [g for g in groups if any("slo" in r.get("labels", {}) for r in g["rules"])]
+        fresh = all(rfc3339(g.get("lastEvaluation", "")) >= since for g in ours)
+        if (ours and fresh) or time.monotonic() > deadline:
+            return [r for g in ours for r in g["rules"] if "slo" in r.get("labels", {})]
+        time.sleep(2)
+
+
+def alertmanager_alerts(am: str | None) -> list[dict[str, Any]]:
+    """The alerts Alertmanager holds now (active, or suppressed by an inhibition)."""
+    if not am:
+        return []
+    try:
+        alerts: list[dict[str, Any]] = get_json(f"{am}/api/v2/alerts")
+    except (OSError, ValueError):
+        return []
+    return alerts
+
+
+def fired(prom: str, start: float, end: float) -> dict[tuple[str, ...], tuple[float, float]]:
+    """Every SLO alert that was firing between ``start`` and ``end``: its first and last
+    evaluation (Prometheus' ALERTS series), by alert key."""
+    q = urllib.parse.quote('ALERTS{alertstate="firing",slo!=""}')
+    url = f"{prom}/api/v1/query_range?query={q}&start={start:.0f}&end={end:.0f}&step={STEP_S}"
+    try:
+        result = get_json(url)["data"]["result"]
+    except (OSError, ValueError, KeyError):
+        return {}
+    out = {}
+    for series in result:
+        times = [float(t) for t, _v in series["values"]]
+        if times:
+            out[alert_key(series["metric"])] = (min(times), max(times))
+    return out
+
+
+def alert_key(labels: dict[str, str]) -> tuple[str, ...]:
+    return (labels.get("slo", ""), labels.get("alertname", ""), labels.get("severity", ""))
+
+
+def rfc3339(text: str) -> float:
+    """Prometheus' and Alertmanager's times (nanoseconds and a Z) as Unix seconds; 0 for
+    what is not one (Prometheus' zero time for a group never evaluated)."""
+    text = re.sub(r"(\.\d{6})\d+", r"\1", text).replace("Z", "+00:00")
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return 0.0
+
+
+def _value(alertname: str, value: str) -> str:
+    v = float(value)
+    return f"p={v:.2f}" if alertname == "SliBreachPredicted" else f"{v:.1f}x burn"
+
+
+def _am_state(alert: dict[str, Any] | None) -> str:
+    if alert is None:
+        return "-"
+    status = alert.get("status", {})
+    if status.get("inhibitedBy"):
+        return "suppressed (inhibited by a page)"
+    if status.get("silencedBy"):
+        return "suppressed (silenced)"
+    receivers = ",".join(r["name"] for r in alert.get("receivers", []))
+    return f"{status.get('state', '?')} -> {receivers or '?'}"
+
+
+def _labels_text(labels: dict[str, str]) -> str:
+    keep = {k: v for k, v in sorted(labels.items()) if k not in ("alertname", "severity")}
+    return ",".join(f"{k}={v}" for k, v in keep.items())
+
+
+def wait_live_page(am: str, incident: dict[str, Any]) -> None:
+    """Until Alertmanager holds the live incident's page (bounded: ALERT_WAIT_S after the
+    incident's start at the latest)."""
+    deadline = max(time.time(), float(incident["start"])) + ALERT_WAIT_S
+    while time.time() < deadline:
+        for a in alertmanager_alerts(am):
+            if alert_key(a["labels"]) == (LIVE_SLO, "SloErrorBudgetBurn", "page"):
+                return
+        time.sleep(2)
+
+
+def alert_section(facts: dict[str, Any], state: Path, after_incident: bool = False) -> str:
+    """The SLO alerts: pending or firing now in Prometheus (with when a pending one fires),
+    what Alertmanager holds of them, those that fired in the last hour and resolved, and
+    what is expected of the live incident's page and of the predicted-breach alerts."""
+    prom = facts["prometheus"]["url"]
+    am = (facts.get("alertmanager") or {}).get("url")
+    incident = live_incident(state)
+    if after_incident and am and incident is not None:
+        wait_live_page(am, incident)
+    rules = slo_alert_rules(prom, time.time())
+    now = time.time()
+    held = {alert_key(a["labels"]): a for a in alertmanager_alerts(am)}
+    history = fired(prom, now - HISTORY_S, now)
+    lines = [
+        "\nSLO alerts (the SLA manager's rules, evaluated by Prometheus every 15 s and sent to "
+        f"Alertmanager {am or '(none in this stack)'}):"
+    ]
+    if not rules:
+        lines.append("  Prometheus has no SLO alerting rule loaded (no SLO yet?)")
+        return "\n".join(lines)
+    head = ["alert", "severity", "state", "since", "value", "Alertmanager", "labels"]
+    keyed: list[tuple[tuple[str, ...], list[str]]] = []
+    for rule in rules:
+        for a in rule.get("alerts", []):
+            labels, key = a["labels"], alert_key(a["labels"])
+            since = rfc3339(a["activeAt"])
+            state_text = a["state"]
+            if state_text == "pending":
+                state_text += f" (fires {_hms(since + float(rule.get('duration', 0)))})"
+            else:  # a restart (the backfill's) starts a firing alert again: its first
+                # firing evaluation in the last hour is when it started
+                since = min(since, history.get(key, (now, now))[0])
+            keyed.append((key, [
+                labels["alertname"], labels.get("severity", "-"), state_text, _hms(since),
+                _value(labels["alertname"], a["value"]), _am_state(held.get(key)),
+                _labels_text(labels),
+            ]))  # fmt: skip
+    active = {key for key, _row in keyed}
+    for key, (first, last) in history.items():
+        if key not in active:
+            slo, alertname, severity = key
+            keyed.append((key, [
+                alertname, severity, f"resolved {_hms(last + STEP_S)}", _hms(first), "-", "-",
+                f"slo={slo}",
+            ]))  # fmt: skip
+    rows = [row for _key, row in sorted(keyed)]
+    if any(r["name"] == "none" for a in held.values() for r in a.get("receivers", [])):
+        lines.append(
+            "  (Alertmanager's receiver is 'none': set STACK_ALERT_WEBHOOK_URL before `make up` "
+            "to have them posted to a webhook)"
+        )
+    if rows:
+        widths = [max(len(x[i]) for x in [head, *rows]) for i in range(len(head))]
+        fmt = "  " + "  ".join(f"{{:<{w}}}" for w in widths)
+        lines += [fmt.format(*head), fmt.format(*("-" * w for w in widths))]
+        lines += [fmt.format(*x).rstrip() for x in rows]
+    else:
+        lines.append("  none pending or firing, none fired in the last hour")
+    lines += expectations(prom, rules, active | set(history), incident, now)
+    return "\n".join(lines)
+
+
+def expectations(
+    prom: str,
+    rules: list[dict[str, Any]],
+    seen: set[tuple[str, ...]],
+    incident: dict[str, Any] | None,
+    now: float,
+) -> list[str]:
+    """What is expected of the alerts that have not fired."""
+    out = []
+    page = (LIVE_SLO, "SloErrorBudgetBurn", "page")
+    has_live = any(alert_key({**r["labels"], "alertname": r["name"]}) == page for r in rules)
+    if has_live and page not in seen and incident is not None:
+        start, end = float(incident["start"]), float(incident["end"])
+        if now < end + 60:
+            out.append(
+                f"  expected: the page of {LIVE_SLO} within about a minute of the live "
+                f"incident's start ({_hms(start)} UTC): 14.4x burn over 1 h and 5 min"
+            )
+        else:
+            out.append(f"  the page of {LIVE_SLO} did not fire during the live incident")
+    for r in rules:
+        key = alert_key({**r["labels"], "alertname": r["name"]})
+        if r["name"] != "SliBreachPredicted" or key in seen:
+            continue
+        expr, _gt, threshold = r["query"].rpartition(">")
+        value = current_value(prom, expr.strip())
+        p = "no fresh forecast" if value is None else f"p={value:.2f} now"
+        out.append(
+            f"  {r['name']} of {key[0]}: fires when the breach probability stays above "
+            f"{threshold.strip()} for {float(r.get('duration', 0)) / 60:g} min ({p})"
+        )
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/demo_report.py", description=__doc__)
-    parser.add_argument("--anomalies", action="store_true", help="only the detector's section")
+    parser.add_argument("--anomalies", action="store_true", help="the detector's section")
+    parser.add_argument("--alerts", action="store_true", help="the SLO alerts' section")
     parser.add_argument(
-        "--after-incident", action="store_true", help="first wait for the live incident's windows"
+        "--after-incident",
+        action="store_true",
+        help="first wait for the live incident's windows (and its page at Alertmanager)",
     )
     args = parser.parse_args(argv)
     state = Path(os.environ.get("STACK_DIR") or REPO / ".stack")
     facts: dict[str, Any] = json.loads((state / "stack.json").read_text())
-    if args.anomalies:
-        print(anomaly_section(facts, state, after_incident=args.after_incident))
+    if args.anomalies or args.alerts:
+        if args.anomalies:
+            print(anomaly_section(facts, state, after_incident=args.after_incident))
+        if args.alerts:
+            print(alert_section(facts, state, after_incident=args.after_incident))
         return 0
     env = facts["env"]
     etl_port = facts["suite_ports"]["etl_data_pipeline"]
@@ -491,6 +697,7 @@ def main(argv: list[str] | None = None) -> int:
         backfill_slo_rules(state, facts)
         print("\nSLOs (rules generated by the SLA manager, evaluated by Prometheus):\n")
         print(slo_report(api, prom, slos))
+        print(alert_section(facts, state))
     print(anomaly_section(facts, state))
     q = urllib.parse.quote(
         "histogram_quantile(0.95, sum by (le, analysis) "

@@ -6,6 +6,8 @@
 - :class:`ServerThread`: ``create_app(settings)`` under uvicorn in a thread of the test
   process, for tests that build the settings themselves.
 - :func:`scratch_database`: a uniquely named, migrated database, dropped afterwards.
+- :func:`store_cauchy_forecast`: a forecast of the demo host's live file descriptors, made
+  now, written by data_storage's own writer (what the SLA manager's breach probabilities read).
 """
 
 from __future__ import annotations
@@ -14,17 +16,23 @@ import contextlib
 import os
 import subprocess
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Self
 
 import httpx
+import numpy as np
 import pymysql
 import uvicorn
 
+from data_storage.writer import Writer
+from sla_common import demo
+from sla_common.messages import AnalysisMessage, Forecast, ForecastPoint, Grid, SeriesRef, Window
 from sla_common.mysql import MysqlSettings
 from sla_common.mysql_startup import wait_and_migrate
+from sla_common.series import series_key
 from sla_manager.app import create_app
 from sla_manager.settings import SlaSettings
 from tests.integration.stackutil import (
@@ -35,7 +43,7 @@ from tests.integration.stackutil import (
     wait_until,
 )
 
-START_TIMEOUT_S = 30.0
+START_TIMEOUT_S = 90.0  # importing the app takes over 30 s on a loaded 2-core machine
 
 
 def _answers(base_url: str) -> bool:
@@ -173,3 +181,62 @@ def app_env(base: Mapping[str, str], **extra: str) -> dict[str, str]:
     env.update(base)
     env.update(extra)
     return env
+
+
+DEMO_FD_LABELS = {"instance": demo.INSTANCE, "job": demo.JOB}
+
+
+def store_cauchy_forecast(
+    settings: MysqlSettings, locs: list[float], scale: float, at: int | None = None
+) -> int:
+    """A forecast of the demo host's ``node_filefd_allocated`` (the demo exporter serves it
+    live) made at ``at`` (default now): one point a minute from ``at + 60``, each Cauchy
+    (Student-t, 1 degree of freedom) at ``loc`` with ``scale``, so that every breach
+    probability is exact by hand: P(T > z) = 1/2 − atan(z)/π. Written by data_storage's
+    writer; returns ``at``."""
+    at = int(time.time()) if at is None else at
+    points = [
+        ForecastPoint(
+            ts=at + 60 * (k + 1),
+            value=loc,
+            lower80=loc - 1.28 * scale,
+            upper80=loc + 1.28 * scale,
+            lower95=loc - 1.96 * scale,
+            upper95=loc + 1.96 * scale,
+            loc=loc,
+            scale=scale,
+        )
+        for k, loc in enumerate(locs)
+    ]
+    msg = AnalysisMessage(
+        run_id=f"test-{uuid.uuid4().hex[:8]}",
+        produced_at=at,
+        series=SeriesRef(
+            key=series_key(demo.FILEFD, DEMO_FD_LABELS),
+            metric=demo.FILEFD,
+            labels=DEMO_FD_LABELS,
+            selector=demo.FILEFD,
+            transform="none",
+        ),
+        window=Window(start=at - 43200, end=at, step_s=15, samples=2881, interpolated=0),
+        grid=Grid(start=at - 43200, step_s=15, count=0),
+        forecast=Forecast(
+            model="ETS(A,N,N) test",
+            step_s=60,
+            horizon_s=60 * len(locs),
+            history_points=720,
+            points=points,
+            max=max(locs),
+            min=min(locs),
+            mean=float(np.mean(locs)),
+            distribution="student_t",
+            df=1.0,
+            floor=0.0,
+        ),
+    )
+    writer = Writer(settings)
+    try:
+        writer.write([msg])
+    finally:
+        writer.close()
+    return at

@@ -19,20 +19,19 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import numpy as np
 import pytest
 
-from data_storage.writer import Writer
-from sla_common import demo
-from sla_common.messages import AnalysisMessage, Forecast, ForecastPoint, Grid, SeriesRef, Window
 from sla_common.mysql import connect
-from sla_common.series import series_key
-from tests.integration.slautil import AppProcess, app_env, scratch_database
+from tests.integration.slautil import (
+    AppProcess,
+    app_env,
+    scratch_database,
+    store_cauchy_forecast,
+)
 from tests.integration.stackutil import Stack, wait_until
 
 TOKEN = "integration-token-5b0e8c27"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-LABELS = {"instance": demo.INSTANCE, "job": demo.JOB}
 SELECTOR = 'node_filefd_allocated{job="host"}'
 MAX = 1600.0
 # Ten points a minute apart: loc 1000 (6 scales under the bound) then 1500 (1 scale under).
@@ -80,52 +79,7 @@ def client(
 @pytest.fixture(scope="module")
 def made_at(stack: Stack, database: str) -> int:
     """The forecast, written by data_storage's writer; the time it was made."""
-    at = int(time.time())
-    points = [
-        ForecastPoint(
-            ts=at + 60 * (k + 1),
-            value=loc,
-            lower80=loc - 1.28 * SCALE,
-            upper80=loc + 1.28 * SCALE,
-            lower95=loc - 1.96 * SCALE,
-            upper95=loc + 1.96 * SCALE,
-            loc=loc,
-            scale=SCALE,
-        )
-        for k, loc in enumerate(LOCS)
-    ]
-    msg = AnalysisMessage(
-        run_id=f"test-{uuid.uuid4().hex[:8]}",
-        produced_at=at,
-        series=SeriesRef(
-            key=series_key(demo.FILEFD, LABELS),
-            metric=demo.FILEFD,
-            labels=LABELS,
-            selector=demo.FILEFD,
-            transform="none",
-        ),
-        window=Window(start=at - 43200, end=at, step_s=15, samples=2881, interpolated=0),
-        grid=Grid(start=at - 43200, step_s=15, count=0),
-        forecast=Forecast(
-            model="ETS(A,N,N) test",
-            step_s=60,
-            horizon_s=600,
-            history_points=720,
-            points=points,
-            max=max(LOCS),
-            min=min(LOCS),
-            mean=float(np.mean(LOCS)),
-            distribution="student_t",
-            df=1.0,
-            floor=0.0,
-        ),
-    )
-    writer = Writer(stack.mysql_settings(database))
-    try:
-        writer.write([msg])
-    finally:
-        writer.close()
-    return at
+    return store_cauchy_forecast(stack.mysql_settings(database), LOCS, SCALE)
 
 
 def _create(client: httpx.Client, **extra: Any) -> str:

@@ -4,20 +4,18 @@ with the SLO's labels. Also: CRUD with auth, the 30-day status from the recorded
 
 from __future__ import annotations
 
-import http.server
-import json
-import threading
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
+from tests.integration.alertutil import Webhook, webhook_server
 from tests.integration.slautil import AppProcess, app_env, scratch_database
-from tests.integration.stackutil import Stack, wait_until
+from tests.integration.stackutil import REPO, Stack, run_bounded, wait_until
 
 TOKEN = "integration-slo-token-0123456789"
 SLI = "fd-incident"
@@ -29,36 +27,10 @@ SLO_BODY = {"name": SLO, "sli": SLI, "objective": 99.5, "period": "30d", "labels
 ALERT_TIMEOUT_S = 150  # one evaluation (15 s) + Alertmanager's group_wait (5 s), loaded machine
 
 
-class Receiver(http.server.BaseHTTPRequestHandler):
-    """Alertmanager's webhook: keeps every notification's JSON."""
-
-    received: list[dict[str, Any]] = []  # noqa: RUF012 (one receiver per test session)
-    lock = threading.Lock()
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        with self.lock:
-            type(self).received.append(json.loads(body))
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
-def webhook(stack_env: dict[str, str]) -> Iterator[type[Receiver]]:
-    url = urlsplit(stack_env["STACK_ALERT_WEBHOOK_URL"])
-    server = http.server.ThreadingHTTPServer(
-        (url.hostname or "127.0.0.1", url.port or 80), Receiver
-    )
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield Receiver
-    finally:
-        server.shutdown()
-        server.server_close()
+def webhook(stack_env: dict[str, str]) -> Iterator[Webhook]:
+    with webhook_server(stack_env["STACK_ALERT_WEBHOOK_URL"]) as hook:
+        yield hook
 
 
 @pytest.fixture(scope="module")
@@ -96,13 +68,8 @@ def _auth() -> dict[str, str]:
     return {"Authorization": f"Bearer {TOKEN}"}
 
 
-def _alerts(receiver: type[Receiver]) -> list[dict[str, Any]]:
-    with receiver.lock:
-        return [a for n in receiver.received for a in n.get("alerts", [])]
-
-
 def test_slo_on_an_incident_pages_through_alertmanager(
-    client: httpx.Client, stack: Stack, webhook: type[Receiver]
+    client: httpx.Client, stack: Stack, webhook: Webhook
 ) -> None:
     assert client.post("/slis", json=SLI_BODY, headers=_auth()).status_code == 201
     assert client.post("/slos", json=SLO_BODY).status_code == 401
@@ -123,14 +90,11 @@ def test_slo_on_an_incident_pages_through_alertmanager(
 
     wait_until(loaded, timeout=30, what="Prometheus loading the SLO rules")
 
-    def paged() -> dict[str, Any] | None:
-        for alert in _alerts(webhook):
-            labels = alert["labels"]
-            if labels.get("slo") == SLO and labels.get("severity") == "page":
-                return alert
-        return None
-
-    alert = wait_until(paged, timeout=ALERT_TIMEOUT_S, what="the page at the webhook")
+    alert = wait_until(
+        lambda: webhook.find(slo=SLO, severity="page"),
+        timeout=ALERT_TIMEOUT_S,
+        what="the page at the webhook",
+    )
     assert alert["status"] == "firing"
     assert alert["labels"] == {
         "alertname": "SloErrorBudgetBurn",
@@ -140,6 +104,34 @@ def test_slo_on_an_incident_pages_through_alertmanager(
         "team": "sre",
     }
     assert f"GET /slos/{SLO}" in alert["annotations"]["description"]
+
+
+def test_the_demo_report_shows_the_page(stack: Stack, webhook: Webhook) -> None:
+    """`make demo-report`'s alert section (scripts/demo_report.py --alerts) on this stack: the
+    page firing in Prometheus, active at Alertmanager and routed to the webhook, its labels;
+    the ticket inhibited by it."""
+    wait_until(
+        lambda: webhook.find(slo=SLO, severity="page"),
+        timeout=ALERT_TIMEOUT_S,
+        what="the page at the webhook",
+    )
+    report = run_bounded(
+        [sys.executable, REPO / "scripts" / "demo_report.py", "--alerts"],
+        timeout=120,
+        env=stack.service_env(),
+    )
+    assert report.returncode == 0, report.stdout
+    rows = {
+        tuple(line.split()[:3]): line
+        for line in report.stdout.splitlines()
+        if line.strip().startswith("SloErrorBudgetBurn")
+    }
+    page = rows[("SloErrorBudgetBurn", "page", "firing")]
+    # Every evaluation since the SLO's creation was bad: 1 / 0.005 over the hour.
+    assert "200.0x burn" in page and "active -> webhook" in page, report.stdout
+    assert page.rstrip().endswith(f"sli={SLI},slo={SLO},team=sre"), report.stdout
+    ticket = rows[("SloErrorBudgetBurn", "ticket", "firing")]
+    assert "suppressed (inhibited by a page)" in ticket, report.stdout
 
 
 def test_metrics_export_the_sli_state(client: httpx.Client) -> None:
@@ -152,9 +144,7 @@ def test_metrics_export_the_sli_state(client: httpx.Client) -> None:
     wait_until(exported, timeout=30, what="sla_sli_inside on /metrics")
 
 
-def test_thirty_day_status_from_the_recorded_series(
-    client: httpx.Client, webhook: type[Receiver]
-) -> None:
+def test_thirty_day_status_from_the_recorded_series(client: httpx.Client, webhook: Webhook) -> None:
     """After the page, the recorded series exist: every evaluation since was outside."""
 
     def recorded() -> dict[str, Any] | None:
