@@ -62,7 +62,7 @@ def _ranked(end: int, first_s: int, last_s: int) -> list[str]:
         step=None,
         max_ranked=5,
     ).answer
-    return [s.metric for s in answer.ranked]
+    return [s.metric or "" for s in answer.ranked]
 
 
 @pytest.mark.parametrize("end", ENDS, ids=lambda e: f"{(e - MIDNIGHT) // 60:04d}min")
