@@ -714,8 +714,8 @@ def alertmanager_yml(cfg: Config) -> str:
         lines += ["  - name: none"]
     lines += [
         "inhibit_rules:",
-        "  - source_matchers: ['severity=\"page\"']",
-        "    target_matchers: ['severity=\"ticket\"']",
+        "  - source_matchers: ['alertname=\"SloErrorBudgetBurn\"', 'severity=\"page\"']",
+        "    target_matchers: ['alertname=\"SloErrorBudgetBurn\"', 'severity=\"ticket\"']",
         "    equal: [slo]",
     ]
     return "\n".join(lines) + "\n"

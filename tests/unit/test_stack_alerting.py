@@ -57,3 +57,39 @@ def test_alertmanager_config_routes_to_the_webhook(
             check=False,
         )
         assert check.returncode == 0, check.stdout + check.stderr
+
+
+def _inhibits(
+    rules: list[dict[str, object]], source: dict[str, str], target: dict[str, str]
+) -> bool:
+    """Alertmanager's inhibition for equality matchers: a rule mutes ``target`` when
+    ``source`` fires, both match their matchers and agree on the ``equal`` labels."""
+
+    def matches(matchers: object, labels: dict[str, str]) -> bool:
+        assert isinstance(matchers, list)
+        pairs = [m.split("=", 1) for m in matchers]
+        return all(labels.get(k) == v.strip('"') for k, v in pairs)
+
+    return any(
+        matches(r["source_matchers"], source)
+        and matches(r["target_matchers"], target)
+        and all(source.get(str(k)) == target.get(str(k)) for k in r["equal"])  # type: ignore[attr-defined]
+        for r in rules
+    )
+
+
+def test_a_page_mutes_its_slos_burn_tickets_but_not_a_predicted_breach(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    compose = yaml.safe_load((Path(__file__).parents[2] / "docker-compose.yml").read_text())
+    command = "\n".join(compose["services"]["alertmanager"]["command"])
+    am_compose = yaml.safe_load(command.split("<<'EOF'\n", 1)[1].split("\nEOF", 1)[0])
+    cfg = _config(tmp_path, monkeypatch, "http://127.0.0.1:5001/alerts")
+    for am in (yaml.safe_load(stack.alertmanager_yml(cfg)), am_compose):
+        rules = am["inhibit_rules"]
+        page = {"alertname": "SloErrorBudgetBurn", "severity": "page", "slo": "a"}
+        ticket = {"alertname": "SloErrorBudgetBurn", "severity": "ticket", "slo": "a"}
+        predicted = {"alertname": "SliBreachPredicted", "severity": "ticket", "slo": "a"}
+        assert _inhibits(rules, page, ticket)
+        assert not _inhibits(rules, page, {**ticket, "slo": "b"})
+        assert not _inhibits(rules, page, predicted)
