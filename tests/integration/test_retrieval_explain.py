@@ -59,7 +59,7 @@ def db(stack: Stack, end: int) -> Iterator[TempDatabase]:
 
 
 def _settings(db: TempDatabase, stack: Stack, **overrides: object) -> RetrievalSettings:
-    return db.retrieval_settings(prometheus_url=stack.prometheus_url, **overrides)
+    return db.retrieval_settings(**{"prometheus_url": stack.prometheus_url, **overrides})
 
 
 @pytest.fixture(scope="module")
