@@ -14,12 +14,14 @@ copies, which separate by construction.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Self
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
 
-from sla_common.prometheus import PrometheusClient, RangeSeries
+from sla_common.prometheus import RangeSeries
 from sla_common.series import series_key
 from sla_manager import evaluation as ev
 from sla_manager.deps import PrometheusDep, SettingsDep, SliName, SliStoreDep, sli_or_404
@@ -33,12 +35,10 @@ from sla_manager.explain.run import (
     ExplainInputError,
     ExplainRequest,
     ExplainResponse,
-    ExplainResult,
     run_explanation,
 )
 from sla_manager.models import MAX_WINDOW_S
 from sla_manager.routes.sli_series import check_range_size, narrow
-from sla_manager.settings import SlaSettings
 
 router = APIRouter(tags=["explanations"], responses={**UNAVAILABLE, **PROMQL})
 
@@ -77,30 +77,11 @@ def _bad(where: str, field: str, msg: str, value: object) -> Exception:
     return validation_error((where, field), msg, value)
 
 
-def _explained(
-    prometheus: PrometheusClient,
-    settings: SlaSettings,
-    where: str,
-    *,
-    selector: str,
-    anomalous: list[tuple[float, float]],
-    reference: tuple[float, float] | None,
-    step: float | None,
-    max_ranked: int,
-    exclude_copies_of: str | None = None,
-) -> ExplainResult:
-    """:func:`run_explanation`, its refusals as 422s located at ``where`` (body or query)."""
+@contextmanager
+def _located(where: str) -> Iterator[None]:
+    """:class:`ExplainInputError` as a 422 located at ``where`` (body or query)."""
     try:
-        return run_explanation(
-            prometheus,
-            settings,
-            selector=selector,
-            anomalous=anomalous,
-            reference=reference,
-            step=step,
-            max_ranked=max_ranked,
-            exclude_copies_of=exclude_copies_of,
-        )
+        yield
     except ExplainInputError as e:
         raise _bad(where, e.field, e.message, e.value) from e
 
@@ -113,16 +94,16 @@ def _explained(
 def post_explanation(
     body: ExplainRequest, prometheus: PrometheusDep, settings: SettingsDep
 ) -> ExplainResponse:
-    return _explained(
-        prometheus,
-        settings,
-        "body",
-        selector=body.selector,
-        anomalous=list(body.anomalous),
-        reference=body.reference,
-        step=body.step,
-        max_ranked=body.max_ranked,
-    ).answer
+    with _located("body"):
+        return run_explanation(
+            prometheus,
+            settings,
+            selector=body.selector,
+            anomalous=list(body.anomalous),
+            reference=body.reference,
+            step=body.step,
+            max_ranked=body.max_ranked,
+        ).answer
 
 
 @router.get(
@@ -187,17 +168,17 @@ def explain_violation(
             )
         selector = series_key("", {"instance": instance})
     own = series_key(series.metric or "", labels)
-    res = _explained(
-        prometheus,
-        settings,
-        "query",
-        selector=selector,
-        anomalous=[(i.start, i.end) for i in violated.intervals],
-        reference=None,
-        step=step,
-        max_ranked=params.max_ranked,
-        exclude_copies_of=own,
-    )
+    with _located("query"):
+        res = run_explanation(
+            prometheus,
+            settings,
+            selector=selector,
+            anomalous=[(i.start, i.end) for i in violated.intervals],
+            reference=None,
+            step=step,
+            max_ranked=params.max_ranked,
+            exclude_copies_of=own,
+        )
     return ViolationExplanationResponse(
         **res.answer.model_dump(),
         sli=sli.name,
