@@ -177,7 +177,7 @@ def response_of(a: ExplainResponse) -> pb.ExplainResponse:
             for p in a.predicates
         ],
         day_before=a.day_before,
-        seasonal=a.seasonal,
+        seasonal_series=a.seasonal,
         timings_ms=a.timings_ms,
     )
 

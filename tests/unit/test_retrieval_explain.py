@@ -140,7 +140,7 @@ def test_the_answer_is_the_pipelines_field_for_field() -> None:
     assert [(i.start.seconds, i.end.seconds) for i in msg.anomalous] == [(END - 1800, END)]
     assert (msg.reference.start.seconds, msg.reference.end.seconds) == answer.reference
     assert msg.step_seconds == 60 and msg.candidates == answer.candidates == 3
-    assert (msg.sparse, msg.false_positives, msg.day_before, msg.seasonal) == (
+    assert (msg.sparse, msg.false_positives, msg.day_before, msg.seasonal_series) == (
         answer.sparse,
         answer.false_positives,
         True,

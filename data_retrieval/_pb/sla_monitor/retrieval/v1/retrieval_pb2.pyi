@@ -1367,7 +1367,7 @@ class ExplainResponse(_message.Message):
     EXPLANATION_FIELD_NUMBER: _builtins.int
     PREDICATES_FIELD_NUMBER: _builtins.int
     DAY_BEFORE_FIELD_NUMBER: _builtins.int
-    SEASONAL_FIELD_NUMBER: _builtins.int
+    SEASONAL_SERIES_FIELD_NUMBER: _builtins.int
     TIMINGS_MS_FIELD_NUMBER: _builtins.int
     step_seconds: _builtins.float
     candidates: _builtins.int
@@ -1380,8 +1380,8 @@ class ExplainResponse(_message.Message):
     """True: the false-positive pair is the intervals one day earlier (else windows of the
     reference).
     """
-    seasonal: _builtins.int
-    """Series that had the day before (the seasonal view)."""
+    seasonal_series: _builtins.int
+    """Series that had the day before (the seasonal view; `seasonal` in the REST answer)."""
     @_builtins.property
     def anomalous(self) -> _containers.RepeatedCompositeFieldContainer[Global___Interval]:
         """The intervals explained (sorted) and the reference used."""
@@ -1425,12 +1425,12 @@ class ExplainResponse(_message.Message):
         explanation: _abc.Iterable[_builtins.str] | None = ...,
         predicates: _abc.Iterable[Global___Predicate] | None = ...,
         day_before: _builtins.bool = ...,
-        seasonal: _builtins.int = ...,
+        seasonal_series: _builtins.int = ...,
         timings_ms: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["reference", b"reference"]
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["anomalous", b"anomalous", "candidates", b"candidates", "clusters", b"clusters", "day_before", b"day_before", "explanation", b"explanation", "false_positive_series", b"false_positive_series", "false_positives", b"false_positives", "predicates", b"predicates", "ranked", b"ranked", "reference", b"reference", "seasonal", b"seasonal", "sparse", b"sparse", "step_seconds", b"step_seconds", "timings_ms", b"timings_ms"]
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["anomalous", b"anomalous", "candidates", b"candidates", "clusters", b"clusters", "day_before", b"day_before", "explanation", b"explanation", "false_positive_series", b"false_positive_series", "false_positives", b"false_positives", "predicates", b"predicates", "ranked", b"ranked", "reference", b"reference", "seasonal_series", b"seasonal_series", "sparse", b"sparse", "step_seconds", b"step_seconds", "timings_ms", b"timings_ms"]
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
