@@ -68,7 +68,9 @@ separates the windows at 0.4-0.5, is kept at 0.7).
 its values less the same time one day earlier) stops smooth daily cycles from separating;
 ``tie_break`` orders equal distances by the gap between the classes' ranges (``margin``,
 the default), by the standardised shift (``shift``) or by the lead before the anomaly
-(``lead``); the default measured best.
+(``lead``); the default measured best. ``seasonal_view="model"`` (the residual's distance
+only where the day before fits the reference better than the reference's mean, else the
+values') measured worse than the smaller of the two (BENCHMARKS.md, third pass).
 
 The false-positive filter runs before the leap rather than on the leap's survivors: it is
 as cheap as the ranking here (the same sort), and filtering first keeps a real cause that
