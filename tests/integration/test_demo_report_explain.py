@@ -6,27 +6,18 @@ its range, the predicates, and the series ranked first."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from collections.abc import Iterator
-from types import ModuleType
 
 import pytest
 
 from sla_common import demo
 from sla_manager.settings import SlaSettings
 from tests.integration.slautil import ServerThread, app_env, scratch_database
-from tests.integration.stackutil import REPO, Stack
+from tests.integration.stackutil import Stack
+from tests.unit.test_demo_report_explain import demo_report
 
 TOKEN = "demo-report-token-7a2c4e"
-
-
-def demo_report() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("demo_report", REPO / "scripts/demo_report.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
