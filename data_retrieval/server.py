@@ -7,7 +7,8 @@ parse (INVALID_ARGUMENT). With GRPC_TLS_CERT_FILE/GRPC_TLS_KEY_FILE the port ser
 :func:`create_server` builds and binds it (port 0: any free port, which tests use) without
 serving; :meth:`RetrievalServer.start` serves; :meth:`RetrievalServer.stop` is the graceful
 shutdown of grpc's health ``_async.py``: every service NOT_SERVING first, a drain delay for
-whoever watches health, then ``server.stop(grace)``, then the database threads.
+whoever watches health, then ``server.stop(grace)``, then the database threads and the
+Prometheus client of ``Explain``.
 :func:`serve` is ``python -m data_retrieval``: all that, plus /metrics and the signals.
 """
 
@@ -29,6 +30,7 @@ from data_retrieval import queries
 from data_retrieval._pb.sla_monitor.retrieval.v1 import retrieval_pb2 as pb
 from data_retrieval._pb.sla_monitor.retrieval.v1 import retrieval_pb2_grpc as pb_grpc
 from data_retrieval.db import Database, DatabaseUnavailable
+from data_retrieval.explain import Explainer
 from data_retrieval.interceptors import BearerToken, UndecodableRequests
 from data_retrieval.metrics import RetrievalMetrics
 from data_retrieval.service import RetrievalServicer
@@ -57,6 +59,7 @@ class RetrievalServer:
     database: Database
     metrics: RetrievalMetrics
     settings: RetrievalSettings
+    explainer: Explainer | None = None
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def start(self) -> None:
@@ -75,6 +78,8 @@ class RetrievalServer:
             await asyncio.sleep(drain)
         await self.server.stop(grace)
         await asyncio.to_thread(self.database.close)
+        if self.explainer is not None:
+            self.explainer.close()
 
     async def wait_for_termination(self) -> None:
         await self.server.wait_for_termination()
@@ -160,8 +165,9 @@ def create_server(
     server = grpc.aio.server(
         options=[("grpc.so_reuseport", 0)], interceptors=_interceptors(settings, metrics)
     )
+    explainer = Explainer(settings)
     pb_grpc.add_RetrievalServiceServicer_to_server(
-        RetrievalServicer(settings, database, metrics), server
+        RetrievalServicer(settings, database, metrics, explainer), server
     )
     health: Health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
@@ -176,7 +182,7 @@ def create_server(
         port = server.add_secure_port(address, credentials)
     if port == 0:  # older grpc returned 0 instead of raising
         raise RuntimeError(f"cannot bind {address}")
-    return RetrievalServer(server, health, database, metrics, settings), port
+    return RetrievalServer(server, health, database, metrics, settings, explainer), port
 
 
 def _ping(conn: Connection) -> None:

@@ -33,6 +33,7 @@ from data_retrieval._pb.sla_monitor.retrieval.v1 import retrieval_pb2 as pb
 from data_retrieval._pb.sla_monitor.retrieval.v1 import retrieval_pb2_grpc as pb_grpc
 from data_retrieval.batching import Coalescer
 from data_retrieval.db import Database, DatabaseUnavailable
+from data_retrieval.explain import Explainer
 from data_retrieval.metrics import RetrievalMetrics
 from data_retrieval.paging import (
     MORE,
@@ -197,11 +198,16 @@ def status_of(
 
 class RetrievalServicer(pb_grpc.RetrievalServiceServicer):
     def __init__(
-        self, settings: RetrievalSettings, database: Database, metrics: RetrievalMetrics
+        self,
+        settings: RetrievalSettings,
+        database: Database,
+        metrics: RetrievalMetrics,
+        explainer: Explainer | None = None,
     ) -> None:
         self.settings = settings
         self.db = database
         self.metrics = metrics
+        self.explainer = explainer or Explainer(settings)
         self._adf_batches = Coalescer(self._adf_batch, slots=settings.retrieval_db_threads)
 
     # ------------------------------------------------------------------ the RPCs
@@ -256,6 +262,11 @@ class RetrievalServicer(pb_grpc.RetrievalServiceServicer):
         chunks = self._anomalies(request, context)
         async for msg in self._stream("ListAnomalies", context, chunks):
             yield msg
+
+    async def Explain(  # noqa: N802
+        self, request: pb.ExplainRequest, context: Context
+    ) -> pb.ExplainResponse:
+        return await self._unary("Explain", context, self.explainer.explain(request, context))
 
     # ------------------------------------------------------------------ accounting, errors
 

@@ -1,4 +1,6 @@
-"""Retrieval settings: the shared MySQL names plus what only the gRPC service reads.
+"""Retrieval settings: the shared MySQL names, the explanations' (the ``Explain`` RPC reads
+Prometheus: PROMETHEUS_URL and :class:`~sla_manager.explain.settings.ExplainSettings`), plus
+what only the gRPC service reads.
 
 ``GRPC_API_TOKEN``: every call but health checking needs ``authorization: Bearer <token>``
 metadata. Required in production (at least 16 characters, not a placeholder: the service
@@ -16,11 +18,12 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from sla_common.mysql import MysqlSettings
 from sla_common.tokens import blank_is_unset, check_token, readable_file
+from sla_manager.explain.settings import ExplainSettings
 
 DAY_S = 86_400
 
 
-class RetrievalSettings(MysqlSettings):
+class RetrievalSettings(MysqlSettings, ExplainSettings):
     # Its own /metrics (prometheus_client), scraped by Prometheus as service "data_retrieval".
     http_port: int = Field(default=8003, ge=0, le=65535)
 
@@ -57,6 +60,11 @@ class RetrievalSettings(MysqlSettings):
     # row per point: PyMySQL decodes rows in pure Python, ~7 µs each (see BENCHMARKS.md).
     # Doubles travel as exact integers (queries.exact_double). false: one row per point.
     retrieval_packed_pages: bool = True
+    # Explain (Prometheus, not MySQL): explanations computed at once (each in a thread,
+    # sorting and counting under the GIL in part); more calls wait for a turn, up to their
+    # deadline. Its caps and Prometheus bounds are the SLA manager's variables
+    # (SLA_EXPLAIN_MAX_SERIES, SLA_EXPLAIN_MAX_CELLS, SLA_PROMETHEUS_*: ExplainSettings).
+    retrieval_explain_concurrent: int = Field(default=2, ge=1, le=64)
 
     @field_validator("grpc_api_token", "grpc_tls_cert_file", "grpc_tls_key_file", mode="before")
     @classmethod

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 
 from sla_common.mysql import connect
 from sla_common.mysql_pool import ConnectionPool
-from sla_common.prometheus import PrometheusClient
 from sla_manager.metrics import SlaMetrics
 from sla_manager.settings import SlaSettings
 from sla_manager.store import ForecastStore, SliStore
@@ -27,13 +26,7 @@ class Services:
             size=s.sla_mysql_pool_size,
             acquire_timeout_s=s.mysql_connect_timeout_s,
         )
-        self.prometheus = PrometheusClient(
-            s.prometheus_url,
-            s.prometheus_timeout_s,
-            max_concurrent=s.sla_prometheus_max_concurrent,
-            slot_wait_s=s.sla_prometheus_slot_wait_s,
-            max_response_bytes=s.sla_prometheus_max_response_bytes,
-        )
+        self.prometheus = s.prometheus_client()
         self.slis = SliStore(self.pool)
         self.forecasts = ForecastStore(self.pool)
 

@@ -23,6 +23,7 @@ from typing import Literal, Self
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from sla_common.mysql import MysqlSettings
+from sla_manager.explain.settings import ExplainSettings
 from sla_manager.slo.rules import RuleConfig, parse_windows
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ PLACEHOLDER_TOKENS = frozenset({"changethis", "changeme", "secret", "token", "pa
 MIN_PRODUCTION_TOKEN_CHARS = 16
 
 
-class SlaSettings(MysqlSettings):
+class SlaSettings(MysqlSettings, ExplainSettings):
     http_port: int = Field(default=8000, ge=0, le=65535)
 
     # A REST request waits for these, so they are shorter than the batch services' defaults.
@@ -64,15 +65,7 @@ class SlaSettings(MysqlSettings):
         le=10_000_000,
         description="evaluations × series a /violations range query may fetch",
     )
-    sla_prometheus_max_concurrent: int = Field(
-        default=8, ge=1, le=1000, description="Prometheus queries in flight per process"
-    )
-    sla_prometheus_slot_wait_s: float = Field(
-        default=1.0, ge=0, le=60, description="wait for a free query slot, then answer 503"
-    )
-    sla_prometheus_max_response_bytes: int = Field(
-        default=8 * 1024 * 1024, ge=1024, description="largest Prometheus answer read"
-    )
+    # SLA_PROMETHEUS_MAX_CONCURRENT, _SLOT_WAIT_S, _MAX_RESPONSE_BYTES: in ExplainSettings.
     sla_max_body_bytes: int = Field(
         default=1024 * 1024, ge=1024, description="largest request body (413 beyond)"
     )
@@ -81,16 +74,7 @@ class SlaSettings(MysqlSettings):
         default='job="sla-monitor",service="etl_data_pipeline"', max_length=1000
     )
     sla_access_log: bool = False
-    # Explanations (POST /explanations, GET /slis/{name}/violations/explanation): caps.
-    sla_explain_max_series: int = Field(
-        default=2000, ge=1, le=100_000, description="candidate series one explanation may fetch"
-    )
-    sla_explain_max_cells: int = Field(
-        default=6_000_000,
-        ge=1000,
-        le=100_000_000,
-        description="candidate series × points one explanation may fetch (~8 bytes each)",
-    )
+    # Explanations' caps (SLA_EXPLAIN_MAX_SERIES, SLA_EXPLAIN_MAX_CELLS): in ExplainSettings.
 
     @field_validator("sla_api_token", mode="before")
     @classmethod

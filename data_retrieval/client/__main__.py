@@ -11,6 +11,9 @@ every analysis of each partition, then any partition's full series). Commands fo
                   SELECTOR [--start T] [--end T] [--limit N] [--json]
     anomalies     [SELECTOR] [--detector D ...] [--status S ...] [--start T] [--end T]
                   [--limit N] [--json]      the anomaly detectors' windows, newest first
+    explain       --selector PROMQL --anomalous START END [--anomalous START END ...]
+                  [--reference START END] [--step S] [--max-ranked N] [--json]
+                                               which series changed then (EXstream)
 
 SELECTOR is ``--metric NAME [--label k=v ...]`` or ``--key SERIES_KEY``. A time T is epoch
 seconds, ISO 8601 (UTC unless given) or a duration back from now such as ``-3h``.
@@ -117,6 +120,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--end", help="windows starting before")
     p.add_argument("--limit", type=int, default=0, help="at most this many (0: all)")
     p.add_argument("--json", action="store_true")
+    p = sub.add_parser("explain", help="which series changed in the anomalous intervals")
+    p.add_argument(
+        "--selector", required=True, help='PromQL of the candidates, e.g. {instance="h:9100"}'
+    )
+    p.add_argument(
+        "--anomalous",
+        nargs=2,
+        action="append",
+        required=True,
+        metavar=("START", "END"),
+        help="an anomalous interval (repeatable)",
+    )
+    p.add_argument(
+        "--reference",
+        nargs=2,
+        metavar=("START", "END"),
+        help="default: the 6 h ending 1 h before the first anomalous interval",
+    )
+    p.add_argument("--step", type=float, default=0.0, help="seconds between points (0: auto)")
+    p.add_argument("--max-ranked", type=int, default=0, help="ranked series shown (0: 20)")
+    p.add_argument("--json", action="store_true")
     return parser
 
 
@@ -206,6 +230,18 @@ async def cmd_anomalies(client: RetrievalClient, args: argparse.Namespace, write
         write(render.anomalies_table(items))
 
 
+async def cmd_explain(client: RetrievalClient, args: argparse.Namespace, write: Write) -> None:
+    anomalous = [(parse_time(a), parse_time(b)) for a, b in args.anomalous]
+    reference = None
+    if args.reference:
+        reference = (parse_time(args.reference[0]), parse_time(args.reference[1]))
+    answer = await client.explain(args.selector, anomalous, reference, args.step, args.max_ranked)
+    if args.json:
+        write_json(write, render.to_json(answer))
+    else:
+        write(render.explanation_block(answer, shown=args.max_ranked or render.SHOWN_RANKED))
+
+
 async def _per_series(pages: AsyncIterator[Any], field: str) -> AsyncIterator[Any]:
     """Consecutive pages of one series merged into one message."""
     current: Any = None
@@ -256,6 +292,8 @@ async def run(args: argparse.Namespace, settings: ClientSettings, write: Write) 
             await cmd_report(client, args, write)
         elif command == "anomalies":
             await cmd_anomalies(client, args, write)
+        elif command == "explain":
+            await cmd_explain(client, args, write)
         else:
             await cmd_stream(client, args, write)
     return 0

@@ -220,6 +220,37 @@ class RetrievalClient:
         )
         return self._stream(self.stub.ListAnomalies, request)
 
+    async def explain(
+        self,
+        selector: str,
+        anomalous: Sequence[tuple[float, float]],
+        reference: tuple[float, float] | None = None,
+        step_s: float = 0.0,
+        max_ranked: int = 0,
+    ) -> pb.ExplainResponse:
+        """Which series changed in ``anomalous`` (EXstream; intervals in Unix seconds)."""
+        request = pb.ExplainRequest(
+            selector=selector,
+            anomalous=[interval(a, b) for a, b in anomalous],
+            reference=interval(*reference) if reference is not None else None,
+            step_seconds=step_s,
+            max_ranked=max_ranked,
+        )
+        try:
+            result: pb.ExplainResponse = await self.stub.Explain(
+                request, timeout=self.timeout_s, metadata=self.metadata
+            )
+        except grpc.aio.AioRpcError as e:
+            raise ClientError(e.code(), e.details() or "") from None
+        return result
+
+
+def interval(start: float, end: float) -> pb.Interval:
+    iv = pb.Interval()
+    iv.start.FromNanoseconds(round(start * 1e9))
+    iv.end.FromNanoseconds(round(end * 1e9))
+    return iv
+
 
 async def collect(pages: AsyncIterator[M]) -> list[M]:
     return [page async for page in pages]

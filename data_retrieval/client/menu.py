@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
@@ -27,12 +28,20 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from data_retrieval._pb.sla_monitor.retrieval.v1 import retrieval_pb2 as pb
 from data_retrieval.client import render
-from data_retrieval.client.api import ClientError, RetrievalClient, collect, points_of, time_range
+from data_retrieval.client.api import (
+    ClientError,
+    InputError,
+    RetrievalClient,
+    collect,
+    parse_time,
+    points_of,
+    time_range,
+)
 
 T = TypeVar("T")
 Write = Callable[[str], None]
 CONCURRENT_REPORTS = 8
-QUIT, BACK, ALL = "q", "b", "a"
+QUIT, BACK, ALL, EXPLAIN = "q", "b", "a", "x"
 
 
 def stdout_writer(text: str) -> None:
@@ -317,21 +326,63 @@ class Menu:
         self.write(render.indent(render.metrics_table([(m, len(g)) for m, g in by_metric])))
         n = len(by_metric)
 
-        def pick(answer: str) -> list[pb.Series] | None:
+        def pick(answer: str) -> list[pb.Series] | str | None:
             if answer.lower() == ALL:
                 return [s for _name, group in by_metric for s in group]
+            if answer.lower() == EXPLAIN:
+                return EXPLAIN
             if answer.isdigit() and 1 <= int(answer) <= n:
                 return by_metric[int(answer) - 1][1]
             return None
 
         chosen = await self.ask(
-            f"\nPick a metric: 1-{n}, a = all, q = quit > ", pick, f"a number from 1 to {n}, a or q"
+            f"\nPick a metric: 1-{n}, a = all, x = explain an interval, q = quit > ",
+            pick,
+            f"a number from 1 to {n}, a, x or q",
         )
-        if isinstance(chosen, str):
+        if chosen == EXPLAIN:
+            return await self.explain_menu(stored)
+        if not isinstance(chosen, list):
             return False
         if await self.call(write_reports(self.client, chosen, self.write)) is None:
             return True  # the failure is shown; back to the list of metrics
         return await self.full_series_menu(chosen)
+
+    async def explain_menu(self, stored: list[pb.Series]) -> bool:
+        """Which series changed in an interval (the Explain RPC); False when the user quits.
+        The candidates default to every series of the first stored series' instance."""
+        instances = sorted({s.ref.labels["instance"] for s in stored if "instance" in s.ref.labels})
+        default = f'{{instance="{instances[0]}"}}' if instances else ""
+
+        def selector(answer: str) -> str | None:
+            return answer or default or None
+
+        def when(answer: str, blank: int | None = None) -> int | None:
+            if not answer:
+                return blank
+            try:
+                return parse_time(answer)
+            except InputError:
+                return None
+
+        shown = f" (Enter: {default})" if default else ""
+        chosen = await self.ask(
+            f"\nCandidates, a PromQL selector{shown} > ", selector, "a PromQL selector"
+        )
+        if chosen == QUIT:
+            return False
+        times = "epoch seconds, ISO 8601 or a duration back such as -50m"
+        start = await self.ask("Anomalous from (e.g. -50m) > ", when, times)
+        if start == QUIT:
+            return False
+        now = int(time.time())
+        end = await self.ask("until (Enter: now) > ", lambda a: when(a, now), times)
+        if end == QUIT:
+            return False
+        answer = await self.call(self.client.explain(str(chosen), [(int(start), int(end))]))
+        if answer is not None:
+            self.write("\n" + render.explanation_block(answer))
+        return True
 
     async def full_series_menu(self, chosen: list[pb.Series]) -> bool:
         n = len(chosen)

@@ -307,3 +307,53 @@ def skipped_block(series: pb.Series) -> str:
     return "Skipped on the latest window\n" + indent(
         table(["analysis", "reason", "detail"], rows, left=3)
     )
+
+
+# --------------------------------------------------------------------------- explanations
+
+SHOWN_RANKED = 5
+
+
+def _ts_seconds(ts: Timestamp) -> float:
+    return ts.seconds + ts.nanos / 1e9
+
+
+def explanation_block(e: pb.ExplainResponse, shown: int = SHOWN_RANKED) -> str:
+    """An Explain answer in a few lines: the intervals, the predicates (joined by AND), the
+    best ranked series with their distance and what moves with them."""
+    spans = ", ".join(
+        f"{fmt_time(int(_ts_seconds(i.start)))}..{fmt_time(int(_ts_seconds(i.end)))[11:]}"
+        for i in e.anomalous
+    )
+    ref = e.reference
+    lines = [
+        f"Explanation of {spans} UTC (reference {fmt_time(int(_ts_seconds(ref.start)))}.."
+        f"{fmt_time(int(_ts_seconds(ref.end)))[11:]}, step {fmt_num(e.step_seconds)} s)",
+        f"{e.candidates} candidate series, {e.sparse} sparse, {e.false_positives} dropped as "
+        "false positives" + ("" if e.day_before else " (no day before: windows of the reference)"),
+    ]
+    if e.explanation:
+        lines.append("  " + "\n  AND ".join(e.explanation))
+    else:
+        lines.append("  no series separates the anomalous interval from the reference")
+    moves = {c.representative: list(c.moves_with) for c in e.clusters}
+    rows = []
+    for rank, s in enumerate(e.ranked[:shown], start=1):
+        also = moves.get(s.series.key, [])
+        rows.append(
+            (
+                str(rank),
+                s.series.key,
+                f"{s.distance:.3f}",
+                s.direction,
+                f"{len(also)} more" if also else "",
+            )
+        )
+    if rows:
+        lines.append("")
+        lines.append(
+            indent(
+                table(["#", "series", "distance", "direction", "moves with"], rows, left=2)
+            ).rstrip("\n")
+        )
+    return "\n".join(lines) + "\n"

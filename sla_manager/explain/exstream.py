@@ -68,7 +68,9 @@ separates the windows at 0.4-0.5, is kept at 0.7).
 its values less the same time one day earlier) stops smooth daily cycles from separating;
 ``tie_break`` orders equal distances by the gap between the classes' ranges (``margin``,
 the default), by the standardised shift (``shift``) or by the lead before the anomaly
-(``lead``); the default measured best.
+(``lead``); the default measured best. ``seasonal_view="model"`` (the residual's distance
+only where the day before fits the reference better than the reference's mean, else the
+values') measured worse than the smaller of the two (BENCHMARKS.md, third pass).
 
 The false-positive filter runs before the leap rather than on the leap's survivors: it is
 as cheap as the ranking here (the same sort), and filtering first keeps a real cause that
@@ -122,6 +124,10 @@ class ExplainConfig:
     leap_window: int = 100
     tie_decimals: int = 2
     tie_break: Literal["margin", "shift", "lead"] = "margin"
+    # how the seasonal view combines with the plain one: "min" (the smaller distance) or
+    # "model" (the residual's distance where the day before explains the reference better
+    # than its mean does, i.e. the residual varies less there; else the values')
+    seasonal_view: Literal["min", "model"] = "min"
     min_distance: float = 0.0
     max_predicates: int | None = 3
     max_ranked: int = 100
@@ -133,6 +139,8 @@ class ExplainConfig:
             raise ValueError("correlation_threshold must be in [0, 1]")
         if not 0.0 <= self.false_positive_quantile <= 1.0:
             raise ValueError("false_positive_quantile must be in [0, 1]")
+        if self.seasonal_view not in ("min", "model"):
+            raise ValueError("seasonal_view must be 'min' or 'model'")
         if self.tie_break not in ("margin", "shift", "lead"):
             raise ValueError("tie_break must be 'margin', 'shift' or 'lead'")
         if self.tie_decimals < 0:
@@ -540,6 +548,7 @@ def explain(
 
     dist = np.empty(f)
     dist_season = np.ones(f)
+    seasonal_fits = np.zeros(f, dtype=np.bool_)
     h_seg = np.empty(f)
     mixed = np.empty(f, dtype=np.int64)
     dist_fp = np.empty(f)
@@ -574,6 +583,9 @@ def explain(
                 np.take_along_axis(resid, s_order, axis=1), a_main[s_order]
             )
             dist_season[lo:hi] = np.where(finite, np.minimum(h_class / hs, 1.0), 1.0)
+            ref = ~a_main
+            plain_var = x[lo:hi][:, main_cols][:, ref].var(axis=1)
+            seasonal_fits[lo:hi] = finite & (resid[:, ref].var(axis=1) < plain_var)
         per_pair = np.empty((len(fp_cls), hi - lo))
         for k, (fcls, (nr, na), hc) in enumerate(zip(fp_cls, fp_sizes, h_class_fp, strict=True)):
             fc = fcls[order]
@@ -599,7 +611,10 @@ def explain(
         np.where(above, a_min - r_max, r_min - a_max), span, out=np.zeros(f), where=span > 0
     )
     lead = _lead(x, gap_cols, above, r_min, r_max)
-    combined = np.minimum(dist, dist_season)
+    if cfg.seasonal_view == "model":
+        combined = np.where(seasonal_fits, dist_season, dist)
+    else:
+        combined = np.minimum(dist, dist_season)
     key = np.round(combined, cfg.tie_decimals)
     if cfg.tie_break == "lead":
         full_order = np.lexsort((-margin, -lead, -key))

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 import numpy as np
 from fastapi import APIRouter, Query
@@ -61,11 +61,10 @@ from sla_manager.models import (
     ViolationsResponse,
 )
 from sla_manager.models import SliState as SliStateT
+from sla_manager.routes.sli_series import check_range_size, labels_of, narrow
 from sla_manager.services import Services
 from sla_manager.settings import SlaSettings
 from sla_manager.store import StoredForecast
-
-T = TypeVar("T", InstantSample, RangeSeries)
 
 # Prometheus' default look-back (--query.lookback-delta): an instant evaluation sees the
 # latest sample up to this far back, so evaluations this far apart see every sample.
@@ -78,41 +77,6 @@ router = APIRouter(
 
 def _now() -> float:
     return round(time.time(), 3)  # Prometheus resolves time to milliseconds
-
-
-def _narrow(items: Sequence[T], sli: Sli, settings: SlaSettings) -> tuple[list[T], int]:
-    """The SLI's series among a query's result: its labels filter, its order, its cap."""
-    return ev.narrow(items, _labels_of, sli.labels, settings.sla_max_series)
-
-
-def _labels_of(item: InstantSample | RangeSeries) -> Mapping[str, str]:
-    return item.labels
-
-
-def _check_range_size(
-    prometheus: PrometheusClient, sli: Sli, at: float, evaluations: int, settings: SlaSettings
-) -> None:
-    """422 when the range query would return too much (see the module doc)."""
-    groups = prometheus.count(sli.selector, at, by=sorted(sli.labels))
-    fetched = sum(int(g.value) for g in groups)
-    kept = sum(
-        int(g.value) for g in groups if all(g.labels.get(k) == v for k, v in sli.labels.items())
-    )
-    if kept > settings.sla_max_series:
-        raise validation_error(
-            ("path", "name"),
-            f"the SLI's selector gives {kept} series at {at}, more than SLA_MAX_SERIES="
-            f"{settings.sla_max_series}: narrow the selector or the SLI's labels",
-            sli.name,
-        )
-    if evaluations * fetched > settings.sla_max_points:
-        raise validation_error(
-            ("query", "step"),
-            f"{evaluations} evaluations × {fetched} series = {evaluations * fetched} points, "
-            f"more than SLA_MAX_POINTS={settings.sla_max_points}: use a larger step, a "
-            "shorter window or a narrower selector",
-            None,
-        )
 
 
 def _with_anomalies(services: Services, series: list[SeriesStatus]) -> list[SeriesStatus]:
@@ -157,7 +121,7 @@ def sli_status(
     sli = sli_or_404(store, name)
     at = params.time if params.time is not None else _now()
     result = prometheus.query(sli.selector, time=at)
-    samples, total = _narrow(result, sli, settings)
+    samples, total = narrow(result, sli, settings)
     gone = _gone_series(prometheus, sli, at, params.window, result, settings)
     bounds = sli.bounds()
     series = []
@@ -248,7 +212,7 @@ def _gone_series(
         )
     now = {frozenset(s.labels.items()) for s in current}
     seen = prometheus.query_range(sli.selector, start, at, step)
-    kept, _total = ev.narrow(seen, _labels_of, sli.labels, len(seen))
+    kept, _total = ev.narrow(seen, labels_of, sli.labels, len(seen))
     return [rs for rs in kept if rs.timestamps.size and frozenset(rs.labels.items()) not in now]
 
 
@@ -296,8 +260,8 @@ def sli_violations(
             params.step,
         )
     sli = sli_or_404(store, name)
-    _check_range_size(prometheus, sli, end, evaluations, settings)
-    result, total = _narrow(prometheus.query_range(sli.selector, start, end, step), sli, settings)
+    check_range_size(prometheus, sli, end, evaluations, settings)
+    result, total = narrow(prometheus.query_range(sli.selector, start, end, step), sli, settings)
     bounds = sli.bounds()
     series = []
     for rs in result:
@@ -406,7 +370,7 @@ def sli_forecast_violations(
     sli = sli_or_404(store, name)
     at = params.at if params.at is not None else _now()
     horizon_s = ev.parse_duration(params.horizon)
-    current, total = _narrow(prometheus.query(sli.selector, time=at), sli, settings)
+    current, total = narrow(prometheus.query(sli.selector, time=at), sli, settings)
     refs = []
     for s in current:
         metric, labels = _split(s.labels)

@@ -865,13 +865,13 @@ def client_env(server: ServerThread) -> dict[str, str]:
 def test_interactive_client_on_a_terminal(server: ServerThread) -> None:
     term = Terminal([PY, "-m", "data_retrieval.client"], env=client_env(server))
     try:
-        menu = term.expect("Pick a metric: 1-4, a = all, q = quit > ")
+        menu = term.expect("Pick a metric: 1-4, a = all, x = explain an interval, q = quit > ")
         assert "5 series of 4 metrics stored" in menu
         listed = [m.group(1) for m in re.finditer(r"^ +\d+ +(\S+) +\d+\r?$", menu, re.M)]
         assert listed == sorted([*METRICS, CONSTANT])
 
         term.send("7")
-        term.expect("'7' is not a choice: enter a number from 1 to 4, a or q.")
+        term.expect("'7' is not a choice: enter a number from 1 to 4, a, x or q.")
         term.send("banana")
         term.expect("'banana' is not a choice")
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from sla_common.prometheus import InstantSample, PrometheusClient, RangeSeries
-from sla_manager.routes.explanations import DAY_S, run_explanation
+from sla_manager.explain.run import DAY_S, run_explanation
 from sla_manager.settings import SlaSettings
 
 STEP = 60.0

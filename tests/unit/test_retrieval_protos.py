@@ -41,11 +41,13 @@ def test_generated_imports_point_inside_the_package() -> None:
 def test_service_has_the_rpcs_with_their_streaming_kind() -> None:
     methods = {m.name: m for m in SERVICE.methods}
 
-    assert set(methods) == STREAMS | {"GetDickeyFuller"}
+    assert set(methods) == STREAMS | {"GetDickeyFuller", "Explain"}
     for name, m in methods.items():
         assert m.server_streaming == (name in STREAMS), name
         assert not m.client_streaming, name
     assert methods["GetDickeyFuller"].output_type.name == "DickeyFuller"
+    assert methods["Explain"].input_type.name == "ExplainRequest"
+    assert methods["Explain"].output_type.name == "ExplainResponse"
 
 
 @pytest.mark.parametrize("name", sorted(STREAMS - {"ListSeries", "ListAnomalies"}))

@@ -1122,3 +1122,316 @@ class ListAnomaliesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListAnomaliesResponse: _TypeAlias = ListAnomaliesResponse
+
+@_typing.final
+class Interval(_message.Message):
+    """A closed interval of time: `[start, end]`, start before end."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_FIELD_NUMBER: _builtins.int
+    END_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def start(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def end(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        start: _timestamp_pb2.Timestamp | None = ...,
+        end: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "start", b"start"]
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "start", b"start"]
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Interval: _TypeAlias = Interval
+
+@_typing.final
+class ExplainRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SELECTOR_FIELD_NUMBER: _builtins.int
+    ANOMALOUS_FIELD_NUMBER: _builtins.int
+    REFERENCE_FIELD_NUMBER: _builtins.int
+    STEP_SECONDS_FIELD_NUMBER: _builtins.int
+    MAX_RANKED_FIELD_NUMBER: _builtins.int
+    selector: _builtins.str
+    """PromQL selecting the candidate series, e.g. `{instance="host:9100"}`."""
+    step_seconds: _builtins.float
+    """Seconds between points (1..3600); 0: 15, coarser when the range needs it."""
+    max_ranked: _builtins.int
+    """How many ranked series to return (1..200); 0: 20."""
+    @_builtins.property
+    def anomalous(self) -> _containers.RepeatedCompositeFieldContainer[Global___Interval]:
+        """The anomalous intervals (1 to 100)."""
+
+    @_builtins.property
+    def reference(self) -> Global___Interval:
+        """The reference interval; unset: the 6 h ending 1 h before the first anomalous interval.
+        It must not overlap an anomalous interval.
+        """
+
+    def __init__(
+        self,
+        *,
+        selector: _builtins.str = ...,
+        anomalous: _abc.Iterable[Global___Interval] | None = ...,
+        reference: Global___Interval | None = ...,
+        step_seconds: _builtins.float = ...,
+        max_ranked: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["reference", b"reference"]
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["anomalous", b"anomalous", "max_ranked", b"max_ranked", "reference", b"reference", "selector", b"selector", "step_seconds", b"step_seconds"]
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExplainRequest: _TypeAlias = ExplainRequest
+
+@_typing.final
+class ValueRange(_message.Message):
+    """The values a series takes in one class of points."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MIN_FIELD_NUMBER: _builtins.int
+    MAX_FIELD_NUMBER: _builtins.int
+    MEDIAN_FIELD_NUMBER: _builtins.int
+    min: _builtins.float
+    max: _builtins.float
+    median: _builtins.float
+    def __init__(
+        self,
+        *,
+        min: _builtins.float = ...,
+        max: _builtins.float = ...,
+        median: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max", b"max", "median", b"median", "min", b"min"]
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ValueRange: _TypeAlias = ValueRange
+
+@_typing.final
+class RankedSeries(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERIES_FIELD_NUMBER: _builtins.int
+    DISTANCE_FIELD_NUMBER: _builtins.int
+    DIRECTION_FIELD_NUMBER: _builtins.int
+    ANOMALOUS_FIELD_NUMBER: _builtins.int
+    REFERENCE_FIELD_NUMBER: _builtins.int
+    REFERENCE_DISTANCE_FIELD_NUMBER: _builtins.int
+    PLAIN_DISTANCE_FIELD_NUMBER: _builtins.int
+    SEASONAL_DISTANCE_FIELD_NUMBER: _builtins.int
+    distance: _builtins.float
+    """EXstream's distance in [0, 1]: 1 separates the classes perfectly."""
+    direction: _builtins.str
+    """"above" or "below": where the anomalous values are against the reference."""
+    reference_distance: _builtins.float
+    """Its distance between reference-only intervals (the false-positive filter's)."""
+    plain_distance: _builtins.float
+    """Its distance on its values, and on its values less the day before (unset: no day
+    before).
+    """
+    seasonal_distance: _builtins.float
+    @_builtins.property
+    def series(self) -> Global___SeriesRef: ...
+    @_builtins.property
+    def anomalous(self) -> Global___ValueRange: ...
+    @_builtins.property
+    def reference(self) -> Global___ValueRange: ...
+    def __init__(
+        self,
+        *,
+        series: Global___SeriesRef | None = ...,
+        distance: _builtins.float = ...,
+        direction: _builtins.str = ...,
+        anomalous: Global___ValueRange | None = ...,
+        reference: Global___ValueRange | None = ...,
+        reference_distance: _builtins.float = ...,
+        plain_distance: _builtins.float = ...,
+        seasonal_distance: _builtins.float | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_seasonal_distance", b"_seasonal_distance", "anomalous", b"anomalous", "reference", b"reference", "seasonal_distance", b"seasonal_distance", "series", b"series"]
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_seasonal_distance", b"_seasonal_distance", "anomalous", b"anomalous", "direction", b"direction", "distance", b"distance", "plain_distance", b"plain_distance", "reference", b"reference", "reference_distance", b"reference_distance", "seasonal_distance", b"seasonal_distance", "series", b"series"]
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__seasonal_distance: _TypeAlias = _typing.Literal["seasonal_distance"]
+    _WhichOneofArgType__seasonal_distance: _TypeAlias = _typing.Literal["_seasonal_distance", b"_seasonal_distance"]
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__seasonal_distance) -> _WhichOneofReturnType__seasonal_distance | None: ...
+
+Global___RankedSeries: _TypeAlias = RankedSeries
+
+@_typing.final
+class SeriesCluster(_message.Message):
+    """Kept series that move together: one representative, the rest listed."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPRESENTATIVE_FIELD_NUMBER: _builtins.int
+    MOVES_WITH_FIELD_NUMBER: _builtins.int
+    representative: _builtins.str
+    @_builtins.property
+    def moves_with(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        representative: _builtins.str = ...,
+        moves_with: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["moves_with", b"moves_with", "representative", b"representative"]
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SeriesCluster: _TypeAlias = SeriesCluster
+
+@_typing.final
+class Predicate(_message.Message):
+    """`series op threshold`, e.g. `node_memory_MemAvailable_bytes{...} < 1.9 GiB` (`text`);
+    a counter is written as its rate.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERIES_FIELD_NUMBER: _builtins.int
+    OP_FIELD_NUMBER: _builtins.int
+    THRESHOLD_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    BALANCED_ACCURACY_FIELD_NUMBER: _builtins.int
+    series: _builtins.str
+    op: _builtins.str
+    """"<" or ">" """
+    threshold: _builtins.float
+    text: _builtins.str
+    balanced_accuracy: _builtins.float
+    """On the anomalous versus the reference points."""
+    def __init__(
+        self,
+        *,
+        series: _builtins.str = ...,
+        op: _builtins.str = ...,
+        threshold: _builtins.float = ...,
+        text: _builtins.str = ...,
+        balanced_accuracy: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["balanced_accuracy", b"balanced_accuracy", "op", b"op", "series", b"series", "text", b"text", "threshold", b"threshold"]
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Predicate: _TypeAlias = Predicate
+
+@_typing.final
+class ExplainResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class TimingsMsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    ANOMALOUS_FIELD_NUMBER: _builtins.int
+    REFERENCE_FIELD_NUMBER: _builtins.int
+    STEP_SECONDS_FIELD_NUMBER: _builtins.int
+    CANDIDATES_FIELD_NUMBER: _builtins.int
+    SPARSE_FIELD_NUMBER: _builtins.int
+    FALSE_POSITIVES_FIELD_NUMBER: _builtins.int
+    FALSE_POSITIVE_SERIES_FIELD_NUMBER: _builtins.int
+    RANKED_FIELD_NUMBER: _builtins.int
+    CLUSTERS_FIELD_NUMBER: _builtins.int
+    EXPLANATION_FIELD_NUMBER: _builtins.int
+    PREDICATES_FIELD_NUMBER: _builtins.int
+    DAY_BEFORE_FIELD_NUMBER: _builtins.int
+    SEASONAL_SERIES_FIELD_NUMBER: _builtins.int
+    TIMINGS_MS_FIELD_NUMBER: _builtins.int
+    step_seconds: _builtins.float
+    candidates: _builtins.int
+    """Series the selector returned; left out as sparse (samples at under half of the points);
+    dropped as false positives (they separate reference-only intervals too).
+    """
+    sparse: _builtins.int
+    false_positives: _builtins.int
+    day_before: _builtins.bool
+    """True: the false-positive pair is the intervals one day earlier (else windows of the
+    reference).
+    """
+    seasonal_series: _builtins.int
+    """Series that had the day before (the seasonal view; `seasonal` in the REST answer)."""
+    @_builtins.property
+    def anomalous(self) -> _containers.RepeatedCompositeFieldContainer[Global___Interval]:
+        """The intervals explained (sorted) and the reference used."""
+
+    @_builtins.property
+    def reference(self) -> Global___Interval: ...
+    @_builtins.property
+    def false_positive_series(self) -> _containers.RepeatedCompositeFieldContainer[Global___RankedSeries]:
+        """The first few false positives, best distance first."""
+
+    @_builtins.property
+    def ranked(self) -> _containers.RepeatedCompositeFieldContainer[Global___RankedSeries]:
+        """Best first, false positives left out (at most max_ranked)."""
+
+    @_builtins.property
+    def clusters(self) -> _containers.RepeatedCompositeFieldContainer[Global___SeriesCluster]: ...
+    @_builtins.property
+    def explanation(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The predicates' texts, to be read joined by AND."""
+
+    @_builtins.property
+    def predicates(self) -> _containers.RepeatedCompositeFieldContainer[Global___Predicate]: ...
+    @_builtins.property
+    def timings_ms(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
+        """Milliseconds each step took (fetch, align, rank, false_positives, leap, clusters,
+        predicates, total).
+        """
+
+    def __init__(
+        self,
+        *,
+        anomalous: _abc.Iterable[Global___Interval] | None = ...,
+        reference: Global___Interval | None = ...,
+        step_seconds: _builtins.float = ...,
+        candidates: _builtins.int = ...,
+        sparse: _builtins.int = ...,
+        false_positives: _builtins.int = ...,
+        false_positive_series: _abc.Iterable[Global___RankedSeries] | None = ...,
+        ranked: _abc.Iterable[Global___RankedSeries] | None = ...,
+        clusters: _abc.Iterable[Global___SeriesCluster] | None = ...,
+        explanation: _abc.Iterable[_builtins.str] | None = ...,
+        predicates: _abc.Iterable[Global___Predicate] | None = ...,
+        day_before: _builtins.bool = ...,
+        seasonal_series: _builtins.int = ...,
+        timings_ms: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["reference", b"reference"]
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["anomalous", b"anomalous", "candidates", b"candidates", "clusters", b"clusters", "day_before", b"day_before", "explanation", b"explanation", "false_positive_series", b"false_positive_series", "false_positives", b"false_positives", "predicates", b"predicates", "ranked", b"ranked", "reference", b"reference", "seasonal_series", b"seasonal_series", "sparse", b"sparse", "step_seconds", b"step_seconds", "timings_ms", b"timings_ms"]
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExplainResponse: _TypeAlias = ExplainResponse

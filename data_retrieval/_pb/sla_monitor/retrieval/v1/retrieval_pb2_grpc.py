@@ -77,6 +77,11 @@ class RetrievalServiceStub:
                 request_serializer=sla__monitor_dot_retrieval_dot_v1_dot_retrieval__pb2.ListAnomaliesRequest.SerializeToString,
                 response_deserializer=sla__monitor_dot_retrieval_dot_v1_dot_retrieval__pb2.ListAnomaliesResponse.FromString,
                 _registered_method=True)
+        self.Explain = channel.unary_unary(
+                '/sla_monitor.retrieval.v1.RetrievalService/Explain',
+                request_serializer=sla__monitor_dot_retrieval_dot_v1_dot_retrieval__pb2.ExplainRequest.SerializeToString,
+                response_deserializer=sla__monitor_dot_retrieval_dot_v1_dot_retrieval__pb2.ExplainResponse.FromString,
+                _registered_method=True)
 
 
 class RetrievalServiceServicer:
@@ -153,6 +158,22 @@ class RetrievalServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Explain(self, request, context):
+        """Which series changed in the anomalous interval(s) (EXstream: Zhang, Diao, Meliou, EDBT
+        2017): every candidate series (a PromQL selector, read from Prometheus, not from the
+        database) ranked by how well its values separate the anomalous interval(s) from the
+        reference, the ones that separate reference-only intervals as well dropped, the rest
+        grouped by correlation, and the explanation: one predicate per group. The same
+        pipeline and answer as the SLA manager's `POST /explanations`. INVALID_ARGUMENT for an
+        empty selector, no or inverted intervals, a reference overlapping them, intervals with
+        no data, a selector matching more than SLA_EXPLAIN_MAX_SERIES series (or series x
+        points above SLA_EXPLAIN_MAX_CELLS), or a query Prometheus refuses (its message);
+        UNAVAILABLE when Prometheus cannot answer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RetrievalServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -195,6 +216,11 @@ def add_RetrievalServiceServicer_to_server(servicer, server):
                     servicer.ListAnomalies,
                     request_deserializer=sla__monitor_dot_retrieval_dot_v1_dot_retrieval__pb2.ListAnomaliesRequest.FromString,
                     response_serializer=sla__monitor_dot_retrieval_dot_v1_dot_retrieval__pb2.ListAnomaliesResponse.SerializeToString,
+            ),
+            'Explain': grpc.unary_unary_rpc_method_handler(
+                    servicer.Explain,
+                    request_deserializer=sla__monitor_dot_retrieval_dot_v1_dot_retrieval__pb2.ExplainRequest.FromString,
+                    response_serializer=sla__monitor_dot_retrieval_dot_v1_dot_retrieval__pb2.ExplainResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -413,6 +439,33 @@ class RetrievalService:
             '/sla_monitor.retrieval.v1.RetrievalService/ListAnomalies',
             sla__monitor_dot_retrieval_dot_v1_dot_retrieval__pb2.ListAnomaliesRequest.SerializeToString,
             sla__monitor_dot_retrieval_dot_v1_dot_retrieval__pb2.ListAnomaliesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Explain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sla_monitor.retrieval.v1.RetrievalService/Explain',
+            sla__monitor_dot_retrieval_dot_v1_dot_retrieval__pb2.ExplainRequest.SerializeToString,
+            sla__monitor_dot_retrieval_dot_v1_dot_retrieval__pb2.ExplainResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -95,6 +95,18 @@ class RetrievalServiceStub:
     no time filter: `limit` and the server's cap still bound the call). No match gives an
     empty stream, not NOT_FOUND.
     """
+    Explain: _grpc.UnaryUnaryMultiCallable[_retrieval_pb2.ExplainRequest, _retrieval_pb2.ExplainResponse]
+    """Which series changed in the anomalous interval(s) (EXstream: Zhang, Diao, Meliou, EDBT
+    2017): every candidate series (a PromQL selector, read from Prometheus, not from the
+    database) ranked by how well its values separate the anomalous interval(s) from the
+    reference, the ones that separate reference-only intervals as well dropped, the rest
+    grouped by correlation, and the explanation: one predicate per group. The same
+    pipeline and answer as the SLA manager's `POST /explanations`. INVALID_ARGUMENT for an
+    empty selector, no or inverted intervals, a reference overlapping them, intervals with
+    no data, a selector matching more than SLA_EXPLAIN_MAX_SERIES series (or series x
+    points above SLA_EXPLAIN_MAX_CELLS), or a query Prometheus refuses (its message);
+    UNAVAILABLE when Prometheus cannot answer.
+    """
 
 @_typing.type_check_only
 class RetrievalServiceAsyncStub(RetrievalServiceStub):
@@ -135,6 +147,18 @@ class RetrievalServiceAsyncStub(RetrievalServiceStub):
     carrying those labels); time_range applies to the window start (with neither bound,
     no time filter: `limit` and the server's cap still bound the call). No match gives an
     empty stream, not NOT_FOUND.
+    """
+    Explain: _aio.UnaryUnaryMultiCallable[_retrieval_pb2.ExplainRequest, _retrieval_pb2.ExplainResponse]  # type: ignore[assignment]
+    """Which series changed in the anomalous interval(s) (EXstream: Zhang, Diao, Meliou, EDBT
+    2017): every candidate series (a PromQL selector, read from Prometheus, not from the
+    database) ranked by how well its values separate the anomalous interval(s) from the
+    reference, the ones that separate reference-only intervals as well dropped, the rest
+    grouped by correlation, and the explanation: one predicate per group. The same
+    pipeline and answer as the SLA manager's `POST /explanations`. INVALID_ARGUMENT for an
+    empty selector, no or inverted intervals, a reference overlapping them, intervals with
+    no data, a selector matching more than SLA_EXPLAIN_MAX_SERIES series (or series x
+    points above SLA_EXPLAIN_MAX_CELLS), or a query Prometheus refuses (its message);
+    UNAVAILABLE when Prometheus cannot answer.
     """
 
 class RetrievalServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -221,6 +245,24 @@ class RetrievalServiceServicer(metaclass=_abc_1.ABCMeta):
         carrying those labels); time_range applies to the window start (with neither bound,
         no time filter: `limit` and the server's cap still bound the call). No match gives an
         empty stream, not NOT_FOUND.
+        """
+
+    @_abc_1.abstractmethod
+    def Explain(
+        self,
+        request: _retrieval_pb2.ExplainRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_retrieval_pb2.ExplainResponse, _abc.Awaitable[_retrieval_pb2.ExplainResponse]]:
+        """Which series changed in the anomalous interval(s) (EXstream: Zhang, Diao, Meliou, EDBT
+        2017): every candidate series (a PromQL selector, read from Prometheus, not from the
+        database) ranked by how well its values separate the anomalous interval(s) from the
+        reference, the ones that separate reference-only intervals as well dropped, the rest
+        grouped by correlation, and the explanation: one predicate per group. The same
+        pipeline and answer as the SLA manager's `POST /explanations`. INVALID_ARGUMENT for an
+        empty selector, no or inverted intervals, a reference overlapping them, intervals with
+        no data, a selector matching more than SLA_EXPLAIN_MAX_SERIES series (or series x
+        points above SLA_EXPLAIN_MAX_CELLS), or a query Prometheus refuses (its message);
+        UNAVAILABLE when Prometheus cannot answer.
         """
 
 def add_RetrievalServiceServicer_to_server(servicer: RetrievalServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
