@@ -43,13 +43,15 @@ SHAPES = {
 }
 
 
-def produce(bootstrap: str, topic: str, per: int, step_ms: int) -> None:
-    ensure_topics(bootstrap, [topic], partitions=3)
+def produce(
+    bootstrap: str, topic: str, per: int, step_ms: int, total: int = TOTAL, partitions: int = 3
+) -> None:
+    ensure_topics(bootstrap, [topic], partitions=partitions)
     producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=256 * 1024)
     t0 = 1_700_000_000_000
     n = 0
     i = 0
-    while n < TOTAL:
+    while n < total:
         for s in range(SERIES):
             ts = [t0 + (i + j) * step_ms for j in range(per)]
             xs = [10.0 + ((i + j + s) % 7) for j in range(per)]
