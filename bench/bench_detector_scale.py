@@ -36,7 +36,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -45,7 +44,7 @@ from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
-from bench.bench_detector import REPO, SHAPES, produce
+from bench.bench_detector import REPO, SHAPES, bench_settings, produce
 from sla_common.kafka import make_admin
 
 TOTAL = 200_000
@@ -241,8 +240,16 @@ def measure(bootstrap: str, repeats: int) -> dict[str, Any]:
             }
             for n, rs in runs.items()
         }
+        paired = [
+            _ratio(two["end_to_end_samples_per_s"], one["end_to_end_samples_per_s"])
+            for one, two in zip(runs[1], runs[2], strict=True)
+        ]
         out[shape] = {
             "median": {str(n): m for n, m in med.items()},
+            # 2 processes ÷ 1 process over the same topic, one after the other: the load of
+            # a shared machine drifts less between the two than across repeats.
+            "paired_ratios_end_to_end": paired,
+            "paired_ratio_median": _median(paired),
             "ratio_end_to_end": _ratio(
                 med[2]["end_to_end_samples_per_s"], med[1]["end_to_end_samples_per_s"]
             ),
@@ -265,7 +272,8 @@ def summary(r: dict[str, Any]) -> str:
             f"{d['ratio_end_to_end']:.2f}), steady {_fmt(two['steady_samples_per_s'])} "
             f"(ratio {_fmt(d['ratio_steady'], '.2f')}); machine busy "
             f"{_fmt(one['machine_busy'], '.0%')} / {_fmt(two['machine_busy'], '.0%')}; "
-            f"re-read {_fmt(two['reread'])} (median of {len(d['runs']['1'])})"
+            f"re-read {_fmt(two['reread'])} (median of {len(d['runs']['1'])}; paired ratios "
+            f"{', '.join(_fmt(x, '.2f') for x in d['paired_ratios_end_to_end'])})"
         )
     return "\n".join(lines)
 
@@ -280,19 +288,8 @@ def _fmt(v: float | None, spec: str = ".0f") -> str:
 def _member_main(bootstrap: str, topic: str, window_ms: int, group: str) -> None:
     from anomaly_detection.detector import Detector  # noqa: PLC0415
     from anomaly_detection.metrics import DetectorMetrics  # noqa: PLC0415
-    from anomaly_detection.settings import DetectorSettings  # noqa: PLC0415
 
-    settings = DetectorSettings(
-        kafka_bootstrap_servers=bootstrap,
-        kafka_samples_topic=topic,
-        kafka_anomaly_topic=f"{topic}.{group}.out",
-        kafka_samples_dlq_topic=f"{topic}.{group}.dlq",
-        kafka_group_id=group,
-        anomaly_window_ms=window_ms,
-        anomaly_grace_ms=0,
-        anomaly_state_dir=str(Path(tempfile.gettempdir()) / f"bench-{group}"),
-        log_level="ERROR",
-    )
+    settings = bench_settings(bootstrap, topic, window_ms, group, group)
     metrics = DetectorMetrics(10)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

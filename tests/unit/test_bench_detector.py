@@ -7,6 +7,7 @@ import pytest
 
 from anomaly_detection.judge import Rule
 from bench import bench_detector_scale as scale
+from bench.bench_detector import bench_settings
 from bench.nab_replay import replay_trailing
 
 HOUR_MS = 3_600_000
@@ -56,3 +57,14 @@ def test_scale_figures_from_two_members_timelines() -> None:
     assert f["cpu_s_per_100k"] == pytest.approx(1e5 * 10 / total)
     assert f["machine_busy"] == 1.0
     assert f["per_member_partitions"] == [[0, 1], [2, 3]]
+
+
+def test_bench_settings_keep_each_process_group_apart() -> None:
+    s = bench_settings("127.0.0.1:1", "bench.t", 500, "g1", "quixstreams")
+    assert (s.kafka_samples_topic, s.kafka_anomaly_topic, s.kafka_samples_dlq_topic) == (
+        "bench.t",
+        "bench.t.quixstreams.out",
+        "bench.t.quixstreams.dlq",
+    )
+    assert (s.kafka_group_id, s.anomaly_window_ms, s.anomaly_grace_ms) == ("g1", 500, 0)
+    assert s.anomaly_state_dir.endswith("bench-g1")
