@@ -3,6 +3,8 @@ the scale-out figures (the benchmarks themselves need a broker and minutes)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from anomaly_detection.judge import Rule
@@ -40,14 +42,18 @@ def test_trailing_normal_on_a_large_level_has_no_cancellation() -> None:
 
 
 def test_scale_figures_from_two_members_timelines() -> None:
-    # Member a: 1,000 samples at t=0 (its first poll), 2,000 a second until t=10.
-    # Member b: joins at t=2, 1,000 a second until t=12. 40,000 samples in all.
-    a = {"timeline": [[0.0, 1000.0]] + [[t, 1000.0 + 2000 * t] for t in range(1, 11)]}
-    b = {"timeline": [[2.0, 500.0]] + [[2.0 + t, 500.0 + 1000 * t] for t in range(1, 11)]}
+    # Member a: 1,000 samples at t=0 (its first poll), 2,000 a second until t=10 (21,000).
+    # Member b: 500 at t=2 (its first poll), 1,000 a second until t=12 (10,500).
+    a: dict[str, Any] = {
+        "timeline": [[0.0, 1000.0]] + [[t, 1000.0 + 2000 * t] for t in range(1, 11)]
+    }
+    b: dict[str, Any] = {
+        "timeline": [[2.0, 500.0]] + [[2.0 + t, 500.0 + 1000 * t] for t in range(1, 11)]
+    }
     for m, parts in ((a, [0, 1]), (b, [2, 3])):
         m.update(cpu_s=5.0, partitions=parts)
     total = 21_000 + 10_500
-    clock = [(0.0, 0, 0, None), (12.0, 2400, 2400, None)]
+    clock: list[tuple[float, int, int, int | None]] = [(0.0, 0, 0, None), (12.0, 2400, 2400, None)]
     f = scale._figures([a, b], clock, total, 2)
     assert f["end_to_end_samples_per_s"] == pytest.approx((total - 1500) / 12)
     # Both processing from t=2 (b's first) to t=10 (a's last): a did 16,000, b 8,000.
