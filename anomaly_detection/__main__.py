@@ -41,6 +41,8 @@ def cmd_run(settings: DetectorSettings) -> int:
         settings.anomaly_grace_ms,
         "static (NORMAL_MEAN/NORMAL_STDDEV)" if settings.normal_mean is not None else "learned",
     )
+    for o in settings.anomaly_normal_overrides:
+        log.info("static normal %g±%g for %s", o.mean, o.std, o.selector)
     try:
         Detector(settings, metrics, stop=stop).run()
     finally:

@@ -1,7 +1,10 @@
 """One closed window -> one anomaly record, and the series' learned normal moves on.
 
 The normal used for a window is the one learned from the windows *before* it; the window
-is folded in afterwards (robustly: see :mod:`anomaly_detection.rules`).
+is folded in afterwards (robustly: see :mod:`anomaly_detection.rules`). A static normal
+(the reference's constants) replaces the learned one: the first of
+``ANOMALY_NORMAL_OVERRIDES`` whose selector matches the series, else ``NORMAL_MEAN`` /
+``NORMAL_STDDEV`` when set. The series still learns meanwhile.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from anomaly_detection.rules import Baseline, deviation_of, ew_alpha, status_of
-from anomaly_detection.settings import DetectorSettings
+from anomaly_detection.settings import DetectorSettings, NormalOverride
 from anomaly_detection.windows import Partial
 from sla_common.anomalies import (
     AnomalyRecord,
@@ -21,8 +24,30 @@ from sla_common.anomalies import (
     Normal,
     Status,
 )
+from sla_common.promql import equality_selector
 
 DETECTOR_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class StaticNormal:
+    """A static normal for the series an equality selector matches (PromQL's semantics:
+    ``label=""`` matches a series without that label)."""
+
+    metric: str | None
+    labels: tuple[tuple[str, str], ...]
+    mean: float
+    std: float
+
+    @classmethod
+    def of(cls, o: NormalOverride) -> StaticNormal:
+        metric, labels = equality_selector(o.selector)
+        return cls(metric, tuple(sorted(labels.items())), o.mean, o.std)
+
+    def matches(self, metric: str, labels: Mapping[str, str]) -> bool:
+        if self.metric is not None and self.metric != metric:
+            return False
+        return all(labels.get(k, "") == v for k, v in self.labels)
 
 
 @dataclass(frozen=True)
@@ -33,6 +58,7 @@ class Rule:
     alpha: float = 0.05
     min_history: int = 30
     static: tuple[float, float] | None = None  # (NORMAL_MEAN, NORMAL_STDDEV)
+    overrides: tuple[StaticNormal, ...] = ()  # ANOMALY_NORMAL_OVERRIDES, first match wins
     robust: bool = True
     detector: Detector = field(
         default_factory=lambda: Detector(name="sigma", version=DETECTOR_VERSION)
@@ -50,13 +76,28 @@ class Rule:
             alpha=ew_alpha(s.anomaly_window_ms, s.anomaly_baseline_halflife_s),
             min_history=s.anomaly_min_history_windows,
             static=static,
+            overrides=tuple(StaticNormal.of(o) for o in s.anomaly_normal_overrides),
             detector=Detector(name=s.anomaly_detector_name, version=DETECTOR_VERSION),
         )
 
-    def judge(self, baseline: Baseline, p: Partial) -> tuple[Status, float, Normal]:
-        """(status, deviation, normal) of window ``p``; then ``baseline`` learns ``p``."""
-        if self.static is not None:
-            normal = Normal(mean=self.static[0], std=self.static[1], source="static")
+    def static_for(self, metric: str, labels: Mapping[str, str]) -> tuple[float, float] | None:
+        """The static (mean, std) of a series: its first matching override, else the global."""
+        for o in self.overrides:
+            if o.matches(metric, labels):
+                return (o.mean, o.std)
+        return self.static
+
+    def judge(
+        self, baseline: Baseline, p: Partial, static: tuple[float, float] | None = None
+    ) -> tuple[Status, float, Normal]:
+        """(status, deviation, normal) of window ``p``; then ``baseline`` learns ``p``.
+
+        ``static``: the series' static normal (:meth:`static_for`); None: the rule's global
+        one, if any."""
+        if static is None:
+            static = self.static
+        if static is not None:
+            normal = Normal(mean=static[0], std=static[1], source="static")
         elif baseline.n >= self.min_history:
             normal = Normal(mean=baseline.mean, std=baseline.std, source="learned")
         else:
@@ -75,7 +116,7 @@ class Rule:
     def record(
         self, key: str, metric: str, labels: Mapping[str, str], baseline: Baseline, p: Partial
     ) -> AnomalyRecord:
-        status, dev, normal = self.judge(baseline, p)
+        status, dev, normal = self.judge(baseline, p, self.static_for(metric, labels))
         return AnomalyRecord(
             detector=self.detector,
             series=AnomalySeries(key=key, metric=metric, labels=dict(labels)),

@@ -8,13 +8,40 @@ windows over a sample stream many times faster; set 500 to reproduce it.
 
 from __future__ import annotations
 
-from typing import Self
+import json
+from typing import Annotated, Self
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_settings import NoDecode
 
+from sla_common.promql import equality_selector
 from sla_common.settings import CommonSettings
 
 TOPIC = r"^[A-Za-z0-9._-]+$"
+MAX_OVERRIDES = 1000
+
+
+class NormalOverride(BaseModel):
+    """One entry of ``ANOMALY_NORMAL_OVERRIDES``: the reference's constants for the series a
+    selector matches (a plain selector with ``=`` matchers only, as ``GET /anomalies`` takes)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    selector: str = Field(min_length=1, max_length=4096)
+    mean: float = Field(allow_inf_nan=False)
+    std: float = Field(ge=0, allow_inf_nan=False)
+
+    @field_validator("selector")
+    @classmethod
+    def _plain_equality_selector(cls, v: str) -> str:
+        metric, labels = equality_selector(v)  # ValueError with the reason
+        if metric is None and not any(labels.values()):
+            # Prometheus refuses such a selector too: it would match (nearly) every series.
+            raise ValueError(
+                "the selector needs a metric name or a non-empty matcher "
+                "(for every series, set NORMAL_MEAN/NORMAL_STDDEV)"
+            )
+        return v.strip()
 
 
 class DetectorSettings(CommonSettings):
@@ -40,6 +67,12 @@ class DetectorSettings(CommonSettings):
     # "static") instead of its learned normal.
     normal_mean: float | None = Field(default=None, allow_inf_nan=False)
     normal_stddev: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    # The same per selector, a JSON list of {"selector", "mean", "std"}: a series takes the
+    # first entry whose selector matches it, else NORMAL_MEAN/NORMAL_STDDEV if set, else
+    # its learned normal.
+    anomaly_normal_overrides: Annotated[tuple[NormalOverride, ...], NoDecode] = Field(
+        default=(), max_length=MAX_OVERRIDES
+    )
     # /metrics carries anomaly_score/anomaly_status for at most this many series (the
     # first ones seen by this process); the rest are counted, not exposed.
     anomaly_max_exposed_series: int = Field(default=1000, ge=0)
@@ -50,10 +83,36 @@ class DetectorSettings(CommonSettings):
     # results are idempotent).
     anomaly_commit_interval_s: float = Field(default=1.0, gt=0)
 
+    @field_validator("anomaly_normal_overrides", mode="before")
+    @classmethod
+    def _overrides_json(cls, v: object) -> object:
+        if isinstance(v, str):
+            if not v.strip():
+                return ()
+            try:
+                v = json.loads(v)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"not JSON ({e.msg} at character {e.pos})") from None
+            if not isinstance(v, list):
+                raise ValueError(
+                    'expected a JSON list of {"selector": ..., "mean": ..., "std": ...}'
+                )
+        return v
+
     @model_validator(mode="after")
     def _check(self) -> Self:
         if (self.normal_mean is None) != (self.normal_stddev is None):
             raise ValueError("set both NORMAL_MEAN and NORMAL_STDDEV, or neither")
+        seen: set[tuple[str | None, tuple[tuple[str, str], ...]]] = set()
+        for o in self.anomaly_normal_overrides:
+            metric, labels = equality_selector(o.selector)
+            key = (metric, tuple(sorted(labels.items())))
+            if key in seen:
+                raise ValueError(
+                    f"ANOMALY_NORMAL_OVERRIDES: selector {o.selector[:200]!r} is listed twice "
+                    "(the first match wins, so the second would never apply)"
+                )
+            seen.add(key)
         if self.anomaly_warn_stddevs > self.anomaly_error_stddevs:
             raise ValueError("ANOMALY_WARN_STDDEVS must not exceed ANOMALY_ERROR_STDDEVS")
         topics = {self.kafka_samples_topic, self.kafka_anomaly_topic, self.kafka_samples_dlq_topic}

@@ -1,5 +1,5 @@
-"""``python -m bench [analyses|kafka|storage|retrieval|sla|e2e|explain|receiver|detector|nab
-...]``: run the benchmarks.
+"""``python -m bench [analyses|kafka|storage|retrieval|sla|e2e|explain|receiver|detector|
+detector-scale|nab ...]``: run the benchmarks (``detector`` includes ``detector-scale``).
 
 Kafka benchmarks use KAFKA_BOOTSTRAP_SERVERS, storage ones MYSQL_* too (``make bench``
 starts the local stack and sources its stack.env first). Results go to
@@ -21,6 +21,7 @@ from typing import Any
 from bench import (
     bench_analyses,
     bench_detector,
+    bench_detector_scale,
     bench_e2e,
     bench_explain,
     bench_forecast,
@@ -122,6 +123,10 @@ def main(argv: list[str] | None = None) -> int:
         bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
         results["detector"] = bench_detector.measure(bootstrap, args.repeats)
         print(bench_detector.summary(results["detector"]))
+    if "detector" in args.which or "detector-scale" in args.which:
+        bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+        results["detector_scale"] = bench_detector_scale.measure(bootstrap, args.repeats)
+        print(bench_detector_scale.summary(results["detector_scale"]))
     if "e2e" in args.which:
         results["e2e"] = bench_e2e.measure(args.repeats)
         print(bench_e2e.summary(results["e2e"]))

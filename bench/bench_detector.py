@@ -21,6 +21,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -43,13 +44,15 @@ SHAPES = {
 }
 
 
-def produce(bootstrap: str, topic: str, per: int, step_ms: int) -> None:
-    ensure_topics(bootstrap, [topic], partitions=3)
+def produce(
+    bootstrap: str, topic: str, per: int, step_ms: int, total: int = TOTAL, partitions: int = 3
+) -> None:
+    ensure_topics(bootstrap, [topic], partitions=partitions)
     producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=256 * 1024)
     t0 = 1_700_000_000_000
     n = 0
     i = 0
-    while n < TOTAL:
+    while n < total:
         for s in range(SERIES):
             ts = [t0 + (i + j) * step_ms for j in range(per)]
             xs = [10.0 + ((i + j + s) % 7) for j in range(per)]
@@ -203,22 +206,29 @@ def summary(r: dict[str, Any]) -> str:
 # ---------------------------------------------------------------- one engine, one process
 
 
-def _engine_main(engine: str, bootstrap: str, topic: str, window_ms: int) -> None:
-    from anomaly_detection.metrics import DetectorMetrics  # noqa: PLC0415
+def bench_settings(bootstrap: str, topic: str, window_ms: int, group: str, tag: str) -> Any:
+    """The detector's settings for a benchmark process: its own output topics (``tag``),
+    state under the temp directory, no grace, errors only."""
     from anomaly_detection.settings import DetectorSettings  # noqa: PLC0415
 
-    group = f"{engine}{uuid.uuid4().hex[:8]}"
-    settings = DetectorSettings(
+    return DetectorSettings(
         kafka_bootstrap_servers=bootstrap,
         kafka_samples_topic=topic,
-        kafka_anomaly_topic=f"{topic}.{engine}.out",
-        kafka_samples_dlq_topic=f"{topic}.{engine}.dlq",
+        kafka_anomaly_topic=f"{topic}.{tag}.out",
+        kafka_samples_dlq_topic=f"{topic}.{tag}.dlq",
         kafka_group_id=group,
         anomaly_window_ms=window_ms,
         anomaly_grace_ms=0,
-        anomaly_state_dir=f"/tmp/{group}",  # noqa: S108
+        anomaly_state_dir=str(Path(tempfile.gettempdir()) / f"bench-{group}"),
         log_level="ERROR",
     )
+
+
+def _engine_main(engine: str, bootstrap: str, topic: str, window_ms: int) -> None:
+    from anomaly_detection.metrics import DetectorMetrics  # noqa: PLC0415
+
+    group = f"{engine}{uuid.uuid4().hex[:8]}"
+    settings = bench_settings(bootstrap, topic, window_ms, group, engine)
     metrics = DetectorMetrics(10)
     stop = threading.Event()
     started: list[float] = []

@@ -2,8 +2,10 @@
 detector's own window and status code (anomaly_detection.windows / judge), in process.
 
 For each file: learned normals (the detector's default) against the reference's static
-constants set per series from the first 15 % of the file (NAB's probationary period). Both
-are scored after that period only. Per category:
+constants set per series from the first 15 % of the file (NAB's probationary period), and
+against the other source of normals the issue offered, the ETL's stored aggregates (mean
+and std of the 12 h before each window). All are scored after that period only. Per
+category:
 
 - detection: the share of labelled anomaly windows (combined_windows.json) that overlap at
   least one ERROR window;
@@ -27,6 +29,7 @@ from anomaly_detection.windows import SeriesWindows
 
 PROBATION = 0.15
 DAY_MS = 86_400_000
+ETL_WINDOW_MS = 12 * 3_600_000  # the ETL's longest aggregate (ETL_WINDOW_S)
 
 
 def _ms(text: str) -> int:
@@ -81,6 +84,37 @@ def replay(
     return out
 
 
+def replay_trailing(
+    ts: list[int], xs: list[float], rule: Rule, window_ms: int, trailing_ms: int
+) -> list[tuple[int, int, str]]:
+    """As :func:`replay`, but each window judged against the mean and population std of the
+    samples in the ``trailing_ms`` before it: what a detector reading the ETL's stored
+    aggregates (12 h, recomputed each minute) would use. LEARNING until that much history."""
+    w = SeriesWindows(window_ms, grace_ms=0)
+    out: list[tuple[int, int, str]] = []
+    shift = xs[0]  # sums of shifted values: no cancellation on large levels
+    lo = hi = 0
+    n, s1, s2 = 0, 0.0, 0.0
+    for t, x in zip(ts, xs, strict=True):
+        for p in w.add_batch([t], [x]):
+            while hi < len(ts) and ts[hi] < p.start_ms:
+                d = xs[hi] - shift
+                n, s1, s2 = n + 1, s1 + d, s2 + d * d
+                hi += 1
+            while lo < hi and ts[lo] < p.start_ms - trailing_ms:
+                d = xs[lo] - shift
+                n, s1, s2 = n - 1, s1 - d, s2 - d * d
+                lo += 1
+            if n < 2 or ts[0] > p.start_ms - trailing_ms:
+                status = "LEARNING"
+            else:
+                mean = s1 / n
+                std = max(s2 / n - mean * mean, 0.0) ** 0.5
+                status = rule.judge(Baseline(), p, static=(mean + shift, std))[0]
+            out.append((p.start_ms, p.start_ms + window_ms, status))
+    return out
+
+
 def score(
     results: Iterable[tuple[int, int, str]],
     labels: list[tuple[int, int]],
@@ -123,8 +157,12 @@ def measure(
             "static": Rule(window_ms=window_ms, static=static),
         }
         cat = name.split("/")[0]
-        for kind, rule in rules.items():
-            s = score(replay(ts, xs, rule, window_ms), labels, scored_from, ts[-1])
+        results = {kind: replay(ts, xs, rule, window_ms) for kind, rule in rules.items()}
+        results["etl_12h_aggregate"] = replay_trailing(
+            ts, xs, Rule(window_ms=window_ms), window_ms, ETL_WINDOW_MS
+        )
+        for kind, res in results.items():
+            s = score(res, labels, scored_from, ts[-1])
             per_cat.setdefault(cat, {}).setdefault(kind, Score()).add(s)
             per_cat.setdefault("all", {}).setdefault(kind, Score()).add(s)
     return {

@@ -3,8 +3,10 @@ checkpoints and /metrics — no broker."""
 
 from __future__ import annotations
 
+import json
 import math
 import random
+import re
 import statistics
 from pathlib import Path
 
@@ -219,6 +221,94 @@ def test_settings_defaults_and_refusals(monkeypatch: pytest.MonkeyPatch) -> None
     assert Rule.from_settings(load_settings(DetectorSettings)).static == (3.0, 1.5)
 
 
+OVERRIDES = json.dumps(
+    [
+        {"selector": 'node_cpu_busy{instance="db:9100"}', "mean": 0.8, "std": 0.05},
+        {"selector": "node_cpu_busy", "mean": 0.3, "std": 0.1},
+        {"selector": '{job="batch", team=""}', "mean": 100, "std": 0},
+    ]
+)
+
+
+def test_per_selector_overrides_first_match_then_global_then_learned(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ANOMALY_NORMAL_OVERRIDES", OVERRIDES)
+    rule = Rule.from_settings(load_settings(DetectorSettings))
+    db = {"instance": "db:9100", "job": "node"}
+    assert rule.static_for("node_cpu_busy", db) == (0.8, 0.05)  # the first match wins
+    assert rule.static_for("node_cpu_busy", {"instance": "web:9100"}) == (0.3, 0.1)
+    assert rule.static_for("queue_depth", {"job": "batch"}) == (100.0, 0.0)
+    assert rule.static_for("queue_depth", {"job": "batch", "team": "a"}) is None  # team=""
+    assert rule.static_for("node_load1", db) is None  # learned
+
+    # Each series is judged against its own constants from its first window ...
+    p = _window(0, [0.95])
+    rec = rule.record("k", "node_cpu_busy", db, Baseline(), p)
+    assert (rec.status, rec.normal.source, rec.normal.mean, rec.normal.std) == (
+        "ERROR",
+        "static",
+        0.8,
+        0.05,
+    )
+    assert rec.deviation == pytest.approx(3.0)
+    other = rule.record("k2", "node_cpu_busy", {"instance": "web:9100"}, Baseline(), p)
+    assert (other.status, other.normal.mean) == ("ERROR", 0.3)
+    # ... and one no override matches learns (LEARNING first), or takes the global normal.
+    assert rule.record("k3", "node_load1", db, Baseline(), p).status == "LEARNING"
+    monkeypatch.setenv("NORMAL_MEAN", "1")
+    monkeypatch.setenv("NORMAL_STDDEV", "0.5")
+    rule = Rule.from_settings(load_settings(DetectorSettings))
+    rec = rule.record("k3", "node_load1", db, Baseline(), p)
+    assert (rec.status, rec.normal.mean, rec.normal.std) == ("SAFE", 1.0, 0.5)
+    assert rule.record("k", "node_cpu_busy", db, Baseline(), p).normal.mean == 0.8
+
+
+def _entries(*entries: tuple[str, object, object]) -> str:
+    return json.dumps([{"selector": sel, "mean": m, "std": sd} for sel, m, sd in entries])
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("[{", "not JSON"),
+        ('{"selector": "up", "mean": 1, "std": 1}', "expected a JSON list"),
+        (_entries(('up{job=~"n.*"}', 1, 1)), "only equality matchers"),
+        (_entries(("rate(up[5m])", 1, 1)), "not a plain vector selector"),
+        (_entries(("{}", 1, 1)), "not a plain vector selector"),
+        (_entries(('{job=""}', 1, 1)), "non-empty matcher"),
+        (_entries(("up", 1, -1)), "greater than or equal to 0"),
+        (_entries(("up", "NaN", 1)), "finite"),
+        ('[{"selector": "up", "mean": 1}]', "STD"),
+        ('[{"selector": "up", "mean": 1, "std": 1, "stddev": 2}]', "STDDEV"),
+        (_entries(('up{a="1"}', 1, 1), ('{a="1", __name__="up"}', 2, 1)), "listed twice"),
+    ],
+)
+def test_bad_overrides_are_refused_at_start_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, value: str, reason: str
+) -> None:
+    monkeypatch.setenv("ANOMALY_NORMAL_OVERRIDES", value)
+    with pytest.raises(SettingsError, match="ANOMALY_NORMAL_OVERRIDES") as e:
+        load_settings(DetectorSettings)
+    assert reason.lower() in str(e.value).lower()
+
+
+def test_the_readme_example_of_overrides_is_valid() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    m = re.search(r"^ANOMALY_NORMAL_OVERRIDES='(.*?)'$", readme, re.MULTILINE | re.DOTALL)
+    assert m is not None
+    s = load_settings(DetectorSettings, anomaly_normal_overrides=m.group(1))
+    rule = Rule.from_settings(s)
+    assert rule.static_for("node_cpu_busy", {"instance": "db:9100", "job": "node"}) == (0.8, 0.05)
+    assert rule.static_for("node_load1", {"instance": "web:9100"}) == (1.5, 0.5)
+
+
+def test_a_blank_override_setting_is_no_override() -> None:
+    assert (
+        load_settings(DetectorSettings, anomaly_normal_overrides=" ").anomaly_normal_overrides == ()
+    )
+
+
 def test_checkpoint_round_trip(tmp_path: Path) -> None:
     store = StateStore(tmp_path, 1000, 200)
     tp = TopicPartition("samples", 2)
@@ -266,3 +356,8 @@ def test_invalid_settings_exit_2_naming_the_variable(
     assert main([]) == 2
     err = capsys.readouterr().err
     assert "ANOMALY_WINDOW_MS" in err and "Traceback" not in err
+    monkeypatch.delenv("ANOMALY_WINDOW_MS")
+    monkeypatch.setenv("ANOMALY_NORMAL_OVERRIDES", '[{"selector": "up{", "mean": 1, "std": 1}]')
+    assert main([]) == 2
+    err = capsys.readouterr().err
+    assert "ANOMALY_NORMAL_OVERRIDES" in err and "Traceback" not in err

@@ -13,6 +13,7 @@ from kafka import TopicPartition
 from anomaly_detection import detector as det
 from anomaly_detection.metrics import DetectorMetrics
 from anomaly_detection.settings import DetectorSettings
+from sla_common.anomalies import AnomalyRecord
 from sla_common.samples import SampleBatch
 
 TP = TopicPartition("samples", 0)
@@ -129,3 +130,30 @@ def test_a_malformed_record_is_dead_lettered_with_its_coordinates(detector: det.
     topic, value = detector.producer.sent[-1]
     assert (topic, value) == ("samples.dlq", b"{x")
     assert detector.metrics.dead_letters.labels("not JSON")._value.get() == 1
+
+
+def test_a_series_an_override_matches_is_judged_against_it_the_others_learn(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = DetectorSettings(
+        anomaly_state_dir=str(tmp_path),
+        anomaly_window_ms=1000,
+        anomaly_grace_ms=0,
+        anomaly_normal_overrides='[{"selector": "cpu{h=\\"a\\"}", "mean": 0.5, "std": 0.2}]',
+    )
+    d = det.Detector(s, DetectorMetrics(10))
+    d.consumer, d.producer = Consumer(), Producer()
+    ps = det.PartitionState(offset=None)
+    for w in range(3):
+        for host in ("a", "b"):
+            b = SampleBatch("cpu", {"h": host}, [w * 1000 + 10], [1.0])
+            rec = SimpleNamespace(
+                topic="samples", partition=0, offset=w, key=b.kafka_key(), value=b.to_bytes()
+            )
+            d.process(ps, rec)
+    out = [AnomalyRecord.from_bytes(v) for _t, v in d.producer.sent if v is not None]
+    by_host: dict[str, set[tuple[str, str]]] = {}
+    for r in out:
+        by_host.setdefault(r.series.labels["h"], set()).add((r.status, r.normal.source))
+    assert by_host == {"a": {("ERROR", "static")}, "b": {("LEARNING", "none")}}
+    assert {r.normal.mean for r in out if r.series.labels["h"] == "a"} == {0.5}
