@@ -69,7 +69,8 @@ def test_the_fd_spike_is_explained_by_the_fd_series(client: httpx.Client, stack:
     assert body["step"] == 15
     assert body["candidates"] == len(demo.generate(end=end, hours=1))
     assert body["reference"] == [end - 50 * MINUTE - 7 * HOUR, end - 50 * MINUTE - HOUR]
-    # the demo's fd spike drags user CPU along: both separate perfectly (distance 1) and
+    # at some times of day user CPU (its daily rise, its hourly wiggle) separates as well as
+    # the fd series (distance 1 for both) and
     # the tie-break (how far out each moved) may go either way on the stack's rates
     fd_rank, top = next((i, s) for i, s in enumerate(body["ranked"]) if s["metric"] == demo.FILEFD)
     assert fd_rank <= 1, body["ranked"][:3]
@@ -179,7 +180,9 @@ def test_a_violation_is_explained_without_choosing_intervals(
     assert own not in {s["series"] for s in body["ranked"]}
     assert body["candidates"] == len(demo.generate(end=end, hours=1))
     assert body["day_before"] is False and body["seasonal"] == 0  # 24 h of history
-    assert body["ranked"] and 1 <= len(body["explanation"]) <= 3
+    # nothing else on the demo host moves with its fd spike: what separates it besides the
+    # fd series depends on the time of day (CPU's hourly wiggle), and may be nothing
+    assert len(body["explanation"]) <= 3
 
     # the disk fill: free bytes are avail bytes plus the reserve, an affine copy left out
     r = _violation(client, "var-avail", start=end - 4 * HOUR, end=end)
@@ -192,6 +195,9 @@ def test_a_violation_is_explained_without_choosing_intervals(
         'node_filesystem_free_bytes{device="/dev/sda2",fstype="ext4",'
         'instance="demo-host:9100",job="host",mountpoint="/"}',
     }
+    # the demo adds I/O wait while the disk fills: that is what else changed
+    assert body["ranked"][0]["labels"]["mode"] == "iowait", body["ranked"][:3]
+    assert 1 <= len(body["explanation"]) <= 3
 
 
 def test_violation_explanation_bad_input_is_4xx(client: httpx.Client, stack: Stack) -> None:

@@ -15,7 +15,8 @@ import pytest
 
 from sla_common import demo
 from sla_common.prometheus import InstantSample, PrometheusClient, RangeSeries
-from sla_manager.routes.explanations import run_explanation
+from sla_common.series import series_key
+from sla_manager.explain.run import run_explanation
 from sla_manager.settings import SlaSettings
 
 HOUR = 3600
@@ -72,6 +73,45 @@ def test_the_memory_leak_is_first_at_any_time_of_day(end: int) -> None:
 
 
 @pytest.mark.parametrize("end", ENDS[::3], ids=lambda e: f"{(e - MIDNIGHT) // 60:04d}min")
-def test_the_fd_spike_is_in_the_top_two_at_any_time_of_day(end: int) -> None:
-    ranked = _ranked(end, 50 * MINUTE, 30 * MINUTE)
+def test_the_fd_spike_is_in_the_top_two_and_explained_at_any_time_of_day(end: int) -> None:
+    e = demo.align_end(end, 15)
+    answer = run_explanation(
+        cast(PrometheusClient, DemoPrometheus(end)),
+        SlaSettings(),
+        selector='{job="host"}',
+        anomalous=[(e - 50 * MINUTE, e - 30 * MINUTE)],
+        reference=None,
+        step=None,
+        max_ranked=5,
+    ).answer
+    ranked = [s.metric for s in answer.ranked]
     assert demo.FILEFD in ranked[:2], ranked
+    fd = next(s.series for s in answer.ranked if s.metric == demo.FILEFD)
+    assert any(t.startswith(fd + " > ") for t in answer.explanation) or any(
+        fd in c.moves_with for c in answer.clusters[:3]
+    ), answer.explanation
+
+
+@pytest.mark.parametrize("end", ENDS[::2], ids=lambda e: f"{(e - MIDNIGHT) // 60:04d}min")
+def test_the_disk_fill_without_its_own_series_is_explained_by_iowait_at_any_time(
+    end: int,
+) -> None:
+    # what GET /slis/{name}/violations/explanation runs for an SLI on the filling disk:
+    # its own series and its affine copy (free = avail + reserve) left out, the I/O wait
+    # the demo adds while the disk fills is what else changed
+    e = demo.align_end(end, 15)
+    disk = next(s for s in demo.generate(end=end, hours=1) if s.labels.get("mountpoint") == "/")
+    own = series_key(disk.name, disk.labels)
+    answer = run_explanation(
+        cast(PrometheusClient, DemoPrometheus(end)),
+        SlaSettings(),
+        selector=f'{{instance="{demo.INSTANCE}"}}',
+        anomalous=[(e - 2 * HOUR - 40 * MINUTE, e - 2 * HOUR)],
+        reference=None,
+        step=None,
+        max_ranked=5,
+        exclude_copies_of=own,
+    ).answer
+    assert own not in {s.series for s in answer.ranked}
+    assert answer.ranked and answer.ranked[0].labels.get("mode") == "iowait", answer.ranked
+    assert 1 <= len(answer.explanation) <= 3
