@@ -193,7 +193,8 @@ def test_overview_lists_every_sli_with_its_state_worst_first(
     assert want["nothing-matches"] == "no_data"
     # Worst on top: whatever is violated or without data comes before what is ok.
     rank = {"violated": 0, "no_data": 1, "ok": 2}
-    assert [rank[s] for _n, s in got] == sorted(rank[s] for _n, s in got)
+    order = [rank[str(s)] for _n, s in got]
+    assert order == sorted(order)
     fd = w.page.locator('#slis tr[data-sli="fd-allocated"]')
     assert fd.locator("[data-breach-probability]").get_attribute("data-breach-probability") != ""
     assert "sigma" in fd.inner_text()  # the latest anomaly window per detector
@@ -240,13 +241,24 @@ def test_sli_page_draws_series_forecast_anomalies_and_the_apis_violation_interva
     assert w.page.locator("#sli-chart").get_attribute("data-shaded") is not None
     screenshot(w.page, "sli")
 
-    # A selected violation shows its explanation.
-    w.page.locator("#violations button.explain").first.click()
+    # A selected violation shows its explanation: what the API answered for it.
+    with w.page.expect_response(
+        lambda r: "/violations/explanation" in r.url, timeout=120_000
+    ) as answer:
+        w.page.locator("#violations button.explain").first.click()
+    assert answer.value.status == 200
+    body = answer.value.json()
+    (first, last), *_ = body["anomalous"]  # the violation the button belongs to
+    assert first <= intervals[0][1] and last >= intervals[0][0]
     explanation = w.page.locator("#explanation")
-    explanation.wait_for(timeout=90_000)
-    assert int(explanation.get_attribute("data-predicates") or "0") >= 1
-    assert explanation.locator(".predicates code").count() >= 1
-    assert explanation.locator("table.ranked tbody tr").count() >= 1
+    explanation.wait_for(timeout=30_000)
+    assert explanation.get_attribute("data-predicates") == str(len(body["explanation"]))
+    shown = [c.inner_text() for c in explanation.locator(".predicates code").all()]
+    assert shown == body["explanation"]
+    ranked = explanation.locator("table.ranked tbody tr code").all()
+    assert [c.inner_text() for c in ranked] == [r["series"] for r in body["ranked"][:8]]
+    if body["false_positives"]:
+        assert str(body["false_positives"]) in explanation.locator("summary").inner_text()
     screenshot(w.page, "sli-explanation")
 
     # Another window reloads the chart with its own range.
@@ -279,6 +291,8 @@ def test_slo_page_shows_budget_burn_rates_against_thresholds_and_alerts(
     assert ticks == 2 * len(status["alert_windows"])
     assert w.page.locator("#alerts").count() == 1
     assert w.page.evaluate("() => !!window.slaDashboard.charts.burndown.ctx.canvas.width")
+    # The burn-down has a budget figure at (nearly) each of its 25 times over the demo's day.
+    assert w.page.evaluate("() => window.slaDashboard.drawn.burndown.points") >= 20
     screenshot(w.page, "slo")
     assert w.errors == [] and w.external == []
 

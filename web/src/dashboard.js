@@ -30,7 +30,25 @@ function el(tag, attrs, ...children) {
   return node;
 }
 
+// At most this many requests in flight: the SLA manager has a few Prometheus query slots
+// per process (SLA_PROMETHEUS_MAX_CONCURRENT, 8) and answers 503 when they are all taken.
+const MAX_IN_FLIGHT = 4;
+let inFlight = 0;
+const waiting = [];
+
 async function api(path) {
+  if (inFlight >= MAX_IN_FLIGHT) await new Promise((resolve) => waiting.push(resolve));
+  inFlight += 1;
+  try {
+    return await fetchJson(path);
+  } finally {
+    inFlight -= 1;
+    const next = waiting.shift();
+    if (next) next();
+  }
+}
+
+async function fetchJson(path) {
   const r = await fetch(path, { headers: { Accept: "application/json" } });
   if (!r.ok) {
     let detail = r.statusText;
@@ -92,11 +110,14 @@ async function overviewData() {
   const [slis, slos] = await Promise.all([api("/slis?limit=1000"), api("/slos?limit=1000")]);
   const sliRows = await Promise.all(slis.map(async (sli) => {
     const n = enc(sli.name);
-    const [st, fc] = await Promise.allSettled([
+    const [st, fc, vi] = await Promise.allSettled([
       api(`/slis/${n}/status`),
       api(`/slis/${n}/forecast-violations?horizon=10m`),
+      api(`/slis/${n}/violations?window=12h&samples=false`),
     ]);
     const status = st.status === "fulfilled" ? st.value : null;
+    const outside12h = vi.status === "fulfilled"
+      ? vi.value.series.reduce((t, s) => t + s.time_outside_s, 0) : null;
     const forecast = fc.status === "fulfilled" ? fc.value : null;
     const probs = forecast ? forecast.series.map((s) => s.breach_probability).filter((p) => p !== null) : [];
     const anomalies = {};
@@ -106,7 +127,7 @@ async function overviewData() {
       }
     }
     return {
-      sli, status, forecast, anomalies,
+      sli, status, forecast, anomalies, outside12h,
       state: status ? status.state : "error",
       prob: probs.length ? Math.max(...probs) : null,
     };
@@ -140,6 +161,7 @@ function renderOverview(main, data) {
       el("td", {}, badge(r.state.replace("_", " "), STATE_KIND[r.state] || "muted")),
       el("td", { class: "num" }, st ? `${st.inside} / ${st.outside} / ${st.no_data}` : "–"),
       el("td", { class: "num", text: range }),
+      el("td", { class: "num", text: r.outside12h === null ? "–" : r.outside12h ? dur(r.outside12h) : "none" }),
       el("td", { class: "num", "data-breach-probability": r.prob ?? "" }, r.prob === null ? "no forecast" : pct(r.prob)),
       el("td", {}, anomalies.length ? anomalies : el("span", { class: "muted", text: "none stored" })),
       el("td", { class: "desc", text: r.sli.description || "" }));
@@ -169,11 +191,11 @@ function renderOverview(main, data) {
       `Updated ${utc(Date.now() / 1000)}; refreshes every ${REFRESH_MS / 1000} s. Worst first.`),
     el("h2", { text: "SLIs" }),
     sliRows.length
-      ? table(["SLI", "state now", "series in / out / no data", "range", "breach p (10 min)", "latest anomaly", "description"], rows, { id: "slis" })
+      ? table(["SLI", "state now", "series in / out / no data", "range", "outside in 12 h", "breach p (10 min)", "latest anomaly", "description"], rows, { id: "slis" })
       : el("p", { class: "muted", text: "No SLIs yet: POST /slis (see /docs)." }),
     el("h2", { text: "SLOs" }),
     sloTrs.length
-      ? table(["SLO", "objective", "objective / period", "compliance", "budget left", "burn 5m", "burn 1h", "burn 1d", "exhausted in"], sloTrs, { id: "slos" })
+      ? table(["SLO", "state", "objective / period", "compliance", "budget left", "burn 5m", "burn 1h", "burn 1d", "exhausted in"], sloTrs, { id: "slos" })
       : el("p", { class: "muted", text: "No SLOs yet: POST /slos." }));
 }
 
@@ -326,11 +348,18 @@ function explanationView(body) {
       el("td", { class: "rngcell", title: "grey: reference range, red: during the violation" },
         el("span", { class: "rngbox" }, bar(r.reference, "ref"), bar(r.anomalous, "anom"))));
   });
-  return el("div", { id: "explanation", "data-predicates": body.explanation.length },
+  const dropped = body.false_positive_series.map((r) => el("li", {}, el("code", { text: r.series }), ` (distance ${r.distance.toFixed(2)})`));
+  return el("div", { id: "explanation", "data-predicates": body.explanation.length, "data-ranked": top.length },
     el("h3", { text: "Explanation" }),
     el("p", { class: "muted", text: `${body.candidates} candidate series, reference ${utc(body.reference[0])} – ${utc(body.reference[1])}, step ${body.step} s. Read the predicates joined by AND:` }),
     preds,
-    table(["top features", "distance", "direction", "reference", "violation", "ranges"], top, { class: "ranked" }));
+    top.length
+      ? table(["top features", "distance", "direction", "reference", "violation", "ranges"], top, { class: "ranked" })
+      : el("p", { class: "muted", text: "No series of the candidates changed apart from the reference." }),
+    body.false_positives
+      ? el("details", {}, el("summary", { text: `${body.false_positives} series left out: they change as much between parts of the reference (first ${dropped.length})` }),
+        el("ul", {}, dropped))
+      : null);
 }
 
 async function sliPage(main) {
@@ -468,18 +497,18 @@ async function sloPage(main) {
   const span = Math.min(86400, m ? +m[1] * periodS[m[2]] : 86400);
   const times = Array.from({ length: 25 }, (_, i) => s.evaluated_at - span + (span * i) / 24);
   const points = await Promise.all(times.map((t) =>
-    api(`/slos/${n}?time=${t.toFixed(3)}`).then((r) => r.budget.remaining).catch(() => null)));
+    api(`/slos/${n}?time=${t.toFixed(3)}&source=raw_queries`).then((r) => r.budget.remaining).catch(() => null)));
   const data = [Float64Array.from(times), points.map((p) => (p === null ? null : p * 100)), times.map(() => 0)];
   chart.replaceChildren();
   state.charts.burndown = new uPlot({
     ...chartSize(chart, 260),
     series: [{}, { label: "budget left %", stroke: "#1f77b4", width: 2, fill: "rgba(31,119,180,0.12)" },
-      { label: "exhausted", stroke: "#d62728", dash: [4, 4], width: 1 }],
+      { label: "exhausted", stroke: "#d62728", dash: [4, 4], width: 1, points: { show: false } }],
     scales: { x: { time: true } },
   }, data, chart);
   state.drawn.burndown = { points: points.filter((p) => p !== null).length };
   document.getElementById("burndown-note").textContent =
-    `Budget left at ${times.length} times over the last ${dur(span)} (GET /slos/${name}?time=…).`;
+    `Budget left at ${times.length} times over the last ${dur(span)}, computed from the SLI itself (GET /slos/${name}?time=…&source=raw_queries: the recording rules have no history before they were loaded).`;
   state.ready = true;
 }
 
