@@ -25,7 +25,6 @@ import os
 import secrets
 import statistics
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -36,11 +35,11 @@ from bench.bench_sla import _App
 from data_storage.anomalies import AnomalyWriter
 from data_storage.writer import Writer
 from sla_common.anomalies import AnomalyRecord
-from sla_common.messages import AnalysisMessage, Forecast, ForecastPoint, Grid, SeriesRef, Window
 from sla_common.mysql import MysqlSettings
 from sla_common.series import series_key
 from sla_manager.routes.pages import PAGES_DIR, STATIC_DIR
 from tests.integration.pagesutil import chromium, wait_ready, watched_page
+from tests.integration.slautil import forecast_message
 
 # 10 demo-host series: 2 memory, 4 filesystem, the fd count, 3 CPU modes of cpu 0.
 SELECTOR = (
@@ -65,40 +64,8 @@ def _store(database: str, labels_of: list[dict[str, str]], at: int) -> None:
         metric = full["__name__"]
         labels = {k: v for k, v in full.items() if k != "__name__"}
         key = series_key(metric, labels)
-        points = [
-            ForecastPoint(
-                ts=at + 60 * (k + 1),
-                value=100.0 + k,
-                lower80=90.0 + k,
-                upper80=110.0 + k,
-                lower95=80.0 + k,
-                upper95=120.0 + k,
-                loc=100.0 + k,
-                scale=8.0,
-            )
-            for k in range(FORECAST_POINTS)
-        ]
-        messages.append(
-            AnalysisMessage(
-                run_id=f"bench-{uuid.uuid4().hex[:8]}",
-                produced_at=at,
-                series=SeriesRef(key=key, metric=metric, labels=labels, selector=metric),
-                window=Window(start=at - 43200, end=at, step_s=15, samples=2881, interpolated=0),
-                grid=Grid(start=at - 43200, step_s=15, count=0),
-                forecast=Forecast(
-                    model="bench",
-                    step_s=60,
-                    horizon_s=60 * FORECAST_POINTS,
-                    history_points=720,
-                    points=points,
-                    max=159.0,
-                    min=100.0,
-                    mean=130.0,
-                    distribution="normal",
-                    floor=0.0,
-                ),
-            )
-        )
+        locs = [100.0 + k for k in range(FORECAST_POINTS)]
+        messages.append(forecast_message(metric, labels, at, locs, 8.0))
         for k in range(20):  # a window every 30 min, every fourth an ERROR
             status = "ERROR" if k % 4 == 0 else "WARN"
             records.append(

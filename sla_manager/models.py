@@ -390,13 +390,16 @@ class ViolationsResponse(_Response):
     series: list[SeriesViolationsOut]
 
 
-class ForecastPointOut(_Response):
+class _ForecastBand(_Response):
     ts: int
     value: float
     lower80: float
     upper80: float
     lower95: float
     upper95: float
+
+
+class ForecastPointOut(_ForecastBand):
     leaves_by: Breach | None = Field(
         description="point: the point forecast is outside; interval80 / interval95: only "
         "that prediction interval leaves the range; null: none does (mode=probability with "
@@ -405,13 +408,7 @@ class ForecastPointOut(_Response):
     breach_probability: float = Field(description="probability that this point is outside")
 
 
-class ForecastBandPoint(_Response):
-    ts: int
-    value: float
-    lower80: float
-    upper80: float
-    lower95: float
-    upper95: float
+class ForecastBandPoint(_ForecastBand):
     breach_probability: float | None = Field(
         description="probability that this point is outside; null when not comparable"
     )

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Query
@@ -472,12 +472,7 @@ def _forecast_series(
         counts = ev.predicted(mode, sli.breach_probability_threshold, probabilities, kinds)
     violations = [
         ForecastPointOut(
-            ts=int(stored.ts[i]),
-            value=float(stored.value[i]),
-            lower80=float(stored.lower80[i]),
-            upper80=float(stored.upper80[i]),
-            lower95=float(stored.lower95[i]),
-            upper95=float(stored.upper95[i]),
+            **_band(stored, i),
             leaves_by=kinds[i],
             breach_probability=float(probabilities[i]),
         )
@@ -489,12 +484,7 @@ def _forecast_series(
     if all_points:
         every = [
             ForecastBandPoint(
-                ts=int(stored.ts[i]),
-                value=float(stored.value[i]),
-                lower80=float(stored.lower80[i]),
-                upper80=float(stored.upper80[i]),
-                lower95=float(stored.lower95[i]),
-                upper95=float(stored.upper95[i]),
+                **_band(stored, i),
                 breach_probability=float(probabilities[i]) if probabilities.size else None,
             )
             for i in range(len(stored.ts))
@@ -529,3 +519,15 @@ def _forecast_series(
         ),
         leaves_by=ev.worst_breach(kinds),
     )
+
+
+def _band(stored: StoredForecast, i: int) -> dict[str, Any]:
+    """Point ``i`` of a stored forecast: its time, point forecast and 80 % / 95 % intervals."""
+    return {
+        "ts": int(stored.ts[i]),
+        "value": float(stored.value[i]),
+        "lower80": float(stored.lower80[i]),
+        "upper80": float(stored.upper80[i]),
+        "lower95": float(stored.lower95[i]),
+        "upper95": float(stored.upper95[i]),
+    }

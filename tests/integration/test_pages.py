@@ -21,10 +21,10 @@ from data_storage.anomalies import AnomalyWriter
 from data_storage.writer import Writer
 from sla_common import demo
 from sla_common.anomalies import AnomalyRecord
-from sla_common.messages import AnalysisMessage, Forecast, ForecastPoint, Grid, SeriesRef, Window
+from sla_common.messages import AnalysisMessage
 from sla_common.series import series_key
 from tests.integration.pagesutil import chromium, screenshot, wait_ready, watched_page
-from tests.integration.slautil import AppProcess, app_env, scratch_database
+from tests.integration.slautil import AppProcess, app_env, forecast_message, scratch_database
 from tests.integration.stackutil import Stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -54,45 +54,7 @@ def _forecast(at: int) -> AnalysisMessage:
     """A forecast of the demo host's fd count made now: 30 minutes, rising toward the
     range's bound with 80 % / 95 % intervals."""
     locs = [15000.0 + 100.0 * k for k in range(FORECAST_POINTS)]
-    scale = 800.0
-    points = [
-        ForecastPoint(
-            ts=at + 60 * (k + 1),
-            value=loc,
-            lower80=loc - 1.28 * scale,
-            upper80=loc + 1.28 * scale,
-            lower95=loc - 1.96 * scale,
-            upper95=loc + 1.96 * scale,
-            loc=loc,
-            scale=scale,
-        )
-        for k, loc in enumerate(locs)
-    ]
-    return AnalysisMessage(
-        run_id=f"pages-{uuid.uuid4().hex[:8]}",
-        produced_at=at,
-        series=SeriesRef(
-            key=series_key(demo.FILEFD, LABELS),
-            metric=demo.FILEFD,
-            labels=LABELS,
-            selector=demo.FILEFD,
-            transform="none",
-        ),
-        window=Window(start=at - 43200, end=at, step_s=15, samples=2881, interpolated=0),
-        grid=Grid(start=at - 43200, step_s=15, count=0),
-        forecast=Forecast(
-            model="ETS(A,N,N) test",
-            step_s=60,
-            horizon_s=60 * FORECAST_POINTS,
-            history_points=720,
-            points=points,
-            max=max(locs),
-            min=min(locs),
-            mean=sum(locs) / len(locs),
-            distribution="normal",
-            floor=0.0,
-        ),
-    )
+    return forecast_message(demo.FILEFD, LABELS, at, locs, 800.0)
 
 
 def _anomaly(start: float, detector: str, status: str, deviation: float) -> AnomalyRecord:
