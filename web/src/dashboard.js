@@ -400,6 +400,7 @@ async function sliPage(main) {
         ? api(`/anomalies?selector=${enc(seriesName(s))}&start=${viol.start}&end=${viol.end}&limit=1000`)
           .then((r) => r.items || r).catch(() => [])
         : []))).flat();
+    state.fetchedAt = performance.now();
     const { detectors } = drawSliChart(chart, viol, forecast, anomalies);
     status.textContent = `${viol.state.replace("_", " ")}: ${viol.violating_series} of ${viol.series_total} series outside over ${win} (${utc(viol.start)} – ${utc(viol.end)}, step ${viol.step_s} s)`;
     legend.replaceChildren(
