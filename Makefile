@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 
 .DEFAULT_GOAL := help
-.PHONY: help install up down stop status migrate test lint fmt bench demo demo-report clean
+.PHONY: help install up down stop status migrate test lint fmt bench demo demo-report clean assets
 
 help:
 	@echo "make install   install what is missing (Debian packages, .venv via uv)"
@@ -21,6 +21,7 @@ help:
 	@echo "make lint      ruff check, ruff format --check, mypy"
 	@echo "make fmt       ruff format and safe ruff fixes"
 	@echo "make bench     benchmarks (results in BENCHMARKS.md)"
+	@echo "make assets    rebuild the pages' static assets (npm; the result is committed)"
 	@echo "make clean     stop the stack, delete its data and the tool caches"
 
 install:
@@ -80,3 +81,8 @@ clean:
 .PHONY: protos
 protos:
 	$(BIN)/python -m data_retrieval.protogen
+
+# The pages' static assets (uPlot bundled with web/src, Swagger UI for /docs) into
+# sla_manager/static, committed: neither CI nor a user needs npm. Versions: web/package-lock.json.
+assets:
+	cd web && npm ci --no-audit --no-fund && npm run build

@@ -1,5 +1,5 @@
 """``python -m bench [analyses|kafka|storage|retrieval|sla|e2e|explain|receiver|detector|
-detector-scale|nab ...]``: run the benchmarks (``detector`` includes ``detector-scale``).
+detector-scale|nab|pages ...]``: run the benchmarks (``detector`` includes ``detector-scale``).
 
 Kafka benchmarks use KAFKA_BOOTSTRAP_SERVERS, storage ones MYSQL_* too (``make bench``
 starts the local stack and sources its stack.env first). Results go to
@@ -27,6 +27,7 @@ from bench import (
     bench_forecast,
     bench_kafka,
     bench_nab,
+    bench_pages,
     bench_receiver,
     bench_retrieval,
     bench_sla,
@@ -133,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     if "explain" in args.which:
         results["explain"] = bench_explain.measure(args.repeats)
         print(bench_explain.summary(results["explain"]))
+    if "pages" in args.which:
+        results["pages"] = bench_pages.measure(max(args.repeats, 7))
+        print(bench_pages.summary(results["pages"]))
     if "nab" in args.which:
         results["nab"] = bench_nab.measure()
         print(bench_nab.summary(results["nab"]))

@@ -63,7 +63,7 @@ _TEMPLATES: tuple[tuple[str, dict[str, str], dict[str, float]], ...] = (
 class _App:
     """``python -m sla_manager`` on a fresh database; stopped (SIGTERM) and dropped on close."""
 
-    def __init__(self, token: str) -> None:
+    def __init__(self, token: str, start_timeout_s: float = START_TIMEOUT_S) -> None:
         self.database = f"sla_bench_{uuid.uuid4().hex[:10]}"
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
@@ -80,11 +80,12 @@ class _App:
         )
         migrate(env)
         self.proc = start_module("sla_manager", env, self.log)
-        deadline = time.monotonic() + START_TIMEOUT_S
+        deadline = time.monotonic() + start_timeout_s
         while not self._answers():
             if self.proc.poll() is not None or time.monotonic() > deadline:
+                output = self.log.read_text()[-3000:]  # close() deletes the log
                 self.close()
-                raise RuntimeError(f"sla_manager did not start:\n{self.log.read_text()[-3000:]}")
+                raise RuntimeError(f"sla_manager did not start:\n{output}")
             time.sleep(0.1)
 
     def _answers(self) -> bool:

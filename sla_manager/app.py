@@ -30,6 +30,7 @@ from sla_manager.routes import (
     slis,
     slos,
 )
+from sla_manager.routes.pages import install_pages
 from sla_manager.services import Services
 from sla_manager.settings import SlaSettings
 from sla_manager.slo.breach import BreachExporter, compute_snapshot
@@ -87,10 +88,13 @@ def create_app(settings: SlaSettings, metrics: SlaMetrics | None = None) -> Fast
         description=DESCRIPTION,
         lifespan=lifespan,
         max_body_size=settings.sla_max_body_bytes,  # 413 beyond, counted as it streams in
+        docs_url=None,  # served by routes/pages.py with Swagger UI from /static (offline)
+        redoc_url=None,  # its script would come from a CDN
     )
     app.state.services = services
     install_handlers(app, services.metrics, settings)
     app.add_middleware(MetricsMiddleware, metrics=services.metrics)
     for module in (slis, evaluations, etl, health, explanations, slos, rules, anomalies):
         app.include_router(module.router)
+    install_pages(app)
     return app

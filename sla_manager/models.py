@@ -209,6 +209,11 @@ class ViolationsQuery(_Request):
         default=None, description="evaluation step (default SLA_VIOLATION_STEP_S, 60 s)"
     )
     samples: bool = Field(default=True, description="list each violating sample")
+    values: bool = Field(
+        default=False,
+        description="also list every evaluation of each series as `[timestamp, value]` (the "
+        "pages' charts draw them)",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -232,6 +237,9 @@ class ForecastQuery(_Request):
         "probability is at least the SLI's breach_probability_threshold), point (a point "
         "forecast outside), interval80 (an 80 % interval reaching outside, or a point), "
         "interval95 (a 95 % interval reaching outside, or either of those)",
+    )
+    all_points: bool = Field(
+        default=False, description="also list every stored point with its intervals"
     )
 
     @model_validator(mode="after")
@@ -344,6 +352,11 @@ class SeriesViolationsOut(SeriesRef):
     violating: int = Field(description="evaluations outside the range")
     time_outside_s: float
     samples: list[ViolatingSample] | None = Field(description="null when samples=false")
+    values: list[tuple[float, float | None]] | None = Field(
+        default=None,
+        description="with values=true: every evaluation as [timestamp, value] (value null "
+        "when NaN or ±Inf); null otherwise",
+    )
     intervals: list[ViolationInterval]
     no_data_intervals: list[NoDataIntervalOut] = Field(
         description="evaluations without a value after the series' first one (a series "
@@ -377,19 +390,28 @@ class ViolationsResponse(_Response):
     series: list[SeriesViolationsOut]
 
 
-class ForecastPointOut(_Response):
+class _ForecastBand(_Response):
     ts: int
     value: float
     lower80: float
     upper80: float
     lower95: float
     upper95: float
+
+
+class ForecastPointOut(_ForecastBand):
     leaves_by: Breach | None = Field(
         description="point: the point forecast is outside; interval80 / interval95: only "
         "that prediction interval leaves the range; null: none does (mode=probability with "
         "a threshold below 0.05)"
     )
     breach_probability: float = Field(description="probability that this point is outside")
+
+
+class ForecastBandPoint(_ForecastBand):
+    breach_probability: float | None = Field(
+        description="probability that this point is outside; null when not comparable"
+    )
 
 
 class ForecastInfo(_Response):
@@ -431,6 +453,11 @@ class SeriesForecastOut(SeriesRef):
     predicted_violation: bool = Field(description="a predicted violation in the query's mode")
     violations: list[ForecastPointOut] = Field(
         description="the points that count as a predicted violation in the query's mode"
+    )
+    all_points: list[ForecastBandPoint] | None = Field(
+        default=None,
+        description="with all_points=true: every stored point in (at, at + horizon] with its "
+        "80 % and 95 % intervals; null otherwise",
     )
     first_breach_at: int | None = Field(description="first of those points")
     first_point_breach_at: int | None = Field(description="first point forecast outside")

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Query
@@ -43,6 +43,7 @@ from sla_manager.errors import NOT_FOUND, PROMQL, UNAVAILABLE, validation_error
 from sla_manager.models import (
     MAX_POINTS_PER_SERIES,
     MAX_WINDOW_S,
+    ForecastBandPoint,
     ForecastInfo,
     ForecastPointOut,
     ForecastQuery,
@@ -277,6 +278,12 @@ def sli_violations(
                 )
                 for i, b in zip(found.violating.tolist(), below.tolist(), strict=True)
             ]
+        values = None
+        if params.values:
+            values = [
+                (float(t), ev.finite_or_none(float(v)))
+                for t, v in zip(rs.timestamps.tolist(), rs.values.tolist(), strict=True)
+            ]
         metric, labels = _split(rs.labels)
         gaps = ev.no_data_intervals(rs.timestamps, step, start, end)
         series.append(
@@ -287,6 +294,7 @@ def sli_violations(
                 violating=int(found.violating.size),
                 time_outside_s=found.time_outside_s,
                 samples=samples,
+                values=values,
                 no_data_intervals=[
                     NoDataIntervalOut(
                         start=g.start,
@@ -377,7 +385,17 @@ def sli_forecast_violations(
         refs.append((metric, labels, series_key(metric or sli.selector, labels)))
     stored = forecasts.load([key for _m, _l, key in refs], at, at + horizon_s)
     series = [
-        _forecast_series(sli, metric, labels, key, stored.get(key), at, params.mode, settings)
+        _forecast_series(
+            sli,
+            metric,
+            labels,
+            key,
+            stored.get(key),
+            at,
+            params.mode,
+            settings,
+            all_points=params.all_points,
+        )
         for metric, labels, key in refs
     ]
     return ForecastViolationsResponse(
@@ -410,6 +428,8 @@ def _forecast_series(
     at: float,
     mode: ev.PredictionMode,
     settings: SlaSettings,
+    *,
+    all_points: bool = False,
 ) -> SeriesForecastOut:
     if stored is None or stored.produced_at is None or stored.window_end is None:
         return SeriesForecastOut(
@@ -452,12 +472,7 @@ def _forecast_series(
         counts = ev.predicted(mode, sli.breach_probability_threshold, probabilities, kinds)
     violations = [
         ForecastPointOut(
-            ts=int(stored.ts[i]),
-            value=float(stored.value[i]),
-            lower80=float(stored.lower80[i]),
-            upper80=float(stored.upper80[i]),
-            lower95=float(stored.lower95[i]),
-            upper95=float(stored.upper95[i]),
+            **_band(stored, i),
             leaves_by=kinds[i],
             breach_probability=float(probabilities[i]),
         )
@@ -465,6 +480,15 @@ def _forecast_series(
         if counted
     ]
     probability = float(probabilities.max()) if probabilities.size else None
+    every = None
+    if all_points:
+        every = [
+            ForecastBandPoint(
+                **_band(stored, i),
+                breach_probability=float(probabilities[i]) if probabilities.size else None,
+            )
+            for i in range(len(stored.ts))
+        ]
     age = at - stored.produced_at
     return SeriesForecastOut(
         metric=metric,
@@ -488,9 +512,22 @@ def _forecast_series(
         distribution_source=None if probability is None or dist is None else dist.source,
         predicted_violation=bool(violations),
         violations=violations,
+        all_points=every,
         first_breach_at=violations[0].ts if violations else None,
         first_point_breach_at=next(
             (int(stored.ts[i]) for i, k in enumerate(kinds) if k == "point"), None
         ),
         leaves_by=ev.worst_breach(kinds),
     )
+
+
+def _band(stored: StoredForecast, i: int) -> dict[str, Any]:
+    """Point ``i`` of a stored forecast: its time, point forecast and 80 % / 95 % intervals."""
+    return {
+        "ts": int(stored.ts[i]),
+        "value": float(stored.value[i]),
+        "lower80": float(stored.lower80[i]),
+        "upper80": float(stored.upper80[i]),
+        "lower95": float(stored.lower95[i]),
+        "upper95": float(stored.upper95[i]),
+    }

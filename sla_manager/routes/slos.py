@@ -8,6 +8,7 @@ Every write regenerates the rule file and asks Prometheus to reload it; the answ
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -39,7 +40,15 @@ from sla_manager.deps import (
 from sla_manager.errors import AUTH, PROMQL, UNAVAILABLE, Responses, validation_error
 from sla_manager.models import SLUG_PATTERN, ErrorBody, ListQuery
 from sla_manager.services import Services
-from sla_manager.slo.model import Slo, SloCreate, SloSpec, SloStatus, SloStatusQuery
+from sla_manager.slo.model import (
+    AlertWindowOut,
+    Slo,
+    SloAlertOut,
+    SloCreate,
+    SloSpec,
+    SloStatus,
+    SloStatusQuery,
+)
 from sla_manager.slo.publish import RulePublisher
 from sla_manager.slo.rules import RuleSet, good_expr
 from sla_manager.slo.status import ForecastSource
@@ -186,7 +195,7 @@ def get_slo(
 ) -> SloStatus:
     slo = slo_or_404(store, name)
     sli = slis.get(slo.sli) if slo.sli is not None else None
-    return slo_status(
+    found = slo_status(
         prometheus,
         slo,
         settings.slo_rule_config(),
@@ -202,6 +211,31 @@ def get_slo(
             settings.sla_max_series,
         ),
     )
+    config = settings.slo_rule_config()
+    update: dict[str, object] = {
+        "alert_windows": [
+            AlertWindowOut(severity=w.severity, factor=w.factor, long=w.long, short=w.short)
+            for w in config.windows
+        ]
+    }
+    if params.alerts:
+        update["alerts"] = _alerts(prometheus, slo.name, found.evaluated_at)
+    return found.model_copy(update=update)
+
+
+def _alerts(prometheus: PrometheusClient, name: str, at: float) -> list[SloAlertOut]:
+    """The SLO's pending and firing alerts: Prometheus' ``ALERTS`` series with its label."""
+    rows = prometheus.query(f"ALERTS{{slo={json.dumps(name)}}}", time=at)
+    out = [
+        SloAlertOut(
+            alertname=r.labels.get("alertname", ""),
+            state=r.labels.get("alertstate", ""),
+            severity=r.labels.get("severity"),
+            labels={k: v for k, v in r.labels.items() if k not in ("__name__", "alertstate")},
+        )
+        for r in rows
+    ]
+    return sorted(out, key=lambda a: (a.state != "firing", a.alertname, a.severity or ""))
 
 
 @router.put(

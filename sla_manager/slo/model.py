@@ -224,6 +224,23 @@ class ProjectionOut(_Response):
     exhaustion_s_latest: float | None = Field(description="at the low one; null: not burning")
 
 
+class AlertWindowOut(_Response):
+    """One burn-rate alert condition (``SLO_WINDOWS``): burn rate above ``factor`` over
+    both windows."""
+
+    severity: str
+    factor: float
+    long: str
+    short: str
+
+
+class SloAlertOut(_Response):
+    alertname: str
+    state: str = Field(description="Prometheus' alertstate: pending or firing")
+    severity: str | None
+    labels: dict[str, str] = Field(description="the alert's labels")
+
+
 class SloStatus(_Response):
     slo: str
     definition: Slo
@@ -247,6 +264,14 @@ class SloStatus(_Response):
         default=None,
         description="threshold SLOs with fresh stored forecasts: exhaustion projected from them",
     )
+    alert_windows: list[AlertWindowOut] = Field(
+        default_factory=list, description="the burn-rate alerts' thresholds (SLO_WINDOWS)"
+    )
+    alerts: list[SloAlertOut] | None = Field(
+        default=None,
+        description="the SLO's alerts pending or firing in Prometheus (its ALERTS series) at "
+        "`evaluated_at`; null unless alerts=true",
+    )
 
 
 class SloStatusQuery(_Request):
@@ -256,3 +281,6 @@ class SloStatusQuery(_Request):
         "when Prometheus loaded the rules); raw_queries: from the SLI itself, a query per window",
     )
     time: Epoch | None = Field(default=None, description="evaluate at this time (default now)")
+    alerts: bool = Field(
+        default=False, description="also list the SLO's pending and firing alerts (one query)"
+    )

@@ -18,9 +18,9 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import httpx
 import numpy as np
@@ -186,15 +186,19 @@ def app_env(base: Mapping[str, str], **extra: str) -> dict[str, str]:
 DEMO_FD_LABELS = {"instance": demo.INSTANCE, "job": demo.JOB}
 
 
-def store_cauchy_forecast(
-    settings: MysqlSettings, locs: list[float], scale: float, at: int | None = None
-) -> int:
-    """A forecast of the demo host's ``node_filefd_allocated`` (the demo exporter serves it
-    live) made at ``at`` (default now): one point a minute from ``at + 60``, each Cauchy
-    (Student-t, 1 degree of freedom) at ``loc`` with ``scale``, so that every breach
-    probability is exact by hand: P(T > z) = 1/2 − atan(z)/π. Written by data_storage's
-    writer; returns ``at``."""
-    at = int(time.time()) if at is None else at
+def forecast_message(
+    metric: str,
+    labels: dict[str, str],
+    at: int,
+    locs: Sequence[float],
+    scale: float,
+    *,
+    distribution: Literal["normal", "student_t"] = "normal",
+    df: float | None = None,
+) -> AnalysisMessage:
+    """An ETL message carrying only a forecast made at ``at``: a point a minute from
+    ``at + 60``, each a ``distribution`` at ``loc`` with ``scale`` and its 80 % / 95 % bounds
+    (normal quantiles), as data_storage's writer stores it."""
     points = [
         ForecastPoint(
             ts=at + 60 * (k + 1),
@@ -208,14 +212,14 @@ def store_cauchy_forecast(
         )
         for k, loc in enumerate(locs)
     ]
-    msg = AnalysisMessage(
+    return AnalysisMessage(
         run_id=f"test-{uuid.uuid4().hex[:8]}",
         produced_at=at,
         series=SeriesRef(
-            key=series_key(demo.FILEFD, DEMO_FD_LABELS),
-            metric=demo.FILEFD,
-            labels=DEMO_FD_LABELS,
-            selector=demo.FILEFD,
+            key=series_key(metric, labels),
+            metric=metric,
+            labels=labels,
+            selector=metric,
             transform="none",
         ),
         window=Window(start=at - 43200, end=at, step_s=15, samples=2881, interpolated=0),
@@ -229,10 +233,24 @@ def store_cauchy_forecast(
             max=max(locs),
             min=min(locs),
             mean=float(np.mean(locs)),
-            distribution="student_t",
-            df=1.0,
+            distribution=distribution,
+            df=df,
             floor=0.0,
         ),
+    )
+
+
+def store_cauchy_forecast(
+    settings: MysqlSettings, locs: list[float], scale: float, at: int | None = None
+) -> int:
+    """A forecast of the demo host's ``node_filefd_allocated`` (the demo exporter serves it
+    live) made at ``at`` (default now): one point a minute from ``at + 60``, each Cauchy
+    (Student-t, 1 degree of freedom) at ``loc`` with ``scale``, so that every breach
+    probability is exact by hand: P(T > z) = 1/2 − atan(z)/π. Written by data_storage's
+    writer; returns ``at``."""
+    at = int(time.time()) if at is None else at
+    msg = forecast_message(
+        demo.FILEFD, DEMO_FD_LABELS, at, locs, scale, distribution="student_t", df=1.0
     )
     writer = Writer(settings)
     try:

@@ -1,0 +1,299 @@
+"""The SLA manager's pages in headless Chromium (issue 18), against the real test stack with
+the demo history: ``python -m sla_manager`` on a scratch database holding the demo's SLIs, an
+SLO, a stored forecast of the demo host's file descriptors and anomaly windows on its fd
+spike. Every request leaving the machine is refused and counted (the pages work offline).
+
+Screenshots go to test-artifacts/screenshots/ (git-ignored) for a person to look at.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Browser
+
+from data_storage.anomalies import AnomalyWriter
+from data_storage.writer import Writer
+from sla_common import demo
+from sla_common.anomalies import AnomalyRecord
+from sla_common.messages import AnalysisMessage
+from sla_common.series import series_key
+from tests.integration.pagesutil import chromium, screenshot, wait_ready, watched_page
+from tests.integration.slautil import AppProcess, app_env, forecast_message, scratch_database
+from tests.integration.stackutil import Stack
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+TOKEN = "integration-token-pages-7c1d"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+GIB = 2**30
+LABELS = dict(demo.BASE_LABELS)
+# The demo's SLIs (as scripts/demo_report.py creates them), on its incidents.
+SLIS: list[dict[str, Any]] = [
+    {"name": "fd-allocated", "selector": 'node_filefd_allocated{job="host"}', "max": 20000,
+     "description": "file descriptors below 20k"},
+    {"name": "memory-available", "selector": 'node_memory_MemAvailable_bytes{job="host"}',
+     "min": 2 * GIB, "description": "at least 2 GiB available"},
+    {"name": "root-disk-free", "selector": 'node_filesystem_avail_bytes{job="host"}',
+     "labels": {"device": "/dev/sda2"}, "min": 10 * GIB, "description": "10 GiB free on /"},
+    {"name": "nothing-matches", "selector": 'node_filefd_allocated{job="no-such-job"}',
+     "max": 1, "description": "a selector without series: no data"},
+]  # fmt: skip
+SLO = f"pages-{uuid.uuid4().hex[:6]}"
+FORECAST_POINTS = 30
+# The import alone takes 50 s on a loaded 2-core machine (load 15 seen).
+START_TIMEOUT_S = 180.0
+
+
+def _forecast(at: int) -> AnalysisMessage:
+    """A forecast of the demo host's fd count made now: 30 minutes, rising toward the
+    range's bound with 80 % / 95 % intervals."""
+    locs = [15000.0 + 100.0 * k for k in range(FORECAST_POINTS)]
+    return forecast_message(demo.FILEFD, LABELS, at, locs, 800.0)
+
+
+def _anomaly(start: float, detector: str, status: str, deviation: float) -> AnomalyRecord:
+    return AnomalyRecord.model_validate(
+        {
+            "detector": {"name": detector, "version": "1"},
+            "series": {
+                "key": series_key(demo.FILEFD, LABELS),
+                "metric": demo.FILEFD,
+                "labels": LABELS,
+            },
+            "window": {"start": start, "end": start + 60},
+            "count": 4,
+            "mean": 42000.0,
+            "std": 10.0,
+            "normal": {"mean": 15000.0, "std": 500.0, "source": "learned"},
+            "deviation": deviation,
+            "status": status,
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def database(stack: Stack) -> Iterator[str]:
+    assert stack.demo_end is not None
+    with scratch_database(
+        stack.mysql_host, stack.mysql_port, stack.mysql_user, stack.mysql_password
+    ) as name:
+        writer = Writer(stack.mysql_settings(name))
+        try:
+            writer.write([_forecast(int(time.time()))])
+        finally:
+            writer.close()
+        spike = stack.demo_end - demo.FD_SPIKE_FIRST_OFFSET_S
+        records = [_anomaly(spike + 60 * k, "sigma", "ERROR", 50.0 + k) for k in range(3)]
+        records += [_anomaly(spike + 120, "iforest", "WARN", 1.5)]
+        records += [_anomaly(stack.demo_end - 120, "sigma", "SAFE", 0.2)]
+        anomalies = AnomalyWriter(stack.mysql_settings(name))
+        try:
+            anomalies.write(records)
+        finally:
+            anomalies.close()
+        yield name
+
+
+@pytest.fixture(scope="module")
+def base_url(
+    stack: Stack, database: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    rules = stack.state_dir / "rules" / f"{SLO}.rules.yml"
+    env = app_env(
+        stack.service_env(),
+        MYSQL_DATABASE=database,
+        SLA_API_TOKEN=TOKEN,
+        ENVIRONMENT="test",
+        SLO_RULES_FILE=str(rules),
+    )
+    proc = AppProcess(env, tmp_path_factory.mktemp("sla-pages") / "sla.log")
+    try:
+        proc.wait_ready(timeout=START_TIMEOUT_S)
+        with httpx.Client(base_url=proc.base_url, timeout=60, headers=AUTH) as c:
+            for sli in SLIS:
+                r = c.post("/slis", json=sli)
+                assert r.status_code == 201, r.text
+            slo = {"name": SLO, "sli": "fd-allocated", "objective": 99.5, "period": "30d"}
+            r = c.post("/slos", json=slo)
+            assert r.status_code == 201, r.text
+        yield proc.base_url
+    finally:
+        proc.stop()
+        rules.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with chromium() as b:
+        yield b
+
+
+def _get(base_url: str, path: str, **params: Any) -> Any:
+    r = httpx.get(base_url + path, params=params, timeout=60)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_overview_lists_every_sli_with_its_state_worst_first(
+    base_url: str, browser: Browser
+) -> None:
+    w = watched_page(browser)
+    w.page.goto(base_url + "/")
+    wait_ready(w.page)
+    rows = w.page.locator("#slis tbody tr")
+    got = [
+        (r.get_attribute("data-sli"), r.get_attribute("data-state")) for r in rows.element_handles()
+    ]
+    want = {s["name"]: _get(base_url, f"/slis/{s['name']}/status")["state"] for s in SLIS}
+    assert dict(got) == want
+    assert want["nothing-matches"] == "no_data"
+    # Worst on top: whatever is violated or without data comes before what is ok.
+    rank = {"violated": 0, "no_data": 1, "ok": 2}
+    order = [rank[str(s)] for _n, s in got]
+    assert order == sorted(order)
+    fd = w.page.locator('#slis tr[data-sli="fd-allocated"]')
+    assert fd.locator("[data-breach-probability]").get_attribute("data-breach-probability") != ""
+    assert "sigma" in fd.inner_text()  # the latest anomaly window per detector
+    assert w.page.locator(f'#slos tr[data-slo="{SLO}"]').count() == 1
+    screenshot(w.page, "overview")
+    assert w.errors == [] and w.external == []
+
+
+def test_sli_page_draws_series_forecast_anomalies_and_the_apis_violation_intervals(
+    base_url: str, browser: Browser
+) -> None:
+    w = watched_page(browser)
+    w.page.goto(base_url + "/ui/slis/fd-allocated?window=3h")
+    wait_ready(w.page)
+    drawn = w.page.evaluate(
+        "() => { const u = window.slaDashboard.charts.sli; const d = window.slaDashboard.drawn.sli;"
+        " return {...d, canvas: !!u.ctx.canvas.width,"
+        " xs: u.data[0].length, labels: u.series.slice(1).map(s => s.label)}; }"
+    )
+    assert drawn["canvas"]
+    series = 'node_filefd_allocated{instance="demo-host:9100",job="host"}'
+    assert series in drawn["labels"]
+    assert "max" in drawn["labels"]
+    forecast = [lab for lab in drawn["labels"] if lab.endswith(series) and lab != series]
+    assert len(forecast) == 5  # point forecast, 80 % and 95 % bounds
+    # The stored points after now (the forecast was made when the module started).
+    assert FORECAST_POINTS - 5 <= drawn["forecastPoints"] <= FORECAST_POINTS
+    assert sorted({(d, s) for d, s, _t in drawn["anomalies"]}) == [
+        ("iforest", "WARN"),
+        ("sigma", "ERROR"),
+    ]
+    # The shaded intervals are the API's for the same range and step.
+    api = _get(
+        base_url,
+        "/slis/fd-allocated/violations",
+        start=drawn["start"],
+        end=drawn["end"],
+        step=f"{drawn['step']}s",
+        samples="false",
+    )
+    intervals = [[i["start"], i["end"]] for s in api["series"] for i in s["intervals"]]
+    assert intervals, "the demo's fd spike is within 3 h"
+    assert drawn["shaded"] == intervals
+    assert w.page.locator("#sli-chart").get_attribute("data-shaded") is not None
+    screenshot(w.page, "sli")
+
+    # A selected violation shows its explanation: what the API answered for it.
+    with w.page.expect_response(
+        lambda r: "/violations/explanation" in r.url, timeout=120_000
+    ) as answer:
+        w.page.locator("#violations button.explain").first.click()
+    assert answer.value.status == 200
+    body = answer.value.json()
+    (first, last), *_ = body["anomalous"]  # the violation the button belongs to
+    assert first <= intervals[0][1] and last >= intervals[0][0]
+    explanation = w.page.locator("#explanation")
+    explanation.wait_for(timeout=30_000)
+    assert explanation.get_attribute("data-predicates") == str(len(body["explanation"]))
+    shown = [c.inner_text() for c in explanation.locator(".predicates code").all()]
+    assert shown == body["explanation"]
+    ranked = explanation.locator("table.ranked tbody tr code").all()
+    assert [c.inner_text() for c in ranked] == [r["series"] for r in body["ranked"][:8]]
+    if body["false_positives"]:
+        assert str(body["false_positives"]) in explanation.locator("summary").inner_text()
+    screenshot(w.page, "sli-explanation")
+
+    # Another window reloads the chart with its own range.
+    w.page.locator('button[data-window="1h"]').click()
+    w.page.wait_for_function(
+        "() => window.slaDashboard.ready &&"
+        " document.querySelector('button[data-window=\"1h\"]').getAttribute('aria-pressed')"
+        " === 'true'",
+        timeout=60_000,
+    )
+    span = w.page.evaluate(
+        "() => { const x = window.slaDashboard.charts.sli.data[0]; return x[x.length-1] - x[0]; }"
+    )
+    assert 3600 <= span < 3 * 3600  # 1 h of history plus the forecast's 30 min
+    assert w.errors == [] and w.external == []
+
+
+def test_slo_page_shows_budget_burn_rates_against_thresholds_and_alerts(
+    base_url: str, browser: Browser
+) -> None:
+    w = watched_page(browser)
+    w.page.goto(f"{base_url}/ui/slos/{SLO}")
+    wait_ready(w.page)
+    status = _get(base_url, f"/slos/{SLO}", alerts="true")
+    windows = [b["window"] for b in status["burn_rates"]]
+    rows = w.page.locator("#burn-rates tbody tr")
+    assert [r.get_attribute("data-window") for r in rows.element_handles()] == windows
+    # Each alert threshold is a tick on the bar of its windows.
+    ticks = w.page.locator("#burn-rates .tick").count()
+    assert ticks == 2 * len(status["alert_windows"])
+    assert w.page.locator("#alerts").count() == 1
+    assert w.page.evaluate("() => !!window.slaDashboard.charts.burndown.ctx.canvas.width")
+    # The burn-down has a budget figure at (nearly) each of its 25 times over the demo's day.
+    assert w.page.evaluate("() => window.slaDashboard.drawn.burndown.points") >= 20
+    screenshot(w.page, "slo")
+    assert w.errors == [] and w.external == []
+
+
+def test_etl_page_and_docs_work_offline(base_url: str, browser: Browser) -> None:
+    w = watched_page(browser)
+    w.page.goto(base_url + "/ui/etl")
+    wait_ready(w.page)
+    assert w.page.locator('#etl-table tr[data-analysis="whole cycle"]').count() == 1
+    screenshot(w.page, "etl")
+    w.page.goto(base_url + "/docs")
+    w.page.locator(".swagger-ui .opblock").first.wait_for(timeout=30_000)
+    assert w.page.locator(".swagger-ui .opblock").count() > 10
+    assert w.errors == [] and w.external == []
+
+
+def test_keyboard_reaches_every_control(base_url: str, browser: Browser) -> None:
+    w = watched_page(browser)
+    w.page.goto(base_url + "/ui/slis/fd-allocated?window=3h")
+    wait_ready(w.page)
+    controls = w.page.evaluate(
+        "() => Array.from(document.querySelectorAll('a[href], button'))"
+        ".map((e, i) => { e.dataset.kb = String(i); return String(i); })"
+    )
+    reached: set[str] = set()
+    for _ in range(3 * len(controls)):  # bounded: Tab cycles through the page
+        w.page.keyboard.press("Tab")
+        kb = w.page.evaluate("() => document.activeElement && document.activeElement.dataset.kb")
+        if kb is not None:
+            reached.add(kb)
+        if reached == set(controls):
+            break
+    assert reached == set(controls)
+    # A window button works from the keyboard too.
+    w.page.locator('button[data-window="12h"]').focus()
+    w.page.keyboard.press("Enter")
+    w.page.wait_for_function(
+        "() => window.slaDashboard.ready && document.querySelector('button[data-window=\"12h\"]')"
+        ".getAttribute('aria-pressed') === 'true'",
+        timeout=60_000,
+    )
+    assert w.errors == []
