@@ -70,6 +70,10 @@ MEMBERSHIP_ERRORS = (
     FencedInstanceIdError,
 )
 DB_ERRORS = MYSQL_ERRORS
+# What kafka-python raises when the partitions passed to seek/pause/resume were taken away
+# by a rebalance on its IO thread after ``assignment()`` listed them: ValueError
+# ("Unassigned partition"), KeyError (pause/resume), IllegalStateError (a KafkaError).
+ASSIGNMENT_RACE_ERRORS = (KafkaError, ValueError, KeyError)
 
 
 @dataclass
@@ -131,9 +135,15 @@ class Batch:
 
 
 class _Revocations(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Collects revoked partitions; kafka-python calls this on its own IO thread."""
+    """Collects revoked partitions; kafka-python calls this on its own IO thread.
 
-    def __init__(self) -> None:
+    kafka-python 3.0 runs the group protocol on that thread too: the assignment can change
+    between any two calls the loop makes (``assignment()`` then ``seek``/``pause``), which
+    the loop has to survive (see :data:`ASSIGNMENT_RACE_ERRORS`).
+    """
+
+    def __init__(self, group_id: str = "") -> None:
+        self.group_id = group_id
         self._lock = threading.Lock()
         self._revoked: set[TopicPartition] = set()
 
@@ -145,7 +155,12 @@ class _Revocations(ConsumerRebalanceListener):  # type: ignore[misc]
         self.on_partitions_revoked(lost)
 
     def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        log.info("assigned partitions %s", sorted((tp.topic, tp.partition) for tp in assigned))
+        # The group names the consumer: one process runs one per stream.
+        log.info(
+            "group %s: assigned partitions %s",
+            self.group_id,
+            sorted((tp.topic, tp.partition) for tp in assigned),
+        )
 
     def take(self) -> set[TopicPartition]:
         with self._lock:
@@ -190,8 +205,11 @@ class StorageConsumer:
         st = self._stream = self.stream = self.stream or analyses(self.settings)
         self.writer = (self.make_writer or st.make_writer)(self.settings)
         self.batch = Batch(st.row_count)
-        self._revocations = _Revocations()
+        self._revocations = _Revocations(st.group_id)
         self._watch: TopicWatch | None = None
+        # Set when the topic was re-created, until its partitions were seen assigned and
+        # rewound (see _rewind_if_recreated).
+        self._rewind_pending = False
         self._last_purge = time.monotonic()
         self._last_summary = time.monotonic()
         self._since_summary = [0, 0, 0]  # messages, rows, dead letters
@@ -244,6 +262,26 @@ class StorageConsumer:
             backoff=self.backoff(),
             stop=self.stop,
         )
+        watch = None
+        if s.storage_topic_check_s > 0:
+            watch = TopicWatch(
+                s.kafka_bootstrap_servers,
+                st.topic,
+                s.storage_topic_check_s,
+                s.kafka_request_timeout_ms,
+                self.stop,
+            )
+            # The id the records about to be fetched belong to, known before the first
+            # fetch: otherwise a first look that fails (a loaded host, a short request
+            # timeout) until after a broker restart takes the new topic's id for the one
+            # the positions came from, and the re-creation is never noticed.
+            retry(
+                watch.first_look,
+                what=f"Kafka topic {st.topic} id",
+                retry_on=(KafkaError, OSError),
+                backoff=self.backoff(),
+                stop=self.stop,
+            )
         self.consumer = self.consumer or retry(
             self._make_consumer,
             what="Kafka consumer",
@@ -251,14 +289,8 @@ class StorageConsumer:
             backoff=self.backoff(),
             stop=self.stop,
         )
-        if s.storage_topic_check_s > 0:
-            self._watch = TopicWatch(
-                s.kafka_bootstrap_servers,
-                st.topic,
-                s.storage_topic_check_s,
-                s.kafka_request_timeout_ms,
-                self.stop,
-            ).start()
+        if watch is not None:
+            self._watch = watch.start()
         log.info(
             "consuming %s as group %s from %s into MySQL %s:%d/%s",
             st.topic,
@@ -338,6 +370,8 @@ class StorageConsumer:
             self._apply_revocations()
             if self._rewind_if_recreated():
                 return
+            if self._rewind_pending:
+                self._rewind()
             b = self.batch
             room_msgs = s.storage_batch_max_messages - len(b.items)
             room_rows = s.storage_batch_max_rows - b.rows
@@ -388,12 +422,39 @@ class StorageConsumer:
         )
         if held:
             self.process_batch(commit=False)
+        self._rewind_pending = True
+        self._rewind()
+        return True
+
+    def _rewind(self) -> bool:
+        """Seek the topic's assigned partitions to their beginning; True when it did.
+
+        Until it did, the rewind stays pending and is tried again before every poll. A
+        rejoin does not reset positions: kafka-python 3.0 keeps the position of every
+        partition a member is assigned again, so a rewind lost to a rebalance (no
+        partition assigned at that moment, or the assignment changed under the seek on
+        kafka-python's IO thread) would leave the consumer at offsets of the topic that is
+        gone, where tansu answers with empty batches until the new log outgrows them.
+        Then it takes the records after them only.
+        """
+        topic = self._stream.topic
         try:
             mine = [tp for tp in self.consumer.assignment() if tp.topic == topic]
-            if mine:
-                self.consumer.seek_to_beginning(*mine)
-        except KafkaError as e:  # e.g. mid-rebalance: the rejoin resets positions anyway
-            log.warning("rewinding %s after its re-creation: %s: %s", topic, type(e).__name__, e)
+            if not mine:
+                return False
+            self.consumer.seek_to_beginning(*mine)
+        except ASSIGNMENT_RACE_ERRORS as e:
+            log.info(
+                "rewinding %s: the assignment changed meanwhile (%s: %s); trying again",
+                topic,
+                type(e).__name__,
+                e,
+            )
+            return False
+        self._rewind_pending = False
+        log.info(
+            "rewound %s partitions %s to their beginning", topic, sorted(p.partition for p in mine)
+        )
         return True
 
     def _add(self, record: Any) -> None:
@@ -625,13 +686,13 @@ class StorageConsumer:
             for tp, records in polled.items():
                 if records:
                     consumer.seek(tp, min(r.offset for r in records))
-        except KafkaError as e:
-            log.debug("keep-alive poll: %s", e)
+        except ASSIGNMENT_RACE_ERRORS as e:  # a rebalance meanwhile: its new owner reads them
+            log.debug("keep-alive poll: %s: %s", type(e).__name__, e)
         finally:
             try:
                 consumer.resume(*consumer.assignment())
-            except KafkaError as e:
-                log.debug("resume: %s", e)
+            except ASSIGNMENT_RACE_ERRORS as e:
+                log.debug("resume: %s: %s", type(e).__name__, e)
 
     # ------------------------------------------------------------------ retention
 

@@ -14,7 +14,12 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 from kafka import KafkaAdminClient, KafkaProducer
-from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
+from kafka.errors import (
+    KafkaError,
+    KafkaTimeoutError,
+    TopicAlreadyExistsError,
+    UnknownTopicOrPartitionError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +169,8 @@ class TopicWatch:
     log grew past it and skip everything before. Whoever consumes ``topic`` polls
     :meth:`take` and, when it returns a change, rewinds. The check is a Metadata request
     for ``topic`` through an admin client every ``interval_s`` (it never creates the
-    topic); while the broker is down it fails quietly and is tried again.
+    topic); while the broker is down it fails quietly and is tried again. The reference
+    id is taken by :meth:`first_look`, before the consumer fetches anything.
     """
 
     def __init__(
@@ -197,19 +203,37 @@ class TopicWatch:
         with self._lock:
             return self._seen
 
-    def check(self, admin: Any) -> None:
-        """One look at the topic's id through ``admin``; raises KafkaError when it fails."""
+    def check(self, admin: Any) -> str | None:
+        """One look at the topic's id through ``admin`` (None: missing at the moment);
+        raises KafkaError when it fails."""
         rows = admin.describe_topics([self.topic])
         row = rows[0] if rows else {}
         topic_id = row.get("topic_id") if row.get("error_code") == 0 else None
         if topic_id is None:  # missing at the moment: the id it comes back with decides
-            return
+            return None
         topic_id = str(topic_id)
         with self._lock:
             if self._seen is not None and topic_id != self._seen:
                 first = self._change[0] if self._change else self._seen
                 self._change = (first, topic_id)
             self._seen = topic_id
+        return topic_id
+
+    def first_look(self) -> str:
+        """The topic's id now, through an admin client of its own: the reference a later
+        change is measured against. Call it (retried) before consuming anything, so that
+        the records fetched are known to belong to this id: a watch whose first look came
+        only after a broker restart would take the new topic's id for the original and
+        never report the change. Raises KafkaError when the broker cannot tell (the topic
+        missing included)."""
+        admin = make_admin(self.bootstrap_servers, "sla-monitor-topic-watch", self.timeout_ms)
+        try:
+            topic_id = self.check(admin)
+        finally:
+            _close_quietly(admin)
+        if topic_id is None:
+            raise UnknownTopicOrPartitionError(f"topic {self.topic} has no id yet")
+        return topic_id
 
     def _run(self) -> None:
         admin: Any = None
@@ -224,6 +248,12 @@ class TopicWatch:
                 log.debug("topic watch of %s: %s: %s", self.topic, type(e).__name__, e)
                 _close_quietly(admin)
                 admin = None
+            except Exception as e:  # noqa: BLE001 - a watch that died would never report again
+                # kafka-python 3.0 raises a few non-Kafka errors from a client whose IO
+                # loop failed (RuntimeError "NetworkSelector closed!"): a new client, next time.
+                log.warning("topic watch of %s: %s: %s", self.topic, type(e).__name__, e)
+                _close_quietly(admin)
+                admin = None
             with self._lock:
                 self.checks += 1
             self._stop.wait(self.interval_s)
@@ -234,8 +264,8 @@ def _close_quietly(admin: Any) -> None:
     if admin is not None:
         try:
             admin.close()
-        except (KafkaError, OSError) as e:
-            log.debug("closing an admin client: %s", e)
+        except Exception as e:  # noqa: BLE001 - best effort: it is dropped either way
+            log.debug("closing an admin client: %s: %s", type(e).__name__, e)
 
 
 __all__ = [

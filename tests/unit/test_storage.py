@@ -23,9 +23,11 @@ from kafka.errors import (
     InvalidRecordError,
     KafkaTimeoutError,
     MessageSizeTooLargeError,
+    UnknownTopicOrPartitionError,
 )
 from pymysql.converters import escape_item
 
+import sla_common.kafka as kafka_helpers
 from data_storage import rows as tables
 from data_storage.consumer import StorageConsumer
 from data_storage.deadletter import letter_without_value, whole_letter
@@ -1061,3 +1063,143 @@ def test_stop_while_mysql_is_down_leaves_the_batch_uncommitted_and_closes(
     assert r.kafka.commits == [] and r.letters() == []
     assert r.sample("sla_storage_mysql_up") == 0
     assert r.kafka.closed and r.dlq.closed and r.writer.closed
+
+
+# --------------------------------------------------------------------------- re-created topic
+# kafka-python 3.0 runs the group protocol on its IO thread: the assignment can change between
+# the loop's assignment() and its seek/pause. These fakes make that happen on purpose.
+
+
+@dataclass
+class FakeWatch:
+    """A TopicWatch that reports one re-creation at its first take()."""
+
+    changes: list[tuple[str, str]] = field(default_factory=lambda: [("old-id", "new-id")])
+
+    def take(self) -> tuple[str, str] | None:
+        return self.changes.pop(0) if self.changes else None
+
+
+@dataclass
+class Rebalancing(FakeConsumer):
+    """``assigned`` answers assignment(), call after call (the last one stays); the first
+    ``lost_seeks`` rewinds find their partitions gone (kafka-python's ValueError), and
+    ``lost_pauses`` keep-alive pauses too (its KeyError)."""
+
+    assigned: list[set[TopicPartition]] = field(default_factory=lambda: [{TP}])
+    lost_seeks: int = 0
+    lost_pauses: int = 0
+    rewound: list[tuple[TopicPartition, ...]] = field(default_factory=list)
+
+    def assignment(self) -> set[TopicPartition]:
+        return self.assigned.pop(0) if len(self.assigned) > 1 else self.assigned[0]
+
+    def seek_to_beginning(self, *tps: TopicPartition) -> None:
+        if self.lost_seeks:
+            self.lost_seeks -= 1
+            raise ValueError(f"Unassigned partition: {tps[0]}")
+        self.rewound.append(tps)
+
+    def pause(self, *tps: TopicPartition) -> None:
+        if self.lost_pauses:
+            self.lost_pauses -= 1
+            raise KeyError(tps[0])
+        super().pause(*tps)
+
+
+def rebalancing(records: list[FakeRecord], **kw: Any) -> Rig:
+    r = rig([])
+    kafka = Rebalancing(records, r.consumer.stop, **kw)
+    r.consumer.consumer = r.kafka = kafka
+    r.consumer._watch = FakeWatch()  # type: ignore[assignment]
+    return r
+
+
+def test_a_rewind_whose_partitions_a_rebalance_took_meanwhile_is_done_on_the_next_try(
+    few: list[AnalysisMessage],
+) -> None:
+    r = rebalancing(records_of(*few), lost_seeks=1)
+    r.consumer.run()  # the ValueError of the lost seek does not end the loop
+
+    assert isinstance(r.kafka, Rebalancing)
+    assert r.kafka.rewound == [(TP,)]  # retried, once it succeeded never again
+    assert r.writer.stored == few
+    assert r.sample("sla_storage_topic_recreations_total") == 1
+    assert r.kafka.closed
+
+
+def test_a_rewind_while_no_partition_is_assigned_waits_for_the_assignment(
+    few: list[AnalysisMessage],
+) -> None:
+    # A rejoin keeps the positions of partitions assigned again: the re-creation noticed
+    # mid-rebalance must still rewind them once they are back.
+    r = rebalancing(records_of(*few), assigned=[set(), set(), {TP}])
+    r.consumer.run()
+
+    assert isinstance(r.kafka, Rebalancing)
+    assert r.kafka.rewound == [(TP,)]
+    assert r.writer.stored == few
+
+
+def test_a_keepalive_whose_partitions_a_rebalance_took_does_not_end_the_loop(
+    few: list[AnalysisMessage],
+) -> None:
+    r = rebalancing(records_of(*few), lost_pauses=1)
+    r.consumer._watch = None
+    r.writer.fail = [pymysql.err.OperationalError(2003, "Can't connect to MySQL server")]
+    r.consumer.run()  # MySQL down once: the wait keeps the membership alive with pauses
+
+    assert isinstance(r.kafka, Rebalancing)
+    assert r.kafka.lost_pauses == 0  # it raised
+    assert r.writer.stored == few
+    assert r.kafka.commits == [{TP: 4}]
+
+
+@dataclass
+class FakeAdmin:
+    """describe_topics answers from ``answers`` in turn (an exception is raised); the last stays."""
+
+    answers: list[Any]
+    closed: bool = False
+
+    def describe_topics(self, topics: list[str]) -> list[dict[str, Any]]:
+        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        if isinstance(answer, BaseException):
+            raise answer
+        return [{"error_code": 0, "topic_id": answer, "name": topics[0]}]
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_the_topic_watch_measures_from_its_first_look_and_survives_a_client_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    admins = [FakeAdmin(["old-id"])]  # first_look's own client
+    # The loop's first client dies of a non-Kafka error (kafka-python 3.0's "NetworkSelector
+    # closed!"); the broker restarted meanwhile, and the next client sees the new topic.
+    admins += [FakeAdmin([RuntimeError("NetworkSelector closed!")]), FakeAdmin(["new-id"])]
+    monkeypatch.setattr(kafka_helpers, "make_admin", lambda *a: admins.pop(0))
+    stop = threading.Event()
+    watch = kafka_helpers.TopicWatch("b:9092", "t", 0.001, 1000, stop)
+
+    assert watch.first_look() == "old-id"
+    watch.start()
+    try:
+        deadline = time.monotonic() + 30
+        while watch.current_id() != "new-id" and time.monotonic() < deadline:
+            stop.wait(0.01)
+        assert watch.take() == ("old-id", "new-id")
+    finally:
+        stop.set()
+
+
+def test_a_first_look_at_a_missing_topic_is_an_error_to_retry(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    admin = FakeAdmin([None])
+    monkeypatch.setattr(kafka_helpers, "make_admin", lambda *a: admin)
+    watch = kafka_helpers.TopicWatch("b:9092", "t", 1.0, 1000, threading.Event())
+    with pytest.raises(UnknownTopicOrPartitionError):
+        watch.first_look()
+    assert admin.closed and watch.current_id() is None
