@@ -6,7 +6,8 @@
 - :class:`ServerThread`: ``create_app(settings)`` under uvicorn in a thread of the test
   process, for tests that build the settings themselves.
 - :func:`running_app`: :class:`AppProcess` on a database with a write token, ready, and
-  stopped (cleanly) on exit: how the SLA tests start the manager.
+  stopped (cleanly) on exit: how the SLA tests start the manager; :func:`app_client` a
+  client to it.
 - :func:`scratch_database`: a uniquely named, migrated database, dropped afterwards;
   :func:`stack_database` the same on the stack's MySQL.
 - :func:`store_cauchy_forecast`: a forecast of the demo host's live file descriptors, made
@@ -265,3 +266,22 @@ def running_app(
     output = app.output()  # checked when the test itself passed
     assert code == 0, f"SIGTERM: exit {code}\n{output}"
     assert "SLA manager stopped" in output and "Traceback" not in output, output
+
+
+@contextlib.contextmanager
+def app_client(
+    stack: Stack,
+    database: str,
+    log: Path,
+    *,
+    token: str,
+    port: int | None = None,
+    timeout: float = 30.0,
+    **extra: str,
+) -> Iterator[httpx.Client]:
+    """:func:`running_app` (with ``extra`` settings) and an HTTP client to it."""
+    with (
+        running_app(stack, database, log, token=token, port=port, **extra) as app,
+        httpx.Client(base_url=app.base_url, timeout=timeout) as client,
+    ):
+        yield client

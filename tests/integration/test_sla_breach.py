@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from sla_common.mysql import connect
-from tests.integration.slautil import running_app, store_cauchy_forecast
+from tests.integration.slautil import app_client, store_cauchy_forecast
 from tests.integration.stackutil import Stack, wait_until
 
 TOKEN = "integration-token-5b0e8c27"
@@ -46,17 +46,15 @@ P_NEAR = cauchy_sf((MAX - 1500.0) / SCALE)  # 0.25
 def client(
     stack: Stack, database: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[httpx.Client]:
-    with (
-        running_app(
-            stack,
-            database,
-            tmp_path_factory.mktemp("sla-breach") / "sla.log",
-            token=TOKEN,
-            ETL_INTERVAL_S="60",  # a forecast is stale after 120 s
-            SLO_BREACH_REFRESH_S="1",
-        ) as app,
-        httpx.Client(base_url=app.base_url, timeout=30) as c,
-    ):
+    log = tmp_path_factory.mktemp("sla-breach") / "sla.log"
+    with app_client(
+        stack,
+        database,
+        log,
+        token=TOKEN,
+        ETL_INTERVAL_S="60",  # a forecast is stale after 120 s
+        SLO_BREACH_REFRESH_S="1",
+    ) as c:
         yield c
 
 

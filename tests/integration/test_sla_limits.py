@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from sla_common.prometheus import PrometheusClient, PrometheusTimeout
-from tests.integration.slautil import running_app
+from tests.integration.slautil import app_client
 from tests.integration.stackutil import Stack, metric_value, wait_until
 
 TOKEN = "limits-token-2b7e9d41"
@@ -72,18 +72,17 @@ class PeakRss:
 def client(
     stack: Stack, database: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[httpx.Client]:
-    with (
-        running_app(
-            stack,
-            database,
-            tmp_path_factory.mktemp("limits") / "sla.log",
-            token=TOKEN,
-            PROMETHEUS_TIMEOUT_S=str(TIMEOUT_S),
-            SLA_MAX_SERIES=str(MAX_SERIES),
-            SLA_MAX_POINTS=str(MAX_POINTS),
-        ) as app,
-        httpx.Client(base_url=app.base_url, timeout=60) as c,
-    ):
+    log = tmp_path_factory.mktemp("limits") / "sla.log"
+    with app_client(
+        stack,
+        database,
+        log,
+        token=TOKEN,
+        timeout=60,
+        PROMETHEUS_TIMEOUT_S=str(TIMEOUT_S),
+        SLA_MAX_SERIES=str(MAX_SERIES),
+        SLA_MAX_POINTS=str(MAX_POINTS),
+    ) as c:
         yield c
 
 

@@ -20,7 +20,7 @@ import pytest
 
 from sla_common import demo
 from sla_common.mysql import load_migrations, split_sql
-from tests.integration.slautil import running_app
+from tests.integration.slautil import app_client
 from tests.integration.stackutil import Stack
 
 TOKEN = "integration-token-7d2e9b41"
@@ -36,10 +36,7 @@ def client(
     stack: Stack, database: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[httpx.Client]:
     log = tmp_path_factory.mktemp("sla-no-data") / "sla.log"
-    with (
-        running_app(stack, database, log, token=TOKEN) as app,
-        httpx.Client(base_url=app.base_url, timeout=30) as c,
-    ):
+    with app_client(stack, database, log, token=TOKEN) as c:
         yield c
 
 
