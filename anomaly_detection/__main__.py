@@ -12,7 +12,6 @@ committed), then exit 0. Exit 2: invalid settings.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 
@@ -21,7 +20,7 @@ from prometheus_client import start_http_server
 from anomaly_detection.detector import Detector
 from anomaly_detection.metrics import DetectorMetrics
 from anomaly_detection.settings import DetectorSettings
-from sla_common.cli import EXIT_BAD_SETTINGS, settings_and_logging, stop_on_signals
+from sla_common.cli import EXIT_BAD_SETTINGS, service_start, stop_on_signals
 
 log = logging.getLogger("anomaly_detection")
 
@@ -52,13 +51,7 @@ def cmd_run(settings: DetectorSettings) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m anomaly_detection",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.parse_args(argv)
-    settings = settings_and_logging(DetectorSettings, log)
+    settings = service_start("python -m anomaly_detection", __doc__, DetectorSettings, log, argv)
     if settings is None:
         return EXIT_BAD_SETTINGS
     return cmd_run(settings)

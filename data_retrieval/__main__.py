@@ -13,25 +13,19 @@ Exit codes: 0 stopped by a signal, 1 cannot listen, 2 invalid settings.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import sys
 
 from data_retrieval.server import serve
 from data_retrieval.settings import RetrievalSettings
-from sla_common.cli import EXIT_BAD_SETTINGS, settings_and_logging
+from sla_common.cli import EXIT_BAD_SETTINGS, service_start
 
 log = logging.getLogger("data_retrieval")
 
 
 def main(argv: list[str] | None = None) -> int:
-    argparse.ArgumentParser(
-        prog="python -m data_retrieval",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    ).parse_args(argv)
-    settings = settings_and_logging(RetrievalSettings, log)
+    settings = service_start("python -m data_retrieval", __doc__, RetrievalSettings, log, argv)
     if settings is None:
         return EXIT_BAD_SETTINGS
     return asyncio.run(serve(settings))

@@ -15,14 +15,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from pydantic import ValidationError
-
 from data_storage.rows import TEXT_BYTES, Row, Table, _compact_json
-from data_storage.validate import Rejected, _classify, _describe
+from data_storage.validate import Rejected, check_record
 from data_storage.writer import Sink, WriteResult
 from sla_common.anomalies import AnomalyRecord
 from sla_common.mysql import insert_rows, series_key_hash
-from sla_common.series import series_key
 
 MAX_METRIC_CHARS = 1024  # anomalies.metric VARCHAR(1024)
 
@@ -64,37 +61,23 @@ def check(
 ) -> AnomalyRecord | Rejected:
     """The validated record, or why it goes to the dead-letter topic (the same reasons as
     the analyses': see :mod:`data_storage.validate`)."""
-    if value is None or not value:
-        return Rejected("empty", "the record has no value")
-    if len(value) > max_bytes:
-        return Rejected(
-            "too_large", f"{len(value)} bytes, over STORAGE_MAX_MESSAGE_BYTES={max_bytes}"
-        )
-    try:
-        rec = AnomalyRecord.from_bytes(value)
-    except ValidationError as e:
-        return Rejected(_classify(e), _describe(e))
-    if key != rec.kafka_key():
-        shown = key.decode(errors="replace")[:200] if key is not None else None
-        return Rejected("key_mismatch", f"record key {shown!r} is not series.key")
-    derived = series_key(rec.series.metric, rec.series.labels)
-    if rec.series.key != derived:
-        # Else a record could be filed under another series' key.
-        return Rejected(
-            "key_mismatch",
-            f"series.key {rec.series.key[:200]!r} is not the key of series.metric and "
-            f"series.labels, {derived[:200]!r}",
-        )
-    if rec.window.end > not_after:
-        return Rejected(
-            "future_timestamp",
+
+    def future(rec: AnomalyRecord) -> str | None:
+        if rec.window.end <= not_after:
+            return None
+        return (
             f"window.end {rec.window.end} is {rec.window.end - not_after:.0f} s past the latest "
-            f"time allowed, {not_after:.0f} (now + STORAGE_MAX_FUTURE_SKEW_S)",
+            f"time allowed, {not_after:.0f} (now + STORAGE_MAX_FUTURE_SKEW_S)"
         )
-    problem = unstorable_reason(rec)
-    if problem is not None:
-        return Rejected("unstorable", problem)
-    return rec
+
+    return check_record(
+        key,
+        value,
+        max_bytes,
+        AnomalyRecord.from_bytes,
+        ("future_timestamp", future),
+        ("unstorable", unstorable_reason),
+    )
 
 
 def unstorable_reason(rec: AnomalyRecord) -> str | None:

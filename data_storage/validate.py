@@ -6,12 +6,15 @@ readable detail (header ``dlq.error``) naming the offending fields.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 from pydantic import ValidationError
 
 from data_storage.rows import unstorable_reason
 from sla_common.messages import AnalysisMessage
+from sla_common.series import series_key
 
 MAX_ERROR_CHARS = 1000
 
@@ -84,13 +87,40 @@ def future_problem(msg: AnalysisMessage, not_after: float) -> str | None:
     return None
 
 
-def check(
-    key: bytes | None, value: bytes | None, max_bytes: int, *, not_after: float
-) -> AnalysisMessage | Rejected:
-    """The validated message, or why this record must go to the dead-letter topic.
+class _Series(Protocol):
+    @property
+    def key(self) -> str: ...
+    @property
+    def metric(self) -> str: ...
+    @property
+    def labels(self) -> Mapping[str, str]: ...
 
-    ``not_after``: the latest time a message may carry (now + the allowed clock skew).
-    """
+
+class Record(Protocol):
+    """What :func:`check_record` needs of a topic's validated record."""
+
+    @property
+    def series(self) -> _Series: ...
+    def kafka_key(self) -> bytes: ...
+
+
+R = TypeVar("R", bound=Record)
+
+# A topic's own checks after the common ones: (reason, the detail of a problem or None).
+Problem = tuple[str, Callable[[R], str | None]]
+
+
+def check_record(
+    key: bytes | None,
+    value: bytes | None,
+    max_bytes: int,
+    parse: Callable[[bytes], R],
+    *problems: Problem[R],
+) -> R | Rejected:
+    """The envelope every topic's record passes: a value, within ``max_bytes``, that
+    ``parse`` validates (raising ``pydantic.ValidationError``), keyed by its series key, a
+    key that its metric and labels make; then ``problems`` in order, the first one found
+    rejecting it with its reason."""
     if value is None or not value:
         return Rejected("empty", "the record has no value")
     if len(value) > max_bytes:
@@ -98,25 +128,40 @@ def check(
             "too_large", f"{len(value)} bytes, over STORAGE_MAX_MESSAGE_BYTES={max_bytes}"
         )
     try:
-        msg = AnalysisMessage.from_bytes(value)
+        rec = parse(value)
     except ValidationError as e:
         return Rejected(_classify(e), _describe(e))
-    if key != msg.kafka_key():
+    if key != rec.kafka_key():
         # The key decides the partition, and so the order of one series' messages.
         shown = key.decode(errors="replace")[:200] if key is not None else None
         return Rejected("key_mismatch", f"record key {shown!r} is not series.key")
-    derived = msg.series.derived_key()
-    if msg.series.key != derived:
-        # Else a message could overwrite another series' metadata (series by key).
+    derived = series_key(rec.series.metric, rec.series.labels)
+    if rec.series.key != derived:
+        # Else a record could overwrite another series' metadata or be filed under its key.
         return Rejected(
             "key_mismatch",
-            f"series.key {msg.series.key[:200]!r} is not the key of series.metric and "
+            f"series.key {rec.series.key[:200]!r} is not the key of series.metric and "
             f"series.labels, {derived[:200]!r}",
         )
-    late = future_problem(msg, not_after)
-    if late is not None:
-        return Rejected("future_timestamp", late)
-    problem = unstorable_reason(msg)
-    if problem is not None:
-        return Rejected("unstorable", problem)
-    return msg
+    for reason, problem in problems:
+        detail = problem(rec)
+        if detail is not None:
+            return Rejected(reason, detail)
+    return rec
+
+
+def check(
+    key: bytes | None, value: bytes | None, max_bytes: int, *, not_after: float
+) -> AnalysisMessage | Rejected:
+    """The validated message, or why this record must go to the dead-letter topic.
+
+    ``not_after``: the latest time a message may carry (now + the allowed clock skew).
+    """
+    return check_record(
+        key,
+        value,
+        max_bytes,
+        AnalysisMessage.from_bytes,
+        ("future_timestamp", lambda msg: future_problem(msg, not_after)),
+        ("unstorable", unstorable_reason),
+    )

@@ -892,13 +892,20 @@ def _wait_ready(cfg: Config, comps: list[Component]) -> None:
             time.sleep(0.05)
 
 
+def mysql_database() -> str:
+    """The database ``up`` migrates and the services use: ``MYSQL_DATABASE``, default
+    sla_monitor (the test session passes a name of its own)."""
+    return os.environ.get("MYSQL_DATABASE") or "sla_monitor"
+
+
 def migrate_schema(cfg: Config) -> None:
     """The schema of MYSQL_DATABASE (default sla_monitor) brought up to date by the suite's
     one migrate command, as compose's migrate service does: the services only check it."""
     t0 = time.monotonic()
     log_path = cfg.log("migrate")
     env = {**os.environ, "MYSQL_HOST": HOST, "MYSQL_PORT": str(cfg.mysql_port)}
-    env.update(MYSQL_USER="root", MYSQL_PASSWORD="", MYSQL_MIGRATE_WAIT_S="30")
+    env.update(MYSQL_USER="root", MYSQL_PASSWORD="", MYSQL_DATABASE=mysql_database())
+    env.update(MYSQL_MIGRATE_WAIT_S="30")
     argv = [sys.executable, "-m", "sla_common.migrate"]
     with log_path.open("ab") as log:
         log.write(f"\n==== {shlex.join(argv)}\n".encode())
@@ -1048,6 +1055,7 @@ def write_facts(
         "MYSQL_PORT": str(cfg.mysql_port),
         "MYSQL_USER": "root",
         "MYSQL_PASSWORD": "",
+        "MYSQL_DATABASE": mysql_database(),
         "STACK_DEMO_SEED": "" if demo_seed is None else str(demo_seed),
         "STACK_DEMO_END": "" if demo_end is None else str(demo_end),
     }
@@ -1083,6 +1091,7 @@ def write_facts(
             "port": cfg.mysql_port,
             "user": "root",
             "password": "",
+            "database": mysql_database(),
             "mode": mysql_mode,
             "socket": str(cfg.mariadb_socket) if mysql_mode == "private" else None,
         },

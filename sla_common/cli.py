@@ -1,9 +1,10 @@
-"""What every ``python -m <service>`` does first: settings from the environment, then the
-logging they configure. Invalid settings are one logged line naming the variable, and the
-caller exits with :data:`EXIT_BAD_SETTINGS`."""
+"""What every ``python -m <service>`` does first: its command line (``--help``), settings from
+the environment, then the logging they configure. Invalid settings are one logged line naming
+the variable, and the caller exits with :data:`EXIT_BAD_SETTINGS`."""
 
 from __future__ import annotations
 
+import argparse
 import logging
 import signal
 import threading
@@ -28,6 +29,17 @@ def settings_and_logging(cls: type[S], log: logging.Logger) -> S | None:
         return None
     setup_logging(settings.log_level, settings.log_format)
     return settings
+
+
+def service_start(
+    prog: str, doc: str | None, cls: type[S], log: logging.Logger, argv: list[str] | None
+) -> S | None:
+    """A service that takes no arguments: ``argv`` parsed (``--help`` shows ``doc``, the
+    module's docstring), then :func:`settings_and_logging`."""
+    argparse.ArgumentParser(
+        prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    ).parse_args(argv)
+    return settings_and_logging(cls, log)
 
 
 def stop_on_signals(log: logging.Logger, what: str) -> threading.Event:

@@ -11,15 +11,11 @@ log line), 2 invalid settings (naming the variable), 3 the HTTP server could not
 
 from __future__ import annotations
 
-import argparse
 import logging
-import signal
 import sys
-from types import FrameType
 
-import uvicorn
-
-from sla_common.cli import settings_and_logging
+from sla_common.asgi import serve
+from sla_common.cli import EXIT_BAD_SETTINGS, service_start
 from sla_common.mysql_startup import MYSQL_ERRORS, LoginRefused, SchemaTooOld, wait_for_schema
 from sla_manager.app import create_app
 from sla_manager.settings import SlaSettings
@@ -27,20 +23,7 @@ from sla_manager.settings import SlaSettings
 log = logging.getLogger("sla_manager")
 
 EXIT_DEPENDENCY = 1
-EXIT_SETTINGS = 2
 EXIT_SERVER = 3
-
-
-class _Server(uvicorn.Server):
-    """uvicorn re-raises SIGTERM/SIGINT once it has shut down gracefully, so the process
-    would end "killed by SIGTERM"; like the other services, this one exits 0 after draining.
-    A second SIGINT still forces the exit, as in uvicorn."""
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if self.should_exit and sig == signal.SIGINT:
-            self.force_exit = True
-        else:
-            self.should_exit = True
 
 
 def prepare_database(settings: SlaSettings) -> None:
@@ -49,15 +32,9 @@ def prepare_database(settings: SlaSettings) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m sla_manager",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.parse_args(argv)
-    settings = settings_and_logging(SlaSettings, log)
+    settings = service_start("python -m sla_manager", __doc__, SlaSettings, log, argv)
     if settings is None:
-        return EXIT_SETTINGS
+        return EXIT_BAD_SETTINGS
     try:
         prepare_database(settings)
     except (LoginRefused, SchemaTooOld) as e:
@@ -73,20 +50,10 @@ def main(argv: list[str] | None = None) -> int:
             e,
         )
         return EXIT_DEPENDENCY
-    server = _Server(
-        uvicorn.Config(
-            create_app(settings),
-            host=settings.http_host,
-            port=settings.http_port,
-            log_config=None,  # keep sla_common's logging set-up
-            access_log=settings.sla_access_log,
-            timeout_graceful_shutdown=30,
-            server_header=False,
-        )
-    )
+    app = create_app(settings)
     log.info("serving on http://%s:%d (docs at /docs)", settings.http_host, settings.http_port)
-    server.run()
-    return 0 if server.started else EXIT_SERVER
+    started = serve(app, settings.http_host, settings.http_port, access_log=settings.sla_access_log)
+    return 0 if started else EXIT_SERVER
 
 
 if __name__ == "__main__":

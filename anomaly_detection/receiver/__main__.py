@@ -10,46 +10,27 @@ not start.
 
 from __future__ import annotations
 
-import argparse
 import logging
-import signal
 import sys
-from types import FrameType
 
-import uvicorn
 from kafka.errors import KafkaError
 
 from anomaly_detection.receiver.app import WRITE_PATH, create_app
 from anomaly_detection.receiver.publish import Publisher
 from anomaly_detection.receiver.settings import ReceiverSettings
-from sla_common.cli import settings_and_logging
+from sla_common.asgi import serve
+from sla_common.cli import EXIT_BAD_SETTINGS, service_start
 
 log = logging.getLogger("anomaly_detection.receiver")
 
-EXIT_SETTINGS = 2
 EXIT_SERVER = 3
 
 
-class _Server(uvicorn.Server):
-    """Exit 0 after a graceful shutdown on SIGTERM (as sla_manager's server does)."""
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if self.should_exit and sig == signal.SIGINT:
-            self.force_exit = True
-        else:
-            self.should_exit = True
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m anomaly_detection.receiver",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.parse_args(argv)
-    settings = settings_and_logging(ReceiverSettings, log)
+    prog = "python -m anomaly_detection.receiver"
+    settings = service_start(prog, __doc__, ReceiverSettings, log, argv)
     if settings is None:
-        return EXIT_SETTINGS
+        return EXIT_BAD_SETTINGS
     publisher = Publisher(settings)
     try:
         publisher.connect()
@@ -59,17 +40,7 @@ def main(argv: list[str] | None = None) -> int:
             settings.kafka_bootstrap_servers,
             type(e).__name__,
         )
-    server = _Server(
-        uvicorn.Config(
-            create_app(settings, publisher),
-            host=settings.http_host,
-            port=settings.http_port,
-            log_config=None,
-            access_log=settings.receiver_access_log,
-            timeout_graceful_shutdown=30,
-            server_header=False,
-        )
-    )
+    app = create_app(settings, publisher)
     log.info(
         "receiving remote write on http://%s:%d%s into topic %s",
         settings.http_host,
@@ -78,10 +49,12 @@ def main(argv: list[str] | None = None) -> int:
         settings.kafka_samples_topic,
     )
     try:
-        server.run()
+        started = serve(
+            app, settings.http_host, settings.http_port, access_log=settings.receiver_access_log
+        )
     finally:
         publisher.close()
-    return 0 if server.started else EXIT_SERVER
+    return 0 if started else EXIT_SERVER
 
 
 if __name__ == "__main__":

@@ -5,16 +5,23 @@ node-exporter, the tansu broker and MariaDB in a fresh temporary state dir on fr
 yields where they are as a `Stack`, dumps the logs when `up` fails, and always runs
 `scripts/down --purge`. MariaDB: the machine's server on 127.0.0.1:3306 when it answers as
 root with an empty password (and is then left alone), else a private instance on a free port.
+Either way `up` migrates a database of the session's own (``sla_it_<random>``, never the
+default sla_monitor that `make demo` and other checkouts use on the shared server), dropped
+at the end.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from sla_common.mysql import MysqlSettings, drop_database
+from tests.integration.slautil import stack_database
 from tests.integration.stackutil import (
+    HOST,
     SCRIPTS,
     Runner,
     Stack,
@@ -31,6 +38,7 @@ UP_TIMEOUT_S = 240.0
 DOWN_TIMEOUT_S = 90.0
 DEMO_SEED = 42
 SYSTEM_MYSQL_PORT = 3306
+SESSION_DATABASE_PREFIX = "sla_it_"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -67,7 +75,24 @@ def _stack_overrides() -> dict[str, str]:
         "STACK_DETECTOR_PORT": str(free_port()),
         "STACK_DEMO_SEED": str(DEMO_SEED),
         "STACK_DEMO_END": str(aligned_now()),
+        # What `up` migrates and writes to stack.env for the services.
+        "MYSQL_DATABASE": f"{SESSION_DATABASE_PREFIX}{uuid.uuid4().hex[:12]}",
     }
+
+
+def _drop_session_database(stack_env: dict[str, str]) -> None:
+    """The session's database off a server that outlives the stack (a reused one; a private
+    one went away with `down --purge` and no longer answers)."""
+    port = int(stack_env["STACK_MYSQL_PORT"])
+    if mysql_answers(port):
+        settings = MysqlSettings(
+            mysql_host=HOST,
+            mysql_port=port,
+            mysql_user="root",
+            mysql_password="",
+            mysql_database=stack_env["MYSQL_DATABASE"],
+        )
+        drop_database(settings)
 
 
 @pytest.fixture(scope="session")
@@ -89,5 +114,14 @@ def stack(stack_env: dict[str, str]) -> Iterator[Stack]:
         yield Stack.load(state_dir)
     finally:
         down = run_bounded([SCRIPTS / "down", "--purge"], timeout=DOWN_TIMEOUT_S, env=stack_env)
+        _drop_session_database(stack_env)
         if down.returncode != 0:
             pytest.fail(f"scripts/down failed (exit {down.returncode}):\n{down.stdout}")
+
+
+@pytest.fixture(scope="module")
+def database(stack: Stack) -> Iterator[str]:
+    """A migrated database of the test module's own on the stack's MySQL, dropped after it
+    (a module that needs another lifetime defines its own ``database``)."""
+    with stack_database(stack) as name:
+        yield name

@@ -5,7 +5,11 @@
   :class:`EtlProcess` the same for the ETL.
 - :class:`ServerThread`: ``create_app(settings)`` under uvicorn in a thread of the test
   process, for tests that build the settings themselves.
-- :func:`scratch_database`: a uniquely named, migrated database, dropped afterwards.
+- :func:`running_app`: :class:`AppProcess` on a database with a write token, ready, and
+  stopped (cleanly) on exit: how the SLA tests start the manager; :func:`app_client` a
+  client to it.
+- :func:`scratch_database`: a uniquely named, migrated database, dropped afterwards;
+  :func:`stack_database` the same on the stack's MySQL.
 - :func:`store_cauchy_forecast`: a forecast of the demo host's live file descriptors, made
   now, written by data_storage's own writer (what the SLA manager's breach probabilities read).
 """
@@ -20,7 +24,7 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Literal, Self
 
 import httpx
 import numpy as np
@@ -30,13 +34,14 @@ import uvicorn
 from data_storage.writer import Writer
 from sla_common import demo
 from sla_common.messages import AnalysisMessage, Forecast, ForecastPoint, Grid, SeriesRef, Window
-from sla_common.mysql import MysqlSettings
+from sla_common.mysql import MysqlSettings, drop_database
 from sla_common.mysql_startup import wait_and_migrate
 from sla_common.series import series_key
 from sla_manager.app import create_app
 from sla_manager.settings import SlaSettings
 from tests.integration.stackutil import (
     HOST,
+    Stack,
     free_port,
     start_module,
     stop_process,
@@ -139,39 +144,34 @@ class ServerThread:
         self.thread.join(timeout=30)
 
 
-def mysql_admin(host: str, port: int, user: str, password: str) -> pymysql.Connection[Any]:
-    return pymysql.connect(
-        host=host, port=port, user=user, password=password, autocommit=True, connect_timeout=5
-    )
-
-
 @contextlib.contextmanager
 def scratch_database(
     host: str, port: int, user: str = "root", password: str = "", prefix: str = "sla_test"
 ) -> Iterator[str]:
     """A fresh database, migrated by the code ``python -m sla_common.migrate`` runs (the
     services only check the schema); dropped on exit."""
-    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    settings = MysqlSettings(
+        mysql_host=host,
+        mysql_port=port,
+        mysql_user=user,
+        mysql_password=password,
+        mysql_database=f"{prefix}_{uuid.uuid4().hex[:12]}",
+    )
     try:
-        wait_and_migrate(
-            MysqlSettings(
-                mysql_host=host,
-                mysql_port=port,
-                mysql_user=user,
-                mysql_password=password,
-                mysql_database=name,
-            ),
-            deadline_s=30,
-        )
-        yield name
+        wait_and_migrate(settings, deadline_s=30)
+        yield settings.mysql_database
     finally:
         with contextlib.suppress(pymysql.err.Error):
-            conn = mysql_admin(host, port, user, password)
-            try:
-                with conn.cursor() as cur:
-                    cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
-            finally:
-                conn.close()
+            drop_database(settings)
+
+
+@contextlib.contextmanager
+def stack_database(stack: Stack, prefix: str = "sla_test") -> Iterator[str]:
+    """:func:`scratch_database` on the stack's MySQL."""
+    with scratch_database(
+        stack.mysql_host, stack.mysql_port, stack.mysql_user, stack.mysql_password, prefix
+    ) as name:
+        yield name
 
 
 def app_env(base: Mapping[str, str], **extra: str) -> dict[str, str]:
@@ -258,3 +258,48 @@ def store_cauchy_forecast(
     finally:
         writer.close()
     return at
+
+
+@contextlib.contextmanager
+def running_app(
+    stack: Stack,
+    database: str,
+    log: Path,
+    *,
+    token: str,
+    port: int | None = None,
+    **extra: str,
+) -> Iterator[AppProcess]:
+    """``python -m sla_manager`` on the stack with ``database``, write token ``token``,
+    ENVIRONMENT=test and ``extra``, ready; on exit SIGTERM, and AssertionError unless it
+    exited 0 after a clean stop (no traceback in its log)."""
+    env = app_env(
+        stack.service_env(), MYSQL_DATABASE=database, SLA_API_TOKEN=token, ENVIRONMENT="test"
+    )
+    app = AppProcess({**env, **extra}, log, port)
+    try:
+        yield app.wait_ready()
+    finally:
+        code = app.stop()
+    output = app.output()  # checked when the test itself passed
+    assert code == 0, f"SIGTERM: exit {code}\n{output}"
+    assert "SLA manager stopped" in output and "Traceback" not in output, output
+
+
+@contextlib.contextmanager
+def app_client(
+    stack: Stack,
+    database: str,
+    log: Path,
+    *,
+    token: str,
+    port: int | None = None,
+    timeout: float = 30.0,
+    **extra: str,
+) -> Iterator[httpx.Client]:
+    """:func:`running_app` (with ``extra`` settings) and an HTTP client to it."""
+    with (
+        running_app(stack, database, log, token=token, port=port, **extra) as app,
+        httpx.Client(base_url=app.base_url, timeout=timeout) as client,
+    ):
+        yield client

@@ -52,6 +52,7 @@ class Stack:
     mysql_port: int
     mysql_user: str
     mysql_password: str
+    mysql_database: str  # what `up` migrated: the session's own database in the tests
     mysql_mode: str | None  # "reused" | "private" | None (mariadb not among the components)
     demo_seed: int | None
     demo_end: int | None  # unix seconds of the last demo sample, a multiple of 15
@@ -82,6 +83,7 @@ class Stack:
             mysql_port=int(mysql["port"]),
             mysql_user=mysql["user"],
             mysql_password=mysql["password"],
+            mysql_database=mysql.get("database", "sla_monitor"),
             mysql_mode=mysql["mode"],
             demo_seed=demo["seed"],
             demo_end=demo["end"],
@@ -94,14 +96,15 @@ class Stack:
             env={str(k): str(v) for k, v in facts["env"].items()},
         )
 
-    def mysql_settings(self, database: str = "sla_monitor") -> MysqlSettings:
-        """Settings of the stack's MySQL (its root login) for ``database``."""
+    def mysql_settings(self, database: str | None = None) -> MysqlSettings:
+        """Settings of the stack's MySQL (its root login) for ``database`` (default: the
+        one `up` migrated)."""
         return MysqlSettings(
             mysql_host=self.mysql_host,
             mysql_port=self.mysql_port,
             mysql_user=self.mysql_user,
             mysql_password=self.mysql_password,
-            mysql_database=database,
+            mysql_database=database or self.mysql_database,
         )
 
     def service_env(self, **extra: str) -> dict[str, str]:

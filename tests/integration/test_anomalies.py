@@ -30,7 +30,7 @@ from sla_common.mysql_startup import wait_and_migrate
 from sla_common.series import series_key
 from sla_manager.settings import SlaSettings
 from tests.integration.retrievalutil import ServerThread as RetrievalServerThread
-from tests.integration.slautil import ServerThread, app_env, scratch_database
+from tests.integration.slautil import ServerThread, app_env, stack_database
 from tests.integration.stackutil import Stack, wait_until
 from tests.integration.test_storage import (
     Service,
@@ -198,9 +198,7 @@ def served(stack: Stack) -> Iterator[tuple[str, list[AnomalyRecord]]]:
     fd = make_record(demo.FILEFD, dict(demo.BASE_LABELS), t0, "sigma", "WARN")
     records += [fd, make_record(demo.FILEFD, dict(demo.BASE_LABELS), t0 + 15, "sigma", "ERROR")]
     records.append(make_record(demo.FILEFD, dict(demo.BASE_LABELS), t0, "iforest", "SAFE"))
-    with scratch_database(
-        stack.mysql_host, stack.mysql_port, stack.mysql_user, stack.mysql_password
-    ) as name:
+    with stack_database(stack) as name:
         writer = AnomalyWriter(stack.mysql_settings(name))
         try:
             writer.write(records)

@@ -22,12 +22,7 @@ import httpx
 import pytest
 
 from sla_common.mysql import connect
-from tests.integration.slautil import (
-    AppProcess,
-    app_env,
-    scratch_database,
-    store_cauchy_forecast,
-)
+from tests.integration.slautil import app_client, store_cauchy_forecast
 from tests.integration.stackutil import Stack, wait_until
 
 TOKEN = "integration-token-5b0e8c27"
@@ -48,32 +43,19 @@ P_NEAR = cauchy_sf((MAX - 1500.0) / SCALE)  # 0.25
 
 
 @pytest.fixture(scope="module")
-def database(stack: Stack) -> Iterator[str]:
-    with scratch_database(
-        stack.mysql_host, stack.mysql_port, stack.mysql_user, stack.mysql_password
-    ) as name:
-        yield name
-
-
-@pytest.fixture(scope="module")
 def client(
     stack: Stack, database: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[httpx.Client]:
-    env = app_env(
-        stack.service_env(),
-        MYSQL_DATABASE=database,
-        SLA_API_TOKEN=TOKEN,
-        ENVIRONMENT="test",
+    log = tmp_path_factory.mktemp("sla-breach") / "sla.log"
+    with app_client(
+        stack,
+        database,
+        log,
+        token=TOKEN,
         ETL_INTERVAL_S="60",  # a forecast is stale after 120 s
         SLO_BREACH_REFRESH_S="1",
-    )
-    proc = AppProcess(env, tmp_path_factory.mktemp("sla-breach") / "sla.log")
-    try:
-        proc.wait_ready()
-        with httpx.Client(base_url=proc.base_url, timeout=30) as c:
-            yield c
-    finally:
-        proc.stop()
+    ) as c:
+        yield c
 
 
 @pytest.fixture(scope="module")

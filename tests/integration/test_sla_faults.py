@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from sla_common.mysql import SCHEMA_VERSION
-from tests.integration.slautil import AppProcess, app_env, scratch_database
+from tests.integration.slautil import AppProcess, app_env, stack_database
 from tests.integration.stackutil import (
     SCRIPTS,
     Stack,
@@ -52,9 +52,7 @@ def _assert_503(r: httpx.Response, dependency: str, retry_after: str) -> None:
 
 @pytest.fixture
 def database(stack: Stack) -> Iterator[str]:
-    with scratch_database(
-        stack.mysql_host, stack.mysql_port, stack.mysql_user, stack.mysql_password
-    ) as name:
+    with stack_database(stack) as name:
         yield name
 
 

@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from sla_common.prometheus import PrometheusClient, PrometheusTimeout
-from tests.integration.slautil import AppProcess, app_env, scratch_database
+from tests.integration.slautil import app_client
 from tests.integration.stackutil import Stack, metric_value, wait_until
 
 TOKEN = "limits-token-2b7e9d41"
@@ -69,27 +69,21 @@ class PeakRss:
 
 
 @pytest.fixture(scope="module")
-def client(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
-    with scratch_database(
-        stack.mysql_host, stack.mysql_port, stack.mysql_user, stack.mysql_password
-    ) as database:
-        env = app_env(
-            stack.service_env(),
-            MYSQL_DATABASE=database,
-            SLA_API_TOKEN=TOKEN,
-            ENVIRONMENT="test",
-            PROMETHEUS_TIMEOUT_S=str(TIMEOUT_S),
-            SLA_MAX_SERIES=str(MAX_SERIES),
-            SLA_MAX_POINTS=str(MAX_POINTS),
-        )
-        app = AppProcess(env, tmp_path_factory.mktemp("limits") / "sla.log")
-        try:
-            app.wait_ready()
-            with httpx.Client(base_url=app.base_url, timeout=60) as c:
-                yield c
-        finally:
-            assert app.stop() == 0, app.output()
-            assert "Traceback" not in app.output(), app.output()
+def client(
+    stack: Stack, database: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[httpx.Client]:
+    log = tmp_path_factory.mktemp("limits") / "sla.log"
+    with app_client(
+        stack,
+        database,
+        log,
+        token=TOKEN,
+        timeout=60,
+        PROMETHEUS_TIMEOUT_S=str(TIMEOUT_S),
+        SLA_MAX_SERIES=str(MAX_SERIES),
+        SLA_MAX_POINTS=str(MAX_POINTS),
+    ) as c:
+        yield c
 
 
 def _create(client: httpx.Client, name: str, selector: str) -> httpx.Response:

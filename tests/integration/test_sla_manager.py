@@ -30,7 +30,7 @@ from sla_common.messages import AnalysisMessage, Forecast, ForecastPoint, Grid, 
 from sla_common.mysql import MysqlSettings, connect
 from sla_common.prometheus import PrometheusClient
 from sla_common.series import series_key
-from tests.integration.slautil import AppProcess, EtlProcess, app_env, scratch_database
+from tests.integration.slautil import AppProcess, EtlProcess, running_app
 from tests.integration.stackutil import Stack, wait_until
 
 TOKEN = "integration-token-3f6c1a9e"
@@ -105,14 +105,6 @@ def etl(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtlP
 
 
 @pytest.fixture(scope="module")
-def database(stack: Stack) -> Iterator[str]:
-    with scratch_database(
-        stack.mysql_host, stack.mysql_port, stack.mysql_user, stack.mysql_password
-    ) as name:
-        yield name
-
-
-@pytest.fixture(scope="module")
 def app(
     stack: Stack,
     database: str,
@@ -120,20 +112,10 @@ def app(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[AppProcess]:
     """``python -m sla_manager`` on the port the stack's Prometheus scrapes."""
-    env = app_env(
-        stack.service_env(),
-        MYSQL_DATABASE=database,
-        SLA_API_TOKEN=TOKEN,
-        ENVIRONMENT="test",
-        ETL_INTERVAL_S="60",
-    )
-    proc = AppProcess(env, tmp_path_factory.mktemp("sla") / "sla.log", stack.sla_manager_http_port)
-    try:
-        yield proc.wait_ready()
-    finally:
-        code = proc.stop()
-        assert code == 0, f"SIGTERM: exit {code}\n{proc.output()}"
-        assert "SLA manager stopped" in proc.output()
+    log = tmp_path_factory.mktemp("sla") / "sla.log"
+    port = stack.sla_manager_http_port
+    with running_app(stack, database, log, token=TOKEN, port=port, ETL_INTERVAL_S="60") as app:
+        yield app
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ import pytest
 
 from sla_common import demo
 from sla_common.mysql import load_migrations, split_sql
-from tests.integration.slautil import AppProcess, app_env, scratch_database
+from tests.integration.slautil import app_client
 from tests.integration.stackutil import Stack
 
 TOKEN = "integration-token-7d2e9b41"
@@ -32,27 +32,12 @@ LOOKBACK_S = 300  # Prometheus' default look-back: the last sample is seen this 
 
 
 @pytest.fixture(scope="module")
-def database(stack: Stack) -> Iterator[str]:
-    with scratch_database(
-        stack.mysql_host, stack.mysql_port, stack.mysql_user, stack.mysql_password
-    ) as name:
-        yield name
-
-
-@pytest.fixture(scope="module")
 def client(
     stack: Stack, database: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[httpx.Client]:
-    env = app_env(
-        stack.service_env(), MYSQL_DATABASE=database, SLA_API_TOKEN=TOKEN, ENVIRONMENT="test"
-    )
-    proc = AppProcess(env, tmp_path_factory.mktemp("sla-no-data") / "sla.log")
-    try:
-        proc.wait_ready()
-        with httpx.Client(base_url=proc.base_url, timeout=30) as c:
-            yield c
-    finally:
-        proc.stop()
+    log = tmp_path_factory.mktemp("sla-no-data") / "sla.log"
+    with app_client(stack, database, log, token=TOKEN) as c:
+        yield c
 
 
 def _create(client: httpx.Client, selector: str, **extra: Any) -> str:

@@ -22,7 +22,7 @@ from schemathesis.core.result import Err
 
 from sla_manager.app import create_app
 from sla_manager.settings import SlaSettings
-from tests.integration.slautil import AppProcess, app_env, scratch_database
+from tests.integration.slautil import AppProcess, running_app
 from tests.integration.stackutil import Stack
 
 TOKEN = "schemathesis-token-51e0"
@@ -33,28 +33,19 @@ Operation = APIOperation[Any, Any, Any, Any]
 
 
 @pytest.fixture(scope="module")
-def app(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppProcess]:
-    with scratch_database(
-        stack.mysql_host, stack.mysql_port, stack.mysql_user, stack.mysql_password
-    ) as database:
-        env = app_env(
-            stack.service_env(), MYSQL_DATABASE=database, SLA_API_TOKEN=TOKEN, ENVIRONMENT="test"
-        )
-        proc = AppProcess(env, tmp_path_factory.mktemp("schemathesis") / "sla.log")
-        try:
-            proc.wait_ready()
-            # Something for the generated names to find (short names are generated often),
-            # and one they will not touch, for the evaluations.
-            with httpx.Client(base_url=proc.base_url) as c:
-                for name in ("0", "a", KNOWN_SLI):
-                    body = {"name": name, "selector": 'node_filefd_allocated{job="host"}'}
-                    r = c.post("/slis", json={**body, "max": 20000}, headers=AUTH)
-                    assert r.status_code == 201, r.text
-            yield proc
-        finally:
-            code = proc.stop()
-            assert code == 0, proc.output()
-            assert "Traceback" not in proc.output(), proc.output()
+def app(
+    stack: Stack, database: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[AppProcess]:
+    log = tmp_path_factory.mktemp("schemathesis") / "sla.log"
+    with running_app(stack, database, log, token=TOKEN) as proc:
+        # Something for the generated names to find (short names are generated often),
+        # and one they will not touch, for the evaluations.
+        with httpx.Client(base_url=proc.base_url) as c:
+            for name in ("0", "a", KNOWN_SLI):
+                body = {"name": name, "selector": 'node_filefd_allocated{job="host"}'}
+                r = c.post("/slis", json={**body, "max": 20000}, headers=AUTH)
+                assert r.status_code == 201, r.text
+        yield proc
 
 
 def _schema() -> dict[str, Any]:

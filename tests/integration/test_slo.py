@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import httpx
 import pytest
 
 from tests.integration.alertutil import Webhook, webhook_server
-from tests.integration.slautil import AppProcess, app_env, scratch_database
+from tests.integration.slautil import AppProcess, running_app
 from tests.integration.stackutil import REPO, Stack, run_bounded, wait_until
 
 TOKEN = "integration-slo-token-0123456789"
@@ -33,35 +34,19 @@ def webhook(stack_env: dict[str, str]) -> Iterator[Webhook]:
         yield hook
 
 
-@pytest.fixture(scope="module")
-def database(stack: Stack) -> Iterator[str]:
-    with scratch_database(
-        stack.mysql_host, stack.mysql_port, stack.mysql_user, stack.mysql_password
-    ) as name:
-        yield name
-
-
-def _app(stack: Stack, database: str, log: Path) -> AppProcess:
-    env = app_env(
-        stack.service_env(),
-        MYSQL_DATABASE=database,
-        SLA_API_TOKEN=TOKEN,
-        ENVIRONMENT="test",
-        SLO_BREACH_REFRESH_S="1",
-    )
-    return AppProcess(env, log).wait_ready()
+def _app(stack: Stack, database: str, log: Path) -> AbstractContextManager[AppProcess]:
+    return running_app(stack, database, log, token=TOKEN, SLO_BREACH_REFRESH_S="1")
 
 
 @pytest.fixture(scope="module")
 def client(
     stack: Stack, database: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[httpx.Client]:
-    proc = _app(stack, database, tmp_path_factory.mktemp("slo") / "sla.log")
-    try:
-        with httpx.Client(base_url=proc.base_url, timeout=30) as c:
-            yield c
-    finally:
-        proc.stop()
+    with (
+        _app(stack, database, tmp_path_factory.mktemp("slo") / "sla.log") as app,
+        httpx.Client(base_url=app.base_url, timeout=30) as c,
+    ):
+        yield c
 
 
 def _auth() -> dict[str, str]:
@@ -183,13 +168,10 @@ def test_rules_are_written_at_start(
     rules_file = Path(stack.env["SLO_RULES_FILE"])
     expected = client.get("/rules").text
     rules_file.write_text("")
-    proc = _app(stack, database, tmp_path / "sla-again.log")
-    try:
+    with _app(stack, database, tmp_path / "sla-again.log"):
         wait_until(
             lambda: rules_file.read_text() == expected, timeout=30, what="rules written at start"
         )
-    finally:
-        proc.stop()
 
 
 def test_replace_and_delete_regenerate_the_rules(client: httpx.Client, stack: Stack) -> None:

@@ -23,12 +23,7 @@ import httpx
 import pytest
 
 from tests.integration.alertutil import Webhook, webhook_server
-from tests.integration.slautil import (
-    AppProcess,
-    app_env,
-    scratch_database,
-    store_cauchy_forecast,
-)
+from tests.integration.slautil import app_client, store_cauchy_forecast
 from tests.integration.stackutil import Stack, prom_get, prom_query, wait_until
 
 TOKEN = "integration-predicted-token-0123"
@@ -51,37 +46,25 @@ def webhook(stack_env: dict[str, str]) -> Iterator[Webhook]:
 
 
 @pytest.fixture(scope="module")
-def database(stack: Stack) -> Iterator[str]:
-    with scratch_database(
-        stack.mysql_host, stack.mysql_port, stack.mysql_user, stack.mysql_password
-    ) as name:
-        yield name
-
-
-@pytest.fixture(scope="module")
 def client(
     stack: Stack, database: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[httpx.Client]:
     """The SLA manager on the port the stack's Prometheus scrapes (job sla-monitor)."""
-    env = app_env(
-        stack.service_env(),
-        MYSQL_DATABASE=database,
-        SLA_API_TOKEN=TOKEN,
-        ENVIRONMENT="test",
+    log = tmp_path_factory.mktemp("slo-predicted") / "sla.log"
+    with app_client(
+        stack,
+        database,
+        log,
+        token=TOKEN,
+        port=stack.sla_manager_http_port,
         ETL_INTERVAL_S="600",  # the forecast stays fresh for 20 minutes
         SLO_BREACH_REFRESH_S="1",
         SLO_BREACH_FOR=BREACH_FOR,
-    )
-    log = tmp_path_factory.mktemp("slo-predicted") / "sla.log"
-    proc = AppProcess(env, log, port=stack.sla_manager_http_port).wait_ready()
-    try:
-        with httpx.Client(base_url=proc.base_url, timeout=30) as c:
-            yield c
-            # Leave Prometheus no rules of this module's SLOs (the file is the stack's).
-            for name in (LIKELY, UNLIKELY):
-                c.delete(f"/slos/{name}-budget", headers=AUTH)
-    finally:
-        proc.stop()
+    ) as c:
+        yield c
+        # Leave Prometheus no rules of this module's SLOs (the file is the stack's).
+        for name in (LIKELY, UNLIKELY):
+            c.delete(f"/slos/{name}-budget", headers=AUTH)
 
 
 def _prom_alerts(stack: Stack, slo: str) -> list[dict[str, Any]]:

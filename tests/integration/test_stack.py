@@ -124,6 +124,19 @@ def test_stack_env_matches_stack_json(stack: Stack) -> None:
     assert exported["STACK_DEMO_SEED"] == "42"
     assert exported["STACK_DEMO_END"] == str(stack.demo_end)
     assert exported["ETL_HTTP_PORT"] == str(stack.etl_http_port)
+    assert exported["MYSQL_DATABASE"] == stack.mysql_database
+
+
+def test_the_session_migrates_a_database_of_its_own(stack: Stack, run: Runner) -> None:
+    """Not the default sla_monitor, which `make demo` (and any other checkout, with its own
+    migrations) uses on a shared MariaDB: `up` migrated the session's database, and the
+    services get its name from stack.env."""
+    assert stack.mysql_database.startswith("sla_it_")
+    check = run(
+        [sys.executable, "-m", "sla_common.migrate", "check"], timeout=60, env=stack.service_env()
+    )
+    assert check.returncode == 0, check.stdout
+    assert f"{stack.mysql_database} is at schema version" in check.stdout
 
 
 def test_files_holding_the_token_are_private(stack: Stack) -> None:

@@ -2,30 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import subprocess
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
 from sla_common import demo
+from tests.scriptutil import load_script
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _load_stack() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("stack_script_rw", REPO / "scripts" / "stack.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-stack = _load_stack()
+stack = load_script("stack")
 
 
 def _config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, **env: str) -> object:

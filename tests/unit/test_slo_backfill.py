@@ -3,32 +3,15 @@ backfills each level from series Prometheus already has."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
-
 from sla_manager.slo import rules
 from sla_manager.slo.rules import RuleConfig
+from tests.scriptutil import load_script
 from tests.unit.test_slo import ratio_slo, threshold_slo
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "slo_backfill", REPO / "scripts" / "slo_backfill.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_recording_rules_split_by_what_they_read() -> None:
     doc = rules.rule_set([threshold_slo(), ratio_slo()], RuleConfig()).document
-    levels = _load().levels(doc)
+    levels = load_script("slo_backfill").levels(doc)
     names = [{r["record"] for g in lv["groups"] for r in g["rules"]} for lv in levels]
     assert len(names) == 3
     # Level 0 reads only raw series (and constants); alerts are never backfilled.

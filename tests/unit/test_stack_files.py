@@ -7,30 +7,19 @@ temporary file. tests/integration/test_stack.py checks the files a real ``up`` w
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import stat
-import sys
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.scriptutil import load_script
+
 PRIVATE_FILES = ("stack.env", "stack.json", "sla_api_token")
 
 
-def _load_stack() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("stack_script", REPO / "scripts" / "stack.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-stack = _load_stack()
+stack = load_script("stack")
 
 
 @pytest.fixture
