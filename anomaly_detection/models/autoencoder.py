@@ -23,7 +23,7 @@ from anomaly_detection.models.iforest import SUPPRESS_ROWS, suppress_repeats
 from anomaly_detection.outliers.model import Backend, ModelParams, train
 from anomaly_detection.outliers.windowing import fill_gaps
 
-RETRAIN_EVERY = 1500
+RETRAIN_EVERY = 3000
 MAX_TRAIN = 3000
 
 

@@ -30,7 +30,7 @@ class OutlierSettings(MysqlSettings):
     outliers_backend: Literal["keras", "mlp"] = "keras"
     outliers_window: int = Field(default=32, ge=2, le=1024)
     outliers_epochs: int = Field(default=20, ge=1, le=10_000)
-    outliers_k: float = Field(default=4.0, gt=0)
+    outliers_k: float = Field(default=5.0, gt=0)
     outliers_rescale: Literal["standard", "minmax", "tanhlog"] = "standard"
     outliers_loss: Literal["mse", "log_cosh"] = "mse"
     # Schedule (the `schedule` command): every this many seconds, a training job per series

@@ -28,7 +28,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from kafka import KafkaConsumer  # type: ignore[import-untyped]
+from kafka import KafkaConsumer
 from pydantic import BaseModel, ConfigDict, Field
 
 from anomaly_detection.outliers.executor import ModelCache
