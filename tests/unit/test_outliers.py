@@ -115,7 +115,7 @@ def test_a_trained_model_flags_a_spike_and_not_its_training_data() -> None:
 
 def test_serialisation_keeps_weights_and_metadata() -> None:
     t, v = _series(300)
-    model = train(t, v, dataclasses.replace(FAST, rescale="tanhlog", k=3.5), "m{a=\"b\"}")
+    model = train(t, v, dataclasses.replace(FAST, rescale="tanhlog", k=3.5), 'm{a="b"}')
     back = OutlierModel.from_bytes(model.to_bytes())
     assert back.meta == model.meta
     m = back.meta
@@ -142,10 +142,9 @@ def test_keras_weights_give_keras_own_prediction() -> None:
     t, v = _series(200)
     model = train(t, v, ModelParams(backend="keras", epochs=2, window=16, layers=(8, 4)), "k")
     assert keras.backend.backend() == "jax"
-    net = keras.Sequential(
-        [keras.Input((16,)), *[keras.layers.Dense(u, activation="tanh") for u in (8, 4, 8)]]
-        + [keras.layers.Dense(16)]
-    )
+    layers: list[Any] = [keras.Input((16,))]
+    layers += [keras.layers.Dense(u, activation="tanh") for u in (8, 4, 8)]
+    net = keras.Sequential([*layers, keras.layers.Dense(16)])
     net.set_weights([w.astype(np.float32) for w in model.weights])
     rows = windows(model.meta.scaler.transform(v), 16)
     np.testing.assert_allclose(
