@@ -1,5 +1,5 @@
-"""``python -m bench [analyses|kafka|storage|retrieval|sla|e2e|explain|receiver|detector|nab
-...]``: run the benchmarks.
+"""``python -m bench [analyses|kafka|storage|retrieval|sla|e2e|explain|receiver|detector|nab|
+outliers ...]``: run the benchmarks.
 
 Kafka benchmarks use KAFKA_BOOTSTRAP_SERVERS, storage ones MYSQL_* too (``make bench``
 starts the local stack and sources its stack.env first). Results go to
@@ -26,6 +26,7 @@ from bench import (
     bench_forecast,
     bench_kafka,
     bench_nab,
+    bench_outliers,
     bench_receiver,
     bench_retrieval,
     bench_sla,
@@ -128,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     if "explain" in args.which:
         results["explain"] = bench_explain.measure(args.repeats)
         print(bench_explain.summary(results["explain"]))
+    if "outliers" in args.which:
+        results["outliers"] = bench_outliers.measure(args.repeats)
+        print(bench_outliers.summary(results["outliers"]))
     if "nab" in args.which:
         results["nab"] = bench_nab.measure()
         print(bench_nab.summary(results["nab"]))
