@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 from fastapi.testclient import TestClient
 
-from anomaly_detection.outliers.executor import ModelCache, create_app
+from anomaly_detection.outliers.executor import create_app
 from anomaly_detection.outliers.model import ModelParams, train
-from anomaly_detection.outliers.store import MemoryStore
+from anomaly_detection.outliers.store import MemoryStore, ModelCache
 from sla_common import demo
 from sla_common.prometheus import PrometheusClient, RangeSeries
 from sla_common.series import series_key

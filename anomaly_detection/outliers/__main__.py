@@ -21,7 +21,7 @@ import sys
 import time
 
 from anomaly_detection.outliers.settings import OutlierSettings
-from anomaly_detection.outliers.store import MysqlStore
+from anomaly_detection.outliers.store import ModelCache, MysqlStore
 from sla_common.cli import EXIT_BAD_SETTINGS, settings_and_logging, stop_on_signals
 from sla_common.prometheus import PrometheusClient
 
@@ -31,7 +31,7 @@ log = logging.getLogger("anomaly_detection.outliers")
 def _serve(s: OutlierSettings) -> int:
     import uvicorn  # noqa: PLC0415
 
-    from anomaly_detection.outliers.executor import ModelCache, create_app  # noqa: PLC0415
+    from anomaly_detection.outliers.executor import create_app  # noqa: PLC0415
 
     prom = PrometheusClient(s.prometheus_url, s.prometheus_timeout_s, max_concurrent=8)
     app = create_app(prom, ModelCache(MysqlStore(s)), s.outliers_max_series, s.outliers_max_points)

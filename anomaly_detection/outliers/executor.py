@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -41,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from anomaly_detection.models.iforest import iforest_scores
 from anomaly_detection.outliers.model import OutlierModel
-from anomaly_detection.outliers.store import ModelStore
+from anomaly_detection.outliers.store import ModelCache
 from anomaly_detection.outliers.windowing import fill_gaps
 from sla_common.prometheus import (
     PrometheusBusy,
@@ -95,40 +93,6 @@ class CalculateRequest(BaseModel):
         if self.end <= self.start:
             raise ValueError("end must be after start")
         return self
-
-
-@dataclass
-class Cached:
-    version: int
-    model: OutlierModel
-
-
-class ModelCache:
-    """Models by series key, reloaded when the store has a newer version."""
-
-    def __init__(self, store: ModelStore) -> None:
-        self.store = store
-        self._models: dict[str, Cached] = {}
-        self._lock = threading.Lock()
-        self.loads = 0
-
-    def models_for(self, keys: list[str]) -> dict[str, OutlierModel]:
-        stored = self.store.versions(keys)
-        out: dict[str, OutlierModel] = {}
-        for key, version in stored.items():
-            with self._lock:
-                hit = self._models.get(key)
-            if hit is None or hit.version < version:
-                model = self.store.get(key)
-                if model is None:
-                    continue
-                with self._lock:
-                    self._models[key] = Cached(model.meta.version, model)
-                    self.loads += 1
-                log.info("loaded model %s version %d", key, model.meta.version)
-                hit = self._models[key]
-            out[key] = hit.model
-        return out
 
 
 def _num(x: float) -> float | None:

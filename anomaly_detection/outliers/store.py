@@ -9,13 +9,17 @@ upsert whose every column keeps its value unless the new ``version`` is greater.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Protocol
 
 from anomaly_detection.outliers.model import OutlierModel
 from sla_common.mysql import MysqlSettings, close_quietly, connect, fetch_all, series_key_hash
+
+log = logging.getLogger(__name__)
 
 
 class ModelStore(Protocol):
@@ -120,3 +124,37 @@ class MysqlStore:
         finally:
             close_quietly(conn)
         return OutlierModel.from_bytes(bytes(rows[0][0])) if rows else None
+
+
+@dataclass
+class Cached:
+    version: int
+    model: OutlierModel
+
+
+class ModelCache:
+    """Models by series key, reloaded when the store has a newer version."""
+
+    def __init__(self, store: ModelStore) -> None:
+        self.store = store
+        self._models: dict[str, Cached] = {}
+        self._lock = threading.Lock()
+        self.loads = 0
+
+    def models_for(self, keys: list[str]) -> dict[str, OutlierModel]:
+        stored = self.store.versions(keys)
+        out: dict[str, OutlierModel] = {}
+        for key, version in stored.items():
+            with self._lock:
+                hit = self._models.get(key)
+            if hit is None or hit.version < version:
+                model = self.store.get(key)
+                if model is None:
+                    continue
+                with self._lock:
+                    self._models[key] = Cached(model.meta.version, model)
+                    self.loads += 1
+                log.info("loaded model %s version %d", key, model.meta.version)
+                hit = self._models[key]
+            out[key] = hit.model
+        return out

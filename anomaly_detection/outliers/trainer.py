@@ -31,10 +31,9 @@ from typing import Any
 from kafka import KafkaConsumer
 from pydantic import BaseModel, ConfigDict, Field
 
-from anomaly_detection.outliers.executor import ModelCache
 from anomaly_detection.outliers.model import ModelParams, train
 from anomaly_detection.outliers.settings import OutlierSettings
-from anomaly_detection.outliers.store import ModelStore
+from anomaly_detection.outliers.store import ModelCache, ModelStore
 from sla_common.anomalies import (
     AnomalyRecord,
     AnomalySeries,

@@ -80,7 +80,7 @@ class Outliers:
             env=self.env,
             cwd=REPO,
             capture_output=True,
-            timeout=120,
+            timeout=300,
             check=False,
         )
         assert done.returncode == 0, done.stderr.decode()[-2000:]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from anomaly_detection.outliers.executor import ModelCache, create_app
+from anomaly_detection.outliers.executor import create_app
 from anomaly_detection.outliers.model import (
     ModelParams,
     OutlierModel,
@@ -19,7 +19,7 @@ from anomaly_detection.outliers.model import (
     train,
     zscores,
 )
-from anomaly_detection.outliers.store import MemoryStore
+from anomaly_detection.outliers.store import MemoryStore, ModelCache
 from anomaly_detection.outliers.windowing import (
     METHODS,
     Scaler,
