@@ -28,6 +28,7 @@ from anomaly_detection.outliers.windowing import (
     unwindow,
     windows,
 )
+from sla_common.anomalies import AnomalyRecord
 from sla_common.prometheus import (
     PrometheusClient,
     PrometheusError,
@@ -277,3 +278,25 @@ def test_too_many_series_is_400() -> None:
     many = [RangeSeries(LABELS | {"instance": str(i)}, t, v) for i in range(6)]
     r = _client(FakeProm(many), MemoryStore()).post("/calculate", json=_body(t[0], t[-1]))
     assert r.status_code == 400 and "6 series" in r.json()["msg"]
+
+
+def test_scheduled_scoring_gives_autoencoder_anomaly_records() -> None:
+    from anomaly_detection.outliers.trainer import records_for  # noqa: PLC0415
+
+    t, v = _series()
+    v = v.copy()
+    v[1100] += 3000
+    store = MemoryStore()
+    store.put(train(t[:900], v[:900], FAST, KEY))
+    recs = records_for(
+        FakeProm([RangeSeries(LABELS, t, v)]), ModelCache(store), "x", t[1050], t[-1], STEP
+    )
+    assert len(recs) == 150  # one per point of the interval; the window before is context
+    assert {r.detector.name for r in recs} == {"autoencoder"}
+    bad = [r for r in recs if r.status == "ERROR"]
+    assert t[1100] in [r.window.start for r in bad]
+    assert len(bad) <= 3  # the spike, and Gaussian noise past k = 5 error std at most twice
+    r = next(r for r in bad if r.window.start == t[1100])
+    assert r.series.key == KEY and r.mean == pytest.approx(v[1100]) and r.deviation > 5
+    assert r.window.end == t[1100] + STEP and r.normal.source == "learned"
+    assert AnomalyRecord.from_bytes(r.to_bytes()) == r
