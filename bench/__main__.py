@@ -1,5 +1,6 @@
 """``python -m bench [analyses|kafka|storage|retrieval|sla|e2e|explain|receiver|detector|
-detector-scale|nab|pages ...]``: run the benchmarks (``detector`` includes ``detector-scale``).
+detector-scale|nab|outliers|pages ...]``: run the benchmarks (``detector`` includes
+``detector-scale``).
 
 Kafka benchmarks use KAFKA_BOOTSTRAP_SERVERS, storage ones MYSQL_* too (``make bench``
 starts the local stack and sources its stack.env first). Results go to
@@ -27,6 +28,7 @@ from bench import (
     bench_forecast,
     bench_kafka,
     bench_nab,
+    bench_outliers,
     bench_pages,
     bench_receiver,
     bench_retrieval,
@@ -137,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     if "pages" in args.which:
         results["pages"] = bench_pages.measure(max(args.repeats, 7))
         print(bench_pages.summary(results["pages"]))
+    if "outliers" in args.which:
+        results["outliers"] = bench_outliers.measure(args.repeats)
+        print(bench_outliers.summary(results["outliers"]))
     if "nab" in args.which:
         results["nab"] = bench_nab.measure()
         print(bench_nab.summary(results["nab"]))

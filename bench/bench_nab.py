@@ -14,7 +14,7 @@ from anomaly_detection.nab.runner import run
 from anomaly_detection.nab.score import score_model
 
 NAB = Path(__file__).resolve().parent.parent.parent / "shared" / "nab"
-MODELS = ("iforest", "sigma", "random", "null")
+MODELS = ("autoencoder", "mlp", "iforest", "sigma", "random", "null")
 
 
 def measure(nab: Path = NAB, models: tuple[str, ...] = MODELS) -> dict[str, Any]:

@@ -363,9 +363,33 @@ CREATE TABLE IF NOT EXISTS anomalies (
     KEY idx_anomalies_metric (metric(191), window_start_ms)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
+-- ---- 0006_outlier_models.sql
+
+-- 0006_outlier_models: the autoencoder outlier models (issue 17), one per series, written by
+-- the trainers (`python -m anomaly_detection.outliers trainer`) and read by every executor
+-- (`python -m anomaly_detection.outliers`). MySQL rather than a shared directory: every node
+-- of the suite already reaches it (no shared volume between hosts), and a re-train replaces
+-- a model in one conditional upsert (a row is never half written, an older training never
+-- overwrites a newer one).
+--
+-- `model` is the .npz of anomaly_detection/outliers/model.py (weights + JSON metadata, tens
+-- of kB); `meta` repeats the metadata for SQL readers. `version` is the training time in
+-- epoch ms. key_hash = UNHEX(SHA2(series_key, 256)), as in `anomalies`.
+CREATE TABLE IF NOT EXISTS outlier_models (
+    key_hash BINARY(32) NOT NULL,
+    series_key TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    backend VARCHAR(16) NOT NULL,
+    meta JSON NOT NULL,
+    model LONGBLOB NOT NULL,
+    stored_at BIGINT NOT NULL COMMENT 'epoch seconds of the latest write',
+    PRIMARY KEY (key_hash)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
 -- ---- record the migrations above as applied
 INSERT IGNORE INTO schema_migrations (version, name, checksum, applied_at) VALUES (1, 'initial', '964cce1536fc70b2203a978b7757291fb96f0fd6fdf63c8e0db14ec4699304b4', UNIX_TIMESTAMP());
 INSERT IGNORE INTO schema_migrations (version, name, checksum, applied_at) VALUES (2, 'slos', '0a6e2f66f04bf3a2db2dc21e5a4b72ec50ed01ab5226d5e38b5e40a479a837cd', UNIX_TIMESTAMP());
 INSERT IGNORE INTO schema_migrations (version, name, checksum, applied_at) VALUES (3, 'sli_missing_data', '7dcff9407838091bd23c1aca0015b7b81b3d3e33c3b97380289fd9441767bec1', UNIX_TIMESTAMP());
 INSERT IGNORE INTO schema_migrations (version, name, checksum, applied_at) VALUES (4, 'forecast_distribution', '7a152810d1ef129fd37b0556540d0b991b385d3d0cec375bb237c82cc4885445', UNIX_TIMESTAMP());
 INSERT IGNORE INTO schema_migrations (version, name, checksum, applied_at) VALUES (5, 'anomalies', 'dd64631d1744391dee4a1bee3b6b32be8cdabe063b9d2570a50490445e95c4c0', UNIX_TIMESTAMP());
+INSERT IGNORE INTO schema_migrations (version, name, checksum, applied_at) VALUES (6, 'outlier_models', '0e469ae33975a01c6dc0e9628e89ed922e276be9bdb5e154dccaa0f8c6d27695', UNIX_TIMESTAMP());
