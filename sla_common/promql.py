@@ -7,6 +7,7 @@ returns; an SLI whose selector is an expression evaluates something else).
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 
@@ -124,3 +125,22 @@ def equality_selector(text: str) -> tuple[str | None, dict[str, str]]:
             raise ValueError("the metric name is given twice, differently")
         metric = named
     return metric, labels
+
+
+def split_selectors(v: object) -> object:
+    """A settings value that lists PromQL selectors: a JSON list, or selectors separated by
+    ";" or new lines (commas cannot separate them: they occur inside label matchers).
+    Empty items are dropped; ValueError when none is left. Other types are returned as they
+    are (for pydantic to refuse)."""
+    if isinstance(v, str):
+        text = v.strip()
+        if text.startswith("["):
+            v = json.loads(text)
+        else:
+            v = [s for s in text.replace("\n", ";").split(";")]
+    if isinstance(v, list | tuple):
+        items = tuple(str(s).strip() for s in v if str(s).strip())
+        if not items:
+            raise ValueError("at least one PromQL selector is needed")
+        return items
+    return v
