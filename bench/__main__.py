@@ -1,5 +1,5 @@
 """``python -m bench [analyses|kafka|storage|retrieval|sla|e2e|explain|receiver|detector|nab
-...]``: run the benchmarks.
+|batch ...]``: run the benchmarks.
 
 Kafka benchmarks use KAFKA_BOOTSTRAP_SERVERS, storage ones MYSQL_* too (``make bench``
 starts the local stack and sources its stack.env first). Results go to
@@ -20,6 +20,7 @@ from typing import Any
 
 from bench import (
     bench_analyses,
+    bench_batch,
     bench_detector,
     bench_e2e,
     bench_explain,
@@ -128,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     if "explain" in args.which:
         results["explain"] = bench_explain.measure(args.repeats)
         print(bench_explain.summary(results["explain"]))
+    if "batch" in args.which:
+        results["batch"] = bench_batch.measure()
+        print(bench_batch.summary(results["batch"]))
     if "nab" in args.which:
         results["nab"] = bench_nab.measure()
         print(bench_nab.summary(results["nab"]))
