@@ -56,6 +56,20 @@ def loop(n: int) -> float:
     return time.perf_counter() - t0
 
 
+def train_ms(n: int) -> float:
+    """Median milliseconds to train one series (features + forest), alone."""
+    params = _params()
+    times = []
+    for i in range(n):
+        rng = np.random.default_rng(i)
+        t = 1_700_000_000.0 + STEP * np.arange(POINTS, dtype=np.float64)
+        v = 100 + 20 * np.sin(2 * np.pi * np.arange(POINTS) / POINTS) + rng.normal(0, 2, POINTS)
+        t0 = time.perf_counter()
+        core.train(f"s{i}", t, v, params)
+        times.append(time.perf_counter() - t0)
+    return 1000 * statistics.median(times)
+
+
 def spark(master: str, n: int, per_task: int, repeats: int) -> dict[str, Any]:
     params = _params()
     t0 = time.perf_counter()
@@ -94,6 +108,7 @@ def measure(n: int = 200, per_task: int = 8, repeats: int = 2) -> dict[str, Any]
     for master in ("local[1]", "local[2]"):
         out[master]["vs_loop"] = round(out[master]["series_per_s_median"] / base, 2)
     out["train_and_score_ms_per_series_loop"] = round(1000 * statistics.median(loops) / n, 1)
+    out["train_ms_per_series_median"] = round(train_ms(min(n, 50)), 1)
     out["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     return out
 
@@ -104,7 +119,8 @@ def summary(r: dict[str, Any]) -> str:
         f"{r['loop']['series_per_s_median']} series/s, local[1] "
         f"{r['local[1]']['series_per_s_median']} ({r['local[1]']['vs_loop']}x), local[2] "
         f"{r['local[2]']['series_per_s_median']} ({r['local[2]']['vs_loop']}x); session start "
-        f"{r['local[1]']['session_start_s']} / {r['local[2]']['session_start_s']} s; load "
+        f"{r['local[1]']['session_start_s']} / {r['local[2]']['session_start_s']} s; training "
+        f"{r['train_ms_per_series_median']} ms a series; load "
         f"{r['load_average']}"
     )
 

@@ -29,7 +29,7 @@ from sla_common.series import exact_selector, series_key
 from sla_manager.settings import SlaSettings
 from tests.integration.retrievalutil import ServerThread as RetrievalServerThread
 from tests.integration.slautil import ServerThread, app_env, scratch_database
-from tests.integration.stackutil import Stack, free_port, run_bounded
+from tests.integration.stackutil import Stack, free_port, run_bounded, wait_until
 
 STEP_S = 60
 WINDOW_S = 86_400
@@ -80,8 +80,15 @@ def db(stack: Stack) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def end(stack: Stack) -> int:
-    """Now on the step grid: the demo history and the live minutes since the stack started."""
-    return int(time.time()) // STEP_S * STEP_S
+    """Now on the step grid, once the real node-exporter (scraped since the stack started,
+    so minutes of data: too short) has a sample before it; the demo history ends earlier."""
+
+    def ready() -> int | None:
+        t = int(time.time()) // STEP_S * STEP_S
+        with PrometheusClient(stack.prometheus_url) as c:
+            return t if c.series(TOO_SHORT, t - 600, t) else None
+
+    return wait_until(ready, timeout=180, what=f"a sample of {TOO_SHORT}", interval=5)
 
 
 @pytest.fixture(scope="module")
@@ -141,21 +148,38 @@ def test_every_point_is_scored_once_and_a_rerun_rewrites_the_same_rows(
     assert after == before
 
 
+# Each incident as an episode: from the first abnormal sample (the leak's and the fill's
+# ramps start before their thresholds are crossed) to 5 minutes after the recovery (the jump
+# back is as abnormal as the jump away). Offsets before the demo history's end.
+EPISODES = {
+    "memory_leak_free": (demo.LEAK_START_OFFSET_S, demo.LEAK_RESTART_OFFSET_S),
+    "memory_leak_available": (demo.LEAK_START_OFFSET_S, demo.LEAK_RESTART_OFFSET_S),
+    "disk_fill_avail": (demo.DISK_START_OFFSET_S, demo.DISK_CLEANUP_OFFSET_S),
+    "disk_fill_free": (demo.DISK_START_OFFSET_S, demo.DISK_CLEANUP_OFFSET_S),
+    "fd_spike": (demo.FD_SPIKE_FIRST_OFFSET_S, demo.FD_SPIKE_LAST_OFFSET_S),
+}
+
+
 def test_the_demo_incidents_score_above_the_threshold_and_quiet_hours_below(
     stack: Stack, scored: dict[str, list[tuple[Any, ...]]]
 ) -> None:
     assert stack.demo_seed is not None and stack.demo_end is not None
     incidents = demo.incidents(stack.demo_seed, stack.demo_end)
-    assert {i.name for i in incidents} >= {"fd_spike", "disk_fill_avail", "memory_leak_free"}
+    assert {i.name for i in incidents} == set(EPISODES)
     for inc in incidents:
+        first, last = EPISODES[inc.name]
+        lo, hi = (stack.demo_end - first) * 1000, (stack.demo_end - last + 300) * 1000
         rows = scored[inc.key()]
-        hits = [r for r in rows if inc.start * 1000 <= int(r[0]) <= inc.end * 1000]
-        assert hits and any(r[1] == "ERROR" for r in hits), (inc.name, max(r[2] for r in hits))
-    # Quiet: the day before the first incident's onset (the leak starts 6 h before the end).
+        flagged = [r for r in rows if r[1] == "ERROR"]
+        inside = [r for r in flagged if lo <= int(r[0]) <= hi]
+        # The incident is flagged, and it is most of what this series' model flags.
+        assert inside and len(inside) >= 0.75 * len(flagged), (inc.name, len(flagged))
+        assert max(float(r[2]) for r in inside) > 0.9, inc.name
+    # Quiet: every series, the day before the first incident's onset (-6 h).
     quiet_end = (stack.demo_end - demo.LEAK_START_OFFSET_S) * 1000
     quiet = [r for rows in scored.values() for r in rows if int(r[0]) < quiet_end]
     flagged = sum(r[1] == "ERROR" for r in quiet)
-    assert len(quiet) > 5000 and flagged / len(quiet) < 0.02, (flagged, len(quiet))
+    assert len(quiet) > 5000 and flagged / len(quiet) < 0.01, (flagged, len(quiet))
 
 
 def test_rest_and_grpc_serve_the_scores(
