@@ -5,7 +5,7 @@ scores of the selectors' series, on Apache Spark (``SPARK_MASTER``, default ``lo
   metadata and artefact in ``anomaly_models``);
 - ``score``: every point of the last ``BATCH_SCORE_WINDOW_S`` scored by the newest model of
   its series, upserted into ``anomalies`` (detector ``iforest``);
-- ``schedule``: train at start and every ``BATCH_TRAIN_INTERVAL_S``, score every
+- ``schedule`` (the default): train at start and every ``BATCH_TRAIN_INTERVAL_S``, score every
   ``BATCH_SCORE_INTERVAL_S``, serving /metrics on ``HTTP_HOST``:``HTTP_PORT`` meanwhile.
 
 ``--end EPOCH`` (train, score): the end of the range instead of now. Exit 0: the run is
@@ -100,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("command", choices=("train", "score", "schedule"))
+    parser.add_argument(
+        "command", nargs="?", default="schedule", choices=("train", "score", "schedule")
+    )
     parser.add_argument("--end", type=float, default=None, help="end of the range (epoch s)")
     args = parser.parse_args(argv)
     settings = settings_and_logging(BatchSettings, log)
