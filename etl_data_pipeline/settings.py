@@ -9,16 +9,10 @@ from pydantic_settings import NoDecode
 
 from etl_data_pipeline.analyses import hp_lambda_for_cutoff
 from sla_common.kafka import DEFAULT_COMPRESSION, MAX_MESSAGE_BYTES, Compression
-from sla_common.promql import split_selectors
+from sla_common.promql import SEED_SELECTORS, split_selectors
 from sla_common.settings import CommonSettings
 
-DEFAULT_SELECTORS = (
-    "node_memory_MemFree_bytes",
-    "node_memory_MemAvailable_bytes",
-    "node_filesystem_free_bytes",
-    "node_filesystem_avail_bytes",
-    "node_filefd_allocated",
-)
+DEFAULT_SELECTORS = SEED_SELECTORS
 
 
 class EtlSettings(CommonSettings):

@@ -11,6 +11,15 @@ import json
 import re
 from dataclasses import dataclass
 
+# The five seed metrics: the default selectors of the ETL and of the batch anomaly job.
+SEED_SELECTORS = (
+    "node_memory_MemFree_bytes",
+    "node_memory_MemAvailable_bytes",
+    "node_filesystem_free_bytes",
+    "node_filesystem_avail_bytes",
+    "node_filefd_allocated",
+)
+
 _NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _QUOTES = "\"'`"
 

@@ -20,16 +20,21 @@ import logging
 import sys
 import threading
 import time
+from typing import TYPE_CHECKING
 
-from prometheus_client import start_http_server
-from pyspark.sql import SparkSession
-
-from anomaly_detection.batch import job
-from anomaly_detection.batch.metrics import BatchMetrics
 from anomaly_detection.batch.settings import BatchSettings
 from sla_common.cli import EXIT_BAD_SETTINGS, settings_and_logging, stop_on_signals
 
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+    from anomaly_detection.batch import job
+
 log = logging.getLogger("anomaly_detection.batch")
+
+
+# pyspark, pandas and scikit-learn are imported only once the settings are valid: a bad
+# setting is reported in a second, not after seconds of imports.
 
 
 class LazySpark:
@@ -41,6 +46,8 @@ class LazySpark:
         self.session: SparkSession | None = None
 
     def __call__(self) -> SparkSession:
+        from anomaly_detection.batch import job  # noqa: PLC0415 (see above)
+
         if self.session is None:
             self.session = job.spark_session(self.settings)
         return self.session
@@ -52,6 +59,8 @@ class LazySpark:
 
 
 def cmd_once(s: BatchSettings, kind: job.Kind, end: float | None) -> int:
+    from anomaly_detection.batch import job  # noqa: PLC0415 (see above)
+
     spark = LazySpark(s)
     try:
         result = job.run(spark, s, kind, end)
@@ -66,6 +75,11 @@ def cmd_once(s: BatchSettings, kind: job.Kind, end: float | None) -> int:
 
 
 def cmd_schedule(s: BatchSettings, stop: threading.Event) -> int:
+    from prometheus_client import start_http_server  # noqa: PLC0415 (see above)
+
+    from anomaly_detection.batch import job  # noqa: PLC0415
+    from anomaly_detection.batch.metrics import BatchMetrics  # noqa: PLC0415
+
     metrics = BatchMetrics(s.batch_max_exposed_series)
     server, _thread = start_http_server(s.http_port, addr=s.http_host, registry=metrics.registry)
     log.info("metrics on http://%s:%d/metrics", s.http_host, server.server_address[1])

@@ -12,9 +12,8 @@ from typing import Annotated, Literal, Self
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode
 
-from etl_data_pipeline.settings import DEFAULT_SELECTORS
 from sla_common.mysql import MysqlSettings
-from sla_common.promql import split_selectors
+from sla_common.promql import SEED_SELECTORS, split_selectors
 
 
 class BatchSettings(MysqlSettings):
@@ -30,7 +29,7 @@ class BatchSettings(MysqlSettings):
 
     # Series selectors (plain vector selectors: /api/v1/series reads them); a JSON list or
     # selectors separated by ";" or new lines.
-    batch_selectors: Annotated[tuple[str, ...], NoDecode] = DEFAULT_SELECTORS
+    batch_selectors: Annotated[tuple[str, ...], NoDecode] = SEED_SELECTORS
     batch_model: Literal["iforest"] = "iforest"
     batch_step_s: int = Field(default=60, ge=1, le=3600)
     batch_train_window_s: int = Field(default=86_400, ge=60)
