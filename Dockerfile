@@ -7,7 +7,8 @@ RUN pip install --no-cache-dir uv==0.13.9
 WORKDIR /app
 # Dependencies first: this layer is reused until pyproject.toml or uv.lock change.
 COPY pyproject.toml uv.lock README.md ./
-RUN uv sync --frozen --no-dev --no-install-project
+# --no-group spark: pyspark (500 MB) only in the batch job's image (target batch).
+RUN uv sync --frozen --no-dev --no-group spark --no-install-project
 COPY sla_common ./sla_common
 COPY etl_data_pipeline ./etl_data_pipeline
 COPY data_storage ./data_storage
@@ -15,7 +16,7 @@ COPY data_retrieval ./data_retrieval
 COPY sla_manager ./sla_manager
 COPY anomaly_detection ./anomaly_detection
 COPY protos ./protos
-RUN uv sync --frozen --no-dev
+RUN uv sync --frozen --no-dev --no-group spark
 
 # The batch job (python -m anomaly_detection.batch, the Spark driver): the `spark` group on
 # top (pyspark, pyarrow) and a Java runtime. `docker build --target batch`.

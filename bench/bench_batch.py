@@ -103,7 +103,7 @@ def measure(n: int = 200, per_task: int = 8, repeats: int = 2) -> dict[str, Any]
         out[master] = spark(master, n, per_task, repeats)
     for key in ("loop", "local[1]", "local[2]"):
         med = statistics.median(out[key]["runs_s"])
-        out[key]["series_per_s_median"] = round(n / med, 1)
+        out[key]["series_per_s_median"] = round(n / med, 2)
     base = out["loop"]["series_per_s_median"]
     for master in ("local[1]", "local[2]"):
         out[master]["vs_loop"] = round(out[master]["series_per_s_median"] / base, 2)

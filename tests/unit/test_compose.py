@@ -283,6 +283,9 @@ def test_spark_cluster_and_batch_job_match_the_pyspark_pin(config: dict[str, Any
     assert services["spark-master"]["image"] == f"apache/spark:{pin}"
     assert f"FROM apache/spark:{pin} AS spark-worker" in (REPO / "Dockerfile").read_text()
     assert services["spark-worker"]["build"]["target"] == "spark-worker"
+    # The services' image leaves pyspark out (a default group, for development and CI).
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert dockerfile.count("uv sync --frozen --no-dev --no-group spark") == 2
     job = services["anomaly-batch"]
     assert job["build"]["target"] == "batch"
     assert job["command"] == ["python", "-m", "anomaly_detection.batch", "schedule"]
