@@ -151,6 +151,7 @@ def test_every_point_is_scored_once_and_a_rerun_rewrites_the_same_rows(
 # Each incident as an episode: from the first abnormal sample (the leak's and the fill's
 # ramps start before their thresholds are crossed) to 5 minutes after the recovery (the jump
 # back is as abnormal as the jump away). Offsets before the demo history's end.
+WARMUP_S = 10_800  # the longest of the default BATCH_WINDOWS_S
 EPISODES = {
     "memory_leak_free": (demo.LEAK_START_OFFSET_S, demo.LEAK_RESTART_OFFSET_S),
     "memory_leak_available": (demo.LEAK_START_OFFSET_S, demo.LEAK_RESTART_OFFSET_S),
@@ -170,7 +171,10 @@ def test_the_demo_incidents_score_above_the_threshold_and_quiet_hours_below(
         first, last = EPISODES[inc.name]
         lo, hi = (stack.demo_end - first) * 1000, (stack.demo_end - last + 300) * 1000
         rows = scored[inc.key()]
-        flagged = [r for r in rows if r[1] == "ERROR"]
+        # Known limitation (README): the first points of the range, before the longest
+        # rolling window (3 h) has filled, are judged against a few points and can be flagged.
+        warm = int(rows[0][0]) + WARMUP_S * 1000
+        flagged = [r for r in rows if r[1] == "ERROR" and int(r[0]) >= warm]
         inside = [r for r in flagged if lo <= int(r[0]) <= hi]
         # The incident is flagged, and it is most of what this series' model flags.
         assert inside and len(inside) >= 0.75 * len(flagged), (inc.name, len(flagged))
