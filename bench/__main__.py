@@ -1,5 +1,5 @@
 """``python -m bench [analyses|kafka|storage|retrieval|sla|e2e|explain|receiver|detector|
-detector-scale|nab|outliers|pages ...]``: run the benchmarks (``detector`` includes
+detector-scale|nab|outliers|pages|batch ...]``: run the benchmarks (``detector`` includes
 ``detector-scale``).
 
 Kafka benchmarks use KAFKA_BOOTSTRAP_SERVERS, storage ones MYSQL_* too (``make bench``
@@ -21,6 +21,7 @@ from typing import Any
 
 from bench import (
     bench_analyses,
+    bench_batch,
     bench_detector,
     bench_detector_scale,
     bench_e2e,
@@ -142,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     if "outliers" in args.which:
         results["outliers"] = bench_outliers.measure(args.repeats)
         print(bench_outliers.summary(results["outliers"]))
+    if "batch" in args.which:
+        results["batch"] = bench_batch.measure()
+        print(bench_batch.summary(results["batch"]))
     if "nab" in args.which:
         results["nab"] = bench_nab.measure()
         print(bench_nab.summary(results["nab"]))

@@ -32,10 +32,10 @@ H = 3600
 class _StaticPrometheus(PrometheusClient):
     def __init__(self, series: list[RangeSeries]) -> None:
         super().__init__("http://127.0.0.1:1")
-        self.series = series
+        self.held = series
 
     def query_range(self, query: str, start: float, end: float, step: float) -> list[RangeSeries]:
-        return self.series
+        return self.held
 
 
 def _fd(step: int, hours: float) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:

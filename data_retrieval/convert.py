@@ -178,6 +178,8 @@ def anomaly(a: StoredAnomaly) -> pb.Anomaly:
         deviation=a.deviation,
         status=_STATUS.get(a.status, pb.ANOMALY_STATUS_UNSPECIFIED),
     )
+    if a.score is not None:
+        msg.score = a.score
     msg.window_start.FromMilliseconds(round(a.window_start * 1000))
     msg.window_end.FromMilliseconds(round(a.window_end * 1000))
     return msg

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Literal, Self
 
 from pydantic import Field, field_validator, model_validator
@@ -10,15 +9,10 @@ from pydantic_settings import NoDecode
 
 from etl_data_pipeline.analyses import hp_lambda_for_cutoff
 from sla_common.kafka import DEFAULT_COMPRESSION, MAX_MESSAGE_BYTES, Compression
+from sla_common.promql import SEED_SELECTORS, split_selectors
 from sla_common.settings import CommonSettings
 
-DEFAULT_SELECTORS = (
-    "node_memory_MemFree_bytes",
-    "node_memory_MemAvailable_bytes",
-    "node_filesystem_free_bytes",
-    "node_filesystem_avail_bytes",
-    "node_filefd_allocated",
-)
+DEFAULT_SELECTORS = SEED_SELECTORS
 
 
 class EtlSettings(CommonSettings):
@@ -69,18 +63,7 @@ class EtlSettings(CommonSettings):
     @field_validator("etl_selectors", mode="before")
     @classmethod
     def _split_selectors(cls, v: object) -> object:
-        if isinstance(v, str):
-            text = v.strip()
-            if text.startswith("["):
-                v = json.loads(text)
-            else:
-                v = [s for s in text.replace("\n", ";").split(";")]
-        if isinstance(v, list | tuple):
-            items = tuple(str(s).strip() for s in v if str(s).strip())
-            if not items:
-                raise ValueError("at least one PromQL selector is needed")
-            return items
-        return v
+        return split_selectors(v)
 
     @model_validator(mode="after")
     def _check(self) -> Self:

@@ -333,6 +333,20 @@ class PrometheusClient:
         timestamps (an instant query; no step, no extrapolation)."""
         return parse_matrix(self._get("/api/v1/query", {"query": selector, "time": time}))
 
+    def series(self, match: str, start: float, end: float) -> list[dict[str, str]]:
+        """The label sets (``__name__`` included) of the series a series selector ``match``
+        selects with samples between ``start`` and ``end`` (``/api/v1/series``): no
+        samples are read. Stale series count, unlike an instant query's."""
+        form = {"match[]": match, "start": repr(float(start)), "end": repr(float(end))}
+        try:
+            response = self._http.post("/api/v1/series", data=form)
+        except httpx.HTTPError as e:
+            raise PrometheusUnavailable(
+                f"{self.base_url}/api/v1/series: {type(e).__name__}: {e}"
+            ) from e
+        data = parse_response(response)
+        return [{str(k): str(v) for k, v in item.items()} for item in data or []]
+
     def metadata(self, metric: str | None = None) -> dict[str, str]:
         """Metric family -> type ("counter", "gauge", "histogram", "summary", ...) from
         ``/api/v1/metadata`` (of ``metric`` only, when given).

@@ -7,8 +7,18 @@ returns; an SLI whose selector is an expression evaluates something else).
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
+
+# The five seed metrics: the default selectors of the ETL and of the batch anomaly job.
+SEED_SELECTORS = (
+    "node_memory_MemFree_bytes",
+    "node_memory_MemAvailable_bytes",
+    "node_filesystem_free_bytes",
+    "node_filesystem_avail_bytes",
+    "node_filefd_allocated",
+)
 
 _NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _QUOTES = "\"'`"
@@ -124,3 +134,22 @@ def equality_selector(text: str) -> tuple[str | None, dict[str, str]]:
             raise ValueError("the metric name is given twice, differently")
         metric = named
     return metric, labels
+
+
+def split_selectors(v: object) -> object:
+    """A settings value that lists PromQL selectors: a JSON list, or selectors separated by
+    ";" or new lines (commas cannot separate them: they occur inside label matchers).
+    Empty items are dropped; ValueError when none is left. Other types are returned as they
+    are (for pydantic to refuse)."""
+    if isinstance(v, str):
+        text = v.strip()
+        if text.startswith("["):
+            v = json.loads(text)
+        else:
+            v = [s for s in text.replace("\n", ";").split(";")]
+    if isinstance(v, list | tuple):
+        items = tuple(str(s).strip() for s in v if str(s).strip())
+        if not items:
+            raise ValueError("at least one PromQL selector is needed")
+        return items
+    return v

@@ -21,6 +21,13 @@ def series_key(metric: str, labels: Mapping[str, str]) -> str:
     return f"{metric}{{{inner}}}"
 
 
+def exact_selector(labels: Mapping[str, str]) -> str:
+    """A PromQL selector with one ``=`` matcher per label (``__name__`` included): it
+    selects the series with exactly ``labels`` and any with more labels besides."""
+    inner = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(labels.items()))
+    return f"{{{inner}}}"
+
+
 def shard_of(key: str, shards: int) -> int:
     """Which of ``shards`` workers owns a series: a stable hash (not Python's salted hash())."""
     digest = hashlib.blake2b(key.encode(), digest_size=8).digest()

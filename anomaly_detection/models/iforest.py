@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import zlib
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -43,8 +44,14 @@ TRAIN_QUANTILE = 0.995
 DAY_S = 86_400.0
 SUPPRESS_ROWS = 200
 EXT_SCALE = 2.0
-# Columns of features(): the difference, and per window the deviation in that window's stds.
-DEVIATION_COLUMNS = [1] + [2 + 4 * k + 3 for k in range(len(WINDOWS))]
+
+
+def deviation_columns(n_windows: int) -> list[int]:
+    """Columns of :func:`features`: the difference, and per window the deviation in stds."""
+    return [1] + [2 + 4 * k + 3 for k in range(n_windows)]
+
+
+DEVIATION_COLUMNS = deviation_columns(len(WINDOWS))
 
 
 def features(
@@ -52,12 +59,17 @@ def features(
     values: npt.NDArray[np.float64],
     with_time: bool,
     with_week: bool = False,
+    windows: tuple[int, ...] = WINDOWS,
 ) -> npt.NDArray[np.float64]:
-    """The feature matrix (rows x features), causal; missing values carried forward."""
+    """The feature matrix (rows x features), causal; missing values carried forward.
+
+    Columns: value, difference, then per window (in rows) mean, std, deviation, deviation
+    in stds (:func:`deviation_columns`), then day of week and time of day (sin, cos) when
+    asked for."""
     v = pd.Series(values, dtype="float64").ffill().fillna(0.0)
     cols: list[pd.Series] = [v, v.diff().fillna(0.0)]
     past = v.shift(1)
-    for w in WINDOWS:
+    for w in windows:
         m = past.rolling(w, min_periods=1).mean()
         sd = past.rolling(w, min_periods=2).std(ddof=0)
         m = m.fillna(v)
@@ -92,18 +104,20 @@ def beyond(x: npt.NDArray[np.float64], train: npt.NDArray[np.float64]) -> npt.ND
     (both end in the extreme leaves, and in-sample noise can isolate as fast): this measures
     the distance, on the deviation columns (:data:`DEVIATION_COLUMNS`) only — levels drift.
     """
-    lo, hi = train.min(axis=0), train.max(axis=0)
+    return beyond_range(x, train.min(axis=0), train.max(axis=0))
+
+
+def beyond_range(
+    x: npt.NDArray[np.float64], lo: npt.NDArray[np.float64], hi: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float64]:
+    """:func:`beyond` against a stored training range (per column minimum and maximum)."""
     span = np.maximum(hi - lo, 1e-9 * (1.0 + np.abs(hi)))
     out = np.maximum(np.maximum(x - hi, lo - x), 0.0) / span
     dist: npt.NDArray[np.float64] = out.max(axis=1)
     return dist
 
 
-def _calibrate(
-    raw: npt.NDArray[np.float64], train_raw: npt.NDArray[np.float64]
-) -> npt.NDArray[np.float64]:
-    q = float(np.quantile(train_raw, TRAIN_QUANTILE))
-    m = float(train_raw.max())
+def _calibrate_with(raw: npt.NDArray[np.float64], q: float, m: float) -> npt.NDArray[np.float64]:
     spread = max(m - q, 1e-6)
     hi = 0.5 + (raw - q) / (2 * spread)
     lo = 0.5 * raw / max(q, 1e-6)
@@ -124,20 +138,58 @@ def iforest_scores(
     start = first
     while start < n:
         lo = max(0, start - MAX_TRAIN)
-        train = x[lo:start]
         end = min(n, start + RETRAIN_EVERY)
-        cal = np.zeros(end - start)
-        for k in range(N_FORESTS):
-            forest = IsolationForest(
-                n_estimators=N_TREES, max_samples=min(256, len(train)), random_state=seed + k
-            )
-            forest.fit(train)
-            train_raw = -forest.score_samples(train)
-            cal += _calibrate(-forest.score_samples(x[start:end]), train_raw) / N_FORESTS
-        ext = beyond(x[start:end][:, DEVIATION_COLUMNS], train[:, DEVIATION_COLUMNS])
-        out[start:end] = np.maximum(cal, np.where(ext > 0, 0.5 + 0.5 * np.tanh(ext / EXT_SCALE), 0))
+        out[start:end] = fit(x[lo:start], seed).score(x[start:end])
         start = end
     return suppress_repeats(out, SUPPRESS_ROWS)
+
+
+@dataclass
+class Fitted:
+    """Forests fitted on training rows, with what scoring needs of those rows: per forest
+    the calibration points (``q``, ``m`` of the module doc) and the training range of the
+    deviation columns (:func:`beyond`). Scores rows of the same feature layout."""
+
+    forests: list[IsolationForest]
+    calibration: list[tuple[float, float]]
+    deviation_cols: list[int]
+    deviation_lo: npt.NDArray[np.float64]
+    deviation_hi: npt.NDArray[np.float64]
+
+    def score(self, x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """Calibrated scores in [0, 1] (no repeat suppression)."""
+        cal = np.zeros(len(x))
+        for forest, (q, m) in zip(self.forests, self.calibration, strict=True):
+            cal += _calibrate_with(-forest.score_samples(x), q, m) / len(self.forests)
+        ext = beyond_range(x[:, self.deviation_cols], self.deviation_lo, self.deviation_hi)
+        out: npt.NDArray[np.float64] = np.maximum(
+            cal, np.where(ext > 0, 0.5 + 0.5 * np.tanh(ext / EXT_SCALE), 0)
+        )
+        return out
+
+
+def fit(
+    train: npt.NDArray[np.float64],
+    seed: int,
+    *,
+    n_trees: int = N_TREES,
+    n_forests: int = N_FORESTS,
+    quantile: float = TRAIN_QUANTILE,
+    deviation_cols: list[int] | None = None,
+) -> Fitted:
+    """Fit ``n_forests`` forests on ``train`` (rows of :func:`features`)."""
+    cols = DEVIATION_COLUMNS if deviation_cols is None else deviation_cols
+    forests, calibration = [], []
+    for k in range(n_forests):
+        forest = IsolationForest(
+            n_estimators=n_trees, max_samples=min(256, len(train)), random_state=seed + k
+        )
+        forest.fit(train)
+        train_raw = -forest.score_samples(train)
+        forests.append(forest)
+        calibration.append((float(np.quantile(train_raw, quantile)), float(train_raw.max())))
+    dev = train[:, cols]
+    return Fitted(forests, calibration, list(cols), dev.min(axis=0), dev.max(axis=0))
 
 
 def suppress_repeats(scores: npt.NDArray[np.float64], k: int) -> npt.NDArray[np.float64]:

@@ -1,4 +1,4 @@
-"""Where the outlier models live: the ``outlier_models`` table (migration 0006; why MySQL is
+"""Where the outlier models live: the ``outlier_models`` table (migration 0007; why MySQL is
 said there). :class:`MemoryStore` is the same contract in memory, for tests and the NAB
 bench.
 

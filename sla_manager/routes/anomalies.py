@@ -69,6 +69,11 @@ class AnomalyOut(_Response):
     normal_source: str
     deviation: float = Field(description="(mean - normal_mean) / normal_std")
     status: Status
+    score: float | None = Field(
+        default=None,
+        description="a batch model's score of the point in [0, 1] (iforest: ERROR above its "
+        "threshold); null for a streaming window",
+    )
     cursor: str = Field(description="pass as `after` for the items after this one")
 
     @classmethod
@@ -89,6 +94,7 @@ class AnomalyOut(_Response):
             normal_source=a.normal_source,
             deviation=a.deviation,
             status=a.status,  # the column holds what the validated record had
+            score=a.score,
             cursor=a.position.token(),
         )
 

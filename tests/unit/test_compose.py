@@ -268,3 +268,30 @@ def test_alerts_reach_the_users_webhook_and_rules_reach_prometheus(
     proc = _compose(tmp_path, _env_file(tmp_path, **values), "config", "-q")
     assert proc.returncode != 0
     assert "set ALERT_WEBHOOK_URL in .env" in proc.stderr
+
+
+def test_spark_cluster_and_batch_job_match_the_pyspark_pin(config: dict[str, Any]) -> None:
+    """The master and the worker run the official image at the pyspark version of
+    pyproject.toml (a driver and a cluster of different Spark versions do not talk); the
+    job is a real entry point whose variables are settings it reads."""
+    pin = next(
+        line.split("==")[1].strip('",')
+        for line in (REPO / "pyproject.toml").read_text().splitlines()
+        if line.strip().startswith('"pyspark==')
+    )
+    services = config["services"]
+    assert services["spark-master"]["image"] == f"apache/spark:{pin}"
+    assert f"FROM apache/spark:{pin} AS spark-worker" in (REPO / "Dockerfile").read_text()
+    assert services["spark-worker"]["build"]["target"] == "spark-worker"
+    # The services' image leaves pyspark out (a default group, for development and CI).
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert dockerfile.count("uv sync --frozen --no-dev --no-group spark") == 2
+    job = services["anomaly-batch"]
+    assert job["build"]["target"] == "batch"
+    assert job["command"] == ["python", "-m", "anomaly_detection.batch", "schedule"]
+    readable = {
+        f.upper() for cls in _settings_classes("anomaly_detection.batch") for f in cls.model_fields
+    }
+    assert not set(job["environment"]) - readable - NOT_OURS
+    assert job["environment"]["SPARK_MASTER"] == "spark://spark-master:7077"
+    assert dict(job["depends_on"])["migrate"]["condition"] == "service_completed_successfully"

@@ -170,14 +170,14 @@ class FakeProm(PrometheusClient):
 
     def __init__(self, series: list[RangeSeries], fail: Exception | None = None) -> None:
         super().__init__("http://127.0.0.1:1")
-        self.series, self.fail = series, fail
+        self.held, self.fail = series, fail
 
     def query_range(self, query: str, start: float, end: float, step: float) -> list[RangeSeries]:
         if self.fail is not None:
             raise self.fail
         return [
             RangeSeries(s.labels, s.timestamps[m], s.values[m])
-            for s in self.series
+            for s in self.held
             for m in [(s.timestamps >= start) & (s.timestamps <= end)]
         ]
 

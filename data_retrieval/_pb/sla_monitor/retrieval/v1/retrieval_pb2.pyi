@@ -1054,6 +1054,7 @@ class Anomaly(_message.Message):
     NORMAL_SOURCE_FIELD_NUMBER: _builtins.int
     DEVIATION_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
     detector: _builtins.str
     detector_version: _builtins.str
     count: _builtins.int
@@ -1069,6 +1070,11 @@ class Anomaly(_message.Message):
     deviation: _builtins.float
     """(mean - normal_mean) / normal_std; 0 while LEARNING."""
     status: Global___AnomalyStatus.ValueType
+    score: _builtins.float
+    """A batch model's score of one point in [0, 1] (detector "iforest": one row per point,
+    window_start = its time, ERROR above the model's threshold); unset for a window of the
+    streaming detector.
+    """
     @_builtins.property
     def series(self) -> Global___SeriesRef: ...
     @_builtins.property
@@ -1091,12 +1097,15 @@ class Anomaly(_message.Message):
         normal_source: _builtins.str = ...,
         deviation: _builtins.float = ...,
         status: Global___AnomalyStatus.ValueType = ...,
+        score: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["series", b"series", "window_end", b"window_end", "window_start", b"window_start"]
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_score", b"_score", "score", b"score", "series", b"series", "window_end", b"window_end", "window_start", b"window_start"]
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "detector", b"detector", "detector_version", b"detector_version", "deviation", b"deviation", "mean", b"mean", "normal_mean", b"normal_mean", "normal_source", b"normal_source", "normal_std", b"normal_std", "series", b"series", "status", b"status", "std", b"std", "window_end", b"window_end", "window_start", b"window_start"]
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_score", b"_score", "count", b"count", "detector", b"detector", "detector_version", b"detector_version", "deviation", b"deviation", "mean", b"mean", "normal_mean", b"normal_mean", "normal_source", b"normal_source", "normal_std", b"normal_std", "score", b"score", "series", b"series", "status", b"status", "std", b"std", "window_end", b"window_end", "window_start", b"window_start"]
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__score: _TypeAlias = _typing.Literal["score"]
+    _WhichOneofArgType__score: _TypeAlias = _typing.Literal["_score", b"_score"]
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__score) -> _WhichOneofReturnType__score | None: ...
 
 Global___Anomaly: _TypeAlias = Anomaly
 

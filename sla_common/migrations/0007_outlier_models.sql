@@ -1,4 +1,4 @@
--- 0006_outlier_models: the autoencoder outlier models (issue 17), one per series, written by
+-- 0007_outlier_models: the autoencoder outlier models (issue 17), one per series, written by
 -- the trainers (`python -m anomaly_detection.outliers trainer`) and read by every executor
 -- (`python -m anomaly_detection.outliers`). MySQL rather than a shared directory: every node
 -- of the suite already reaches it (no shared volume between hosts), and a re-train replaces

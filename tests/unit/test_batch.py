@@ -1,0 +1,215 @@
+"""The batch job's pieces without Spark: features, checks, the threshold rule, the model
+artefact and metadata round trip, settings, ranges, the retried fetch, /metrics labels."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import numpy as np
+import pytest
+
+from anomaly_detection.batch import core, fetch, store
+from anomaly_detection.batch.job import aligned_range, groups
+from anomaly_detection.batch.metrics import BatchMetrics, score_labels
+from anomaly_detection.batch.settings import BatchSettings
+from sla_common.prometheus import PrometheusUnavailable
+from sla_common.settings import SettingsError, load_settings
+
+STEP = 60
+PARAMS = core.Params(STEP, (300, 1800), 16, 0.01, 50)
+
+
+def _series(n: int, step: int = STEP, t0: float = 1_700_000_000.0) -> tuple[Any, Any]:
+    t = t0 + step * np.arange(n, dtype=np.float64)
+    rng = np.random.default_rng(1)
+    v = 100.0 + 10 * np.sin(2 * np.pi * np.arange(n) / 240) + rng.normal(0, 1, n)
+    return t, v
+
+
+def test_features_on_a_hand_built_series() -> None:
+    t = 1_700_000_000.0 + STEP * np.arange(8, dtype=np.float64)
+    v = np.array([1.0, 1.0, 1.0, 1.0, 1.0, 11.0, 1.0, 1.0])
+    x = core.feature_matrix(t, v, PARAMS, with_time=False, with_week=False)
+    # value, diff, then per window (5 and 30 rows) mean, std, deviation, deviation in stds.
+    assert x.shape == (8, 2 + 4 * 2)
+    assert x[:, 0].tolist() == v.tolist()
+    assert x[5, 1] == 10.0 and x[6, 1] == -10.0
+    mean5, std5, dev5 = x[:, 2], x[:, 3], x[:, 4]
+    assert mean5[5] == 1.0 and std5[5] == 0.0 and dev5[5] == 10.0  # the past only
+    assert mean5[6] == pytest.approx((1 + 1 + 1 + 1 + 11) / 5)  # rows 1..5
+    assert x[5, 5] > 1e6  # 10 over a zero std: huge, finite
+    assert np.isfinite(x).all()
+    assert PARAMS.windows_rows() == (5, 30)
+
+
+def test_time_of_day_only_when_the_history_covers_two_days() -> None:
+    t, v = _series(2 * 1440 - 10)
+    m = core.train("x", t, v, PARAMS)
+    assert isinstance(m, core.Model) and not m.with_time
+    t, v = _series(2 * 1440 + 1)
+    m = core.train("x", t, v, PARAMS)
+    assert isinstance(m, core.Model) and m.with_time and not m.with_week
+    assert m.feature_names()[-2:] == ["tod_sin", "tod_cos"]
+    x = core.feature_matrix(t, v, PARAMS, m.with_time, m.with_week)
+    assert x.shape[1] == len(m.feature_names())
+
+
+def test_checks_give_typed_skips() -> None:
+    assert core.check(np.ones(10), 16) == core.Skip("too_short", "10 points, fewer than 16")
+    skip = core.check(np.full(50, 3.0), 16)
+    assert skip is not None and skip.reason == "constant"
+    assert core.check(np.arange(50.0), 16) is None
+    t, v = _series(40)
+    v[:30] = np.nan  # non-finite points do not count
+    skip2 = core.train("x", t, v, PARAMS)
+    assert isinstance(skip2, core.Skip) and skip2.reason == "too_short"
+    assert set(core.SKIP_REASONS) >= {"no_match", "too_short", "constant", "fetch_failed"}
+
+
+def test_threshold_rule_flags_the_spike_and_about_contamination_of_training() -> None:
+    assert core.is_anomaly(np.array([0.5, 0.5000001, 0.2, 1.0])).tolist() == [
+        False,
+        True,
+        False,
+        True,
+    ]
+    t, v = _series(1440)
+    m = core.train("x", t, v, PARAMS)
+    assert isinstance(m, core.Model)
+    s = core.score(m, t, v, t[0])
+    assert len(s.scores) == 1440 and ((s.scores >= 0) & (s.scores <= 1)).all()
+    # 0.5 is the (1 - contamination) quantile of the training points' raw scores.
+    assert s.flags.mean() <= PARAMS.contamination + 1 / 1440
+    t2, v2 = _series(1500)  # the same series, 60 points on
+    v2[-30] += 200.0  # a spike after training
+    s2 = core.score(m, t2, v2, t2[-60])
+    assert len(s2.scores) == 60
+    assert s2.flags[30] and s2.scores[30] > 0.9
+    assert s2.flags[:30].sum() <= 1  # before it: quiet
+
+
+def test_model_artefact_and_metadata_round_trip() -> None:
+    t, v = _series(600)
+    m = core.train("k", t, v, PARAMS)
+    assert isinstance(m, core.Model)
+    blob, sha = core.dump(m)
+    back = core.load(blob, sha)
+    assert back.params == m.params and back.train_start == t[0] and back.train_end == t[-1]
+    assert np.array_equal(core.score(back, t, v, t[0]).scores, core.score(m, t, v, t[0]).scores)
+    meta = json.loads(json.dumps(m.metadata()))
+    assert meta["params"]["windows_s"] == [300, 1800] and meta["params"]["trees"] == 50
+    assert meta["params"]["contamination"] == 0.01 and meta["params"]["threshold"] == 0.5
+    assert meta["features"]["names"][:4] == ["value", "diff", "mean_300s", "std_300s"]
+    with pytest.raises(core.ArtefactError):
+        core.load(blob[:-1] + bytes([blob[-1] ^ 1]), sha)
+
+
+def test_score_rows_one_per_point_status_by_the_rule() -> None:
+    t, v = _series(300)
+    m = core.train("k", t, v, PARAMS)
+    assert isinstance(m, core.Model)
+    ref = store.SeriesRef.of({"__name__": "up", "job": "a"})
+    assert ref.key == 'up{job="a"}' and ref.prometheus_labels() == {"__name__": "up", "job": "a"}
+    scored = core.Scored(t[:3], v[:3], np.array([0.1, 0.5, 0.7]))
+    rows = store.score_rows(ref, m, "v1", scored, now=5)
+    cols = store.SCORES.columns
+    assert [r[cols.index("status")] for r in rows] == ["SAFE", "SAFE", "ERROR"]
+    assert [r[cols.index("window_start_ms")] for r in rows] == [round(x * 1000) for x in t[:3]]
+    r0 = rows[0]
+    assert r0[cols.index("window_end_ms")] - r0[cols.index("window_start_ms")] == STEP * 1000
+    assert r0[cols.index("detector")] == "iforest" and r0[cols.index("score")] == 0.1
+    assert store.SCORES.key == ("key_hash", "detector", "window_start_ms")
+
+
+def test_settings_and_ranges() -> None:
+    s = load_settings(BatchSettings, batch_selectors='a; b{x="1"}', batch_windows_s="120,600")
+    assert s.spark_master == "local[*]" and s.spark_local_ip == "127.0.0.1"
+    assert s.batch_selectors == ("a", 'b{x="1"}') and s.batch_windows_s == (120, 600)
+    with pytest.raises(SettingsError, match="two BATCH_STEP_S"):
+        load_settings(BatchSettings, batch_windows_s="60")
+    assert aligned_range(1000.5, 300, 60) == (720.0, 960.0)  # 5 points: 720..960
+    rows = list(groups([store.SeriesRef.of({"__name__": f"m{i}"}) for i in range(5)], 2))
+    assert [g for g, _ in rows] == [0, 0, 1, 1, 2]
+
+
+class _Flaky(BaseHTTPRequestHandler):
+    failures = 0
+    calls = 0
+
+    def do_POST(self) -> None:
+        type(self).calls += 1
+        self.rfile.read(int(self.headers["Content-Length"]))
+        if type(self).calls <= type(self).failures:
+            self.send_response(503)
+            self.end_headers()
+            self.wfile.write(b"down")
+            return
+        body = {
+            "status": "success",
+            "data": {
+                "resultType": "matrix",
+                "result": [{"metric": {"__name__": "up"}, "values": [[60, "1"], [120, "2"]]}],
+            },
+        }
+        raw = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def flaky() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Flaky)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    _Flaky.calls = 0
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_history_is_retried_while_prometheus_is_down(flaky: str) -> None:
+    s = load_settings(
+        BatchSettings, prometheus_url=flaky, batch_fetch_attempts=3, batch_fetch_backoff_s=0.01
+    )
+    ref = store.SeriesRef.of({"__name__": "up"})
+    _Flaky.failures = 2
+    with fetch.client(s) as c:
+        t, v = fetch.history(s, c, ref, 60, 120, 60)
+    assert t.tolist() == [60.0, 120.0] and v.tolist() == [1.0, 2.0] and _Flaky.calls == 3
+    _Flaky.calls, _Flaky.failures = 0, 10
+    with fetch.client(s) as c, pytest.raises(PrometheusUnavailable):
+        fetch.history(s, c, ref, 60, 120, 60)
+    assert _Flaky.calls == 3
+
+
+def test_metrics_expose_the_latest_score_with_the_series_labels_and_model() -> None:
+    assert score_labels("up", {"job": "a", "__x": "y"}) == {
+        "job": "a",
+        "for": "up",
+        "model": "iforest",
+    }
+    m = BatchMetrics(max_series=1)
+    summary = {
+        "series_key": 'up{job="a"}',
+        "metric": "up",
+        "labels": '{"job": "a"}',
+        "outcome": "scored",
+        "last_score": 0.75,
+    }
+    other = {**summary, "series_key": 'up{job="b"}', "labels": '{"job": "b"}'}
+    m.observe_run("score", "complete", 1.0, 120.0, [summary, other])
+    value = m.registry.get_sample_value(
+        "anomaly_score", {"job": "a", "for": "up", "model": "iforest"}
+    )
+    assert value == 0.75
+    assert m.registry.get_sample_value("anomaly_batch_series_not_exposed") == 1
