@@ -270,6 +270,7 @@ def test_health_serving_and_reflection_lists_the_service(
         "ListSeries",
         "GetDickeyFuller",
         "ListAnomalies",
+        "Explain",
         *STREAMS,
     }
     hp = pool.FindMessageTypeByName("sla_monitor.retrieval.v1.HodrickPrescottPoint")
