@@ -19,6 +19,7 @@ import pytest
 
 from anomaly_detection.outliers.settings import OutlierSettings
 from anomaly_detection.outliers.store import MysqlStore
+from sla_common import demo
 from sla_common.mysql import drop_database
 from sla_common.mysql_startup import wait_and_migrate
 from tests.integration.stackutil import HOST, REPO, Stack, free_port, stop_process, wait_until
@@ -135,13 +136,26 @@ def test_train_survive_a_dead_trainer_flag_the_incident_and_pick_up_a_newer_mode
     assert summary["model"] == "autoencoder" and summary["model_version"] == first
     flagged = {round((x["timestamp"] - o.end) / 60) for x in out["anomalies"]}
     assert set(range(-50, -29)) <= flagged, sorted(flagged)
-    assert all(-55 <= m <= -25 for m in flagged), sorted(flagged)
+    # Outside the incident a flag is a level the 18 h of training never saw: the demo's fd
+    # series peaks at 15:00 UTC, which that window misses at some times of day (a CI run at
+    # 16:45 flagged 4 minutes of the rise to it); a level the training saw is never flagged.
+    fd = next(s for s in demo.generate(end=int(o.end), hours=24) if s.name == demo.FILEFD)
+    seen = fd.values[(fd.timestamps >= o.end - 24 * H) & (fd.timestamps <= o.end - 6 * H)]
+    lo, hi = float(seen.min()), float(seen.max())
+
+    def novel(x: dict[str, Any]) -> bool:
+        return bool(x["value"] > hi or x["value"] < lo)
+
+    assert all(
+        -55 <= round((x["timestamp"] - o.end) / 60) <= -25 or novel(x) for x in out["anomalies"]
+    ), sorted(flagged)
     assert len(out["prediction"]) == 91
     spike = next(x for x in out["anomalies"] if round((x["timestamp"] - o.end) / 60) == -40)
     assert spike["value"] > 20_000 and spike["expected"] < 10_000 and spike["score"] > 5
     # Quiet hours (after the training range, before the incident): nothing.
     quiet = o.calculate(_range(o, -6 * H, -H)).json()
-    assert quiet["status"] == "success" and quiet["anomalies"] == [], quiet["anomalies"][:5]
+    assert quiet["status"] == "success", quiet
+    assert all(novel(x) for x in quiet["anomalies"]), quiet["anomalies"][:5]
 
     # A re-train replaces the model; the running executor uses the new one.
     o.submit(o.end - 6 * H, 12)
