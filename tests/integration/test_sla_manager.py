@@ -997,7 +997,12 @@ def test_etl_execution_time_is_what_prometheus_says(
 def test_prometheus_scrapes_the_sla_manager(stack: Stack, app: AppProcess) -> None:
     query = 'sla_manager_http_requests_total{job="sla-monitor",service="sla_manager"}'
     with PrometheusClient(stack.prometheus_url) as prom:
+        want = {"/slis", "/slis/{name}/violations"}
+        # wait for a scrape that holds both routes (the first answer may predate them)
         got = wait_until(
-            lambda: prom.query(query), timeout=45, interval=1, what=f"Prometheus to scrape {query}"
+            lambda: (r := prom.query(query)) and {s.labels["route"] for s in r} >= want and r,
+            timeout=90,
+            interval=1,
+            what=f"Prometheus to scrape {query} for {sorted(want)}",
         )
-    assert {s.labels["route"] for s in got} >= {"/slis", "/slis/{name}/violations"}
+    assert {s.labels["route"] for s in got} >= want
