@@ -28,7 +28,7 @@ from data_storage.writer import Writer
 from sla_common import demo
 from sla_common.messages import AnalysisMessage, Forecast, ForecastPoint, Grid, SeriesRef, Window
 from sla_common.mysql import MysqlSettings, connect
-from sla_common.prometheus import PrometheusClient
+from sla_common.prometheus import InstantSample, PrometheusClient
 from sla_common.series import series_key
 from tests.integration.slautil import AppProcess, EtlProcess, running_app
 from tests.integration.stackutil import Stack, wait_until
@@ -998,9 +998,14 @@ def test_prometheus_scrapes_the_sla_manager(stack: Stack, app: AppProcess) -> No
     query = 'sla_manager_http_requests_total{job="sla-monitor",service="sla_manager"}'
     with PrometheusClient(stack.prometheus_url) as prom:
         want = {"/slis", "/slis/{name}/violations"}
+
         # wait for a scrape that holds both routes (the first answer may predate them)
+        def scraped() -> list[InstantSample]:
+            r = prom.query(query)
+            return r if {s.labels["route"] for s in r} >= want else []
+
         got = wait_until(
-            lambda: (r := prom.query(query)) and {s.labels["route"] for s in r} >= want and r,
+            scraped,
             timeout=90,
             interval=1,
             what=f"Prometheus to scrape {query} for {sorted(want)}",
