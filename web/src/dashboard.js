@@ -533,7 +533,16 @@ async function sloPage(main) {
     chart);
   // Burn-down over the whole period: the API's budget history (one range query), each point
   // the budget left as GET /slos/<name>?time=t answers it.
-  const h = await api(`/slos/${n}/budget-history?source=raw_queries&points=${BURNDOWN_POINTS}`);
+  let h;
+  try {
+    h = await api(`/slos/${n}/budget-history?source=raw_queries&points=${BURNDOWN_POINTS}`);
+  } catch (e) { // the rest of the page stands without it
+    document.getElementById("burndown-note").textContent = "";
+    chart.replaceChildren();
+    showError(chart, e);
+    state.ready = true;
+    return;
+  }
   const times = h.points.map((p) => p[0]);
   const left = h.points.map((p) => (p[1] === null ? null : p[1] * 100));
   chart.replaceChildren();
