@@ -1,6 +1,6 @@
 """``python -m bench [analyses|kafka|storage|retrieval|sla|e2e|explain|receiver|detector|
-detector-scale|nab|outliers|pages|batch ...]``: run the benchmarks (``detector`` includes
-``detector-scale``).
+detector-scale|nab|outliers|pages|burndown|batch ...]``: run the benchmarks (``detector``
+includes ``detector-scale``).
 
 Kafka benchmarks use KAFKA_BOOTSTRAP_SERVERS, storage ones MYSQL_* too (``make bench``
 starts the local stack and sources its stack.env first). Results go to
@@ -22,6 +22,7 @@ from typing import Any
 from bench import (
     bench_analyses,
     bench_batch,
+    bench_burndown,
     bench_detector,
     bench_detector_scale,
     bench_e2e,
@@ -123,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     if "slo" in args.which:
         results["slo"] = bench_slo.measure(args.repeats)
         print(bench_slo.summary(results["slo"]))
+    if "burndown" in args.which:
+        results["burndown"] = bench_burndown.measure(max(args.repeats, 5))
+        print(bench_burndown.summary(results["burndown"]))
     if "detector" in args.which:
         bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
         results["detector"] = bench_detector.measure(bootstrap, args.repeats)

@@ -113,6 +113,7 @@ def request_of(msg: pb.ExplainRequest) -> ExplainRequest:
             reference=reference,
             step=msg.step_seconds or None,
             max_ranked=msg.max_ranked or DEFAULT_MAX_RANKED,
+            values=msg.values,
         )
     except ValidationError as e:
         raise invalid(validation_message(e)) from None
@@ -148,6 +149,10 @@ def _ranked(s: RankedSeries) -> pb.RankedSeries:
     )
     if s.seasonal_distance is not None:
         out.seasonal_distance = s.seasonal_distance
+    for t, v in s.values or []:
+        point = out.values.add(ts=_timestamp(t))
+        if v is not None:
+            point.value = v
     return out
 
 
@@ -179,6 +184,7 @@ def response_of(a: ExplainResponse) -> pb.ExplainResponse:
         day_before=a.day_before,
         seasonal_series=a.seasonal,
         timings_ms=a.timings_ms,
+        values_step_seconds=a.values_step or 0.0,
     )
 
 
@@ -213,6 +219,7 @@ class Explainer:
                     reference=req.reference,
                     step=req.step,
                     max_ranked=req.max_ranked,
+                    values=req.values,
                 )
             except ExplainInputError as e:
                 field = _FIELD_NAMES.get(e.field, e.field)

@@ -260,6 +260,56 @@ class ExecutionTimeQuery(_Request):
         return self
 
 
+class EtlCyclesQuery(ExecutionTimeQuery):
+    limit: int = Field(default=200, ge=1, le=2000, description="the newest cycles first")
+
+
+class EtlCycleQuery(_Request):
+    limit: int = Field(default=1000, ge=1, le=10_000, description="series, by key")
+
+
+class SkipCountOut(_Response):
+    analysis: str
+    reason: str
+    series: int = Field(description="series on which the analysis was skipped for the reason")
+
+
+class EtlCycleOut(_Response):
+    run_id: str
+    window_start: int = Field(description="the analysed window, Unix seconds")
+    window_end: int
+    step_s: int
+    first_produced_at: int = Field(description="when the cycle's first message was made")
+    last_produced_at: int
+    series_analysed: int = Field(description="series analysed (a message each), as stored")
+    series_with_skips: int = Field(description="of them, series with an analysis skipped")
+    skipped: list[SkipCountOut] = Field(description="skipped analyses by analysis and reason")
+
+
+class EtlCyclesResponse(_Response):
+    window: str
+    window_s: int
+    end: float
+    cycles: list[EtlCycleOut] = Field(description="newest first")
+
+
+class SeriesSkipOut(_Response):
+    analysis: str
+    reason: str
+    detail: str
+
+
+class EtlCycleSeriesOut(_Response):
+    series: str
+    samples: int = Field(description="raw samples in the window")
+    skipped: list[SeriesSkipOut]
+
+
+class EtlCycleResponse(EtlCycleOut):
+    series: list[EtlCycleSeriesOut] = Field(description="by key, at most `limit`")
+    truncated: bool = Field(description="more series were analysed than listed")
+
+
 # --------------------------------------------------------------------------- evaluations
 
 

@@ -57,3 +57,25 @@ def to_matrix(
     head = np.arange(len(g))[None, :] < first[:, None]
     filled = np.where(head, out[np.arange(len(series)), first][:, None], filled)
     return filled, present
+
+
+def bucket_means(
+    grid: npt.ArrayLike, row: npt.ArrayLike, present: npt.ArrayLike, buckets: int
+) -> tuple[float, list[tuple[float, float | None]]]:
+    """``row`` on ``grid`` in at most ``buckets`` runs of equal length: the bucket's first
+    grid time and the mean of the points that had a sample (None: none had). Returns the
+    buckets' length in seconds (grid steps per bucket x step) and the pairs. For a small
+    plot of a feature beside its explanation: bounded in size whatever the range."""
+    g = np.asarray(grid, dtype=np.float64)
+    v = np.asarray(row, dtype=np.float64)
+    p = np.asarray(present, dtype=np.bool_)
+    n = len(g)
+    if n == 0 or buckets < 1:
+        return 0.0, []
+    per = -(-n // buckets)  # ceiling: at most ``buckets`` buckets
+    step = float(g[1] - g[0]) if n > 1 else 0.0
+    out: list[tuple[float, float | None]] = []
+    for i in range(0, n, per):
+        seen = p[i : i + per] & np.isfinite(v[i : i + per])
+        out.append((float(g[i]), float(v[i : i + per][seen].mean()) if seen.any() else None))
+    return per * step, out

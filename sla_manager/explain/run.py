@@ -45,7 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr, model_validator
 from sla_common.prometheus import PrometheusClient, RangeSeries, merge_chunks
 from sla_common.series import series_key
 from sla_manager.explain.exstream import ExplainConfig, FeatureScore, explain, predicate_text
-from sla_manager.explain.features import counter_rates, to_matrix
+from sla_manager.explain.features import bucket_means, counter_rates, to_matrix
 from sla_manager.explain.settings import ExplainSettings
 from sla_manager.models import MAX_EPOCH_S
 
@@ -63,6 +63,14 @@ AFFINE_COPY = 0.9999
 # a wide selector's range is fetched in time slices under SLA_PROMETHEUS_MAX_RESPONSE_BYTES.
 JSON_BYTES_PER_POINT = 48
 SHOWN_FALSE_POSITIVES = 5
+# ``values``: at most this many points per ranked series (a small plot beside each).
+MAX_VALUE_POINTS = 500
+
+VALUES_DOC = (
+    "points of each ranked series' values over the fetched range (the reference's start "
+    "to the last anomalous interval's end), as the means of that many equal buckets "
+    f"(at most {MAX_VALUE_POINTS}); 0: no values"
+)
 
 Epoch = Annotated[float, Field(ge=0, le=MAX_EPOCH_S, allow_inf_nan=False)]
 Interval = tuple[Epoch, Epoch]
@@ -95,6 +103,7 @@ class ExplainRequest(BaseModel):
         description="seconds between points (default: 15, coarser when the range needs it)",
     )
     max_ranked: int = Field(default=20, ge=1, le=200, description="how many ranked series")
+    values: int = Field(default=0, ge=0, le=MAX_VALUE_POINTS, description=VALUES_DOC)
 
     @model_validator(mode="after")
     def _intervals(self) -> Self:
@@ -128,6 +137,11 @@ class RankedSeries(BaseModel):
     plain_distance: float = Field(description="its distance on its values")
     seasonal_distance: float | None = Field(
         description="its distance on its values less the day before (null: no day before)"
+    )
+    values: list[tuple[float, float | None]] | None = Field(
+        default=None,
+        description="`[t, mean]` per bucket of `values_step` seconds from t (counters as "
+        "rates; null: no sample in it), when asked for with `values`",
     )
 
 
@@ -163,6 +177,9 @@ class ExplainResponse(BaseModel):
         "of the reference)"
     )
     seasonal: int = Field(description="series that had the day before (the seasonal view)")
+    values_step: float | None = Field(
+        default=None, description="seconds per bucket of the ranked series' `values`"
+    )
     timings_ms: dict[str, float]
 
 
@@ -237,6 +254,7 @@ def run_explanation(
     step: float | None,
     max_ranked: int,
     exclude_copies_of: str | None = None,
+    values: int = 0,
 ) -> ExplainResult:
     """Fetch, align and explain (see the module doc); :class:`ExplainInputError` for a
     request that cannot be explained."""
@@ -377,7 +395,11 @@ def run_explanation(
     def key_of(i: int) -> str:
         return series_key(result[keep[i]].metric or "", labels_of(i))
 
-    def ranked(s: FeatureScore) -> RankedSeries:
+    def ranked(s: FeatureScore, with_values: bool = False) -> RankedSeries:
+        points = None
+        if with_values and values:
+            i = keep[s.index]
+            _, points = bucket_means(grid, matrix[i], present[i], values)
         return RankedSeries(
             series=key_of(s.index),
             metric=result[keep[s.index]].metric,
@@ -397,6 +419,7 @@ def run_explanation(
                 if s.seasonal_distance is not None and has_day[s.index]
                 else None
             ),
+            values=points,
         )
 
     predicates = [
@@ -426,7 +449,7 @@ def run_explanation(
         sparse=len(result) - len(keep) - len(excluded),
         false_positives=len(e.false_positives),
         false_positive_series=[ranked(s) for s in e.false_positives[:SHOWN_FALSE_POSITIVES]],
-        ranked=[ranked(s) for s in e.ranked],
+        ranked=[ranked(s, with_values=True) for s in e.ranked],
         clusters=[
             ClusterOut(
                 representative=key_of(c.representative),
@@ -438,6 +461,7 @@ def run_explanation(
         predicates=predicates,
         day_before=pairs is not None,
         seasonal=int(has_day.sum()),
+        values_step=-(-n_points // values) * step if values else None,
         timings_ms={k: round(v, 3) for k, v in timings.items()},
     )
     return ExplainResult(answer, excluded)

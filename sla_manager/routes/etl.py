@@ -1,4 +1,6 @@
-"""``/etl/execution-time``: how long the ETL's analyses and cycles took, from Prometheus.
+"""``/etl/execution-time``: how long the ETL's analyses and cycles took, from Prometheus;
+``/etl/cycles``: which series each cycle analysed and which analyses it skipped, and why,
+from what data_storage stored of the ETL's messages (MySQL, :mod:`sla_manager.etl_runs`).
 
 The ETL exposes histograms (``sla_etl_analysis_duration_seconds{analysis}``,
 ``sla_etl_cycle_duration_seconds``) and per-cycle maximum gauges
@@ -24,17 +26,27 @@ from typing import Annotated
 
 import numpy as np
 import numpy.typing as npt
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, HTTPException, Path, Query, status
 
 from sla_common.prometheus import PrometheusClient
-from sla_manager.deps import PrometheusDep, SettingsDep
-from sla_manager.errors import PROMQL, UNAVAILABLE
+from sla_manager.deps import PrometheusDep, ServicesDep, SettingsDep
+from sla_manager.errors import PROMQL, UNAVAILABLE, Responses
+from sla_manager.etl_runs import CycleRow, EtlRunStore
 from sla_manager.evaluation import finite_or_none, parse_duration
 from sla_manager.models import (
     AnalysisExecution,
+    ErrorBody,
+    EtlCycleOut,
+    EtlCycleQuery,
+    EtlCycleResponse,
+    EtlCycleSeriesOut,
+    EtlCyclesQuery,
+    EtlCyclesResponse,
     ExecutionStats,
     ExecutionTimeQuery,
     ExecutionTimeResponse,
+    SeriesSkipOut,
+    SkipCountOut,
 )
 
 router = APIRouter(prefix="/etl", tags=["etl"], responses={**UNAVAILABLE, **PROMQL})
@@ -147,4 +159,79 @@ def execution_time(
             AnalysisExecution(analysis=name, **stats)
             for name, stats in sorted(per_analysis.items())
         ],
+    )
+
+
+def _cycle_out(c: CycleRow) -> dict[str, object]:
+    return {
+        "run_id": c.run_id,
+        "window_start": c.window_start,
+        "window_end": c.window_end,
+        "step_s": c.step_s,
+        "first_produced_at": c.first_produced_at,
+        "last_produced_at": c.last_produced_at,
+        "series_analysed": c.series_analysed,
+        "series_with_skips": c.series_with_skips,
+        "skipped": [SkipCountOut(analysis=k.analysis, reason=k.reason, series=k.series)
+                    for k in c.skipped],
+    }  # fmt: skip
+
+
+@router.get(
+    "/cycles",
+    summary="The ETL's cycles over a window: series analysed and analyses skipped, and why",
+    description=(
+        "One entry per ETL cycle whose window ended within `window` before `end`, newest "
+        "first, from what data_storage stored of its messages: how many series it analysed, "
+        "how many of them had an analysis skipped, and the skips by analysis and reason."
+    ),
+)
+def etl_cycles(
+    params: Annotated[EtlCyclesQuery, Query()], services: ServicesDep
+) -> EtlCyclesResponse:
+    end = params.end if params.end is not None else round(time.time(), 3)
+    window_s = parse_duration(params.window)
+    rows = EtlRunStore(services.pool).cycles(end - window_s, end, params.limit)
+    return EtlCyclesResponse(
+        window=params.window,
+        window_s=window_s,
+        end=end,
+        cycles=[EtlCycleOut.model_validate(_cycle_out(c)) for c in rows],
+    )
+
+
+CYCLE_NOT_FOUND: Responses = {
+    404: {"model": ErrorBody, "description": "no cycle of that run id stored"}
+}
+RunId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+
+
+@router.get(
+    "/cycles/{run_id}",
+    summary="One ETL cycle: each series it analysed, with the analyses skipped and why",
+    responses=CYCLE_NOT_FOUND,
+)
+def etl_cycle(
+    run_id: RunId, params: Annotated[EtlCycleQuery, Query()], services: ServicesDep
+) -> EtlCycleResponse:
+    found = EtlRunStore(services.pool).cycle(run_id, params.limit)
+    if found is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no ETL cycle {run_id!r} stored")
+    c, series = found
+    return EtlCycleResponse.model_validate(
+        {
+            **_cycle_out(c),
+            "series": [
+                EtlCycleSeriesOut(
+                    series=s.series,
+                    samples=s.samples,
+                    skipped=[
+                        SeriesSkipOut(analysis=k.analysis, reason=k.reason, detail=k.detail)
+                        for k in s.skipped
+                    ],
+                )
+                for s in series
+            ],
+            "truncated": c.series_analysed > len(series),
+        }
     )

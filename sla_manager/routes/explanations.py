@@ -30,7 +30,9 @@ from sla_manager.explain.run import (
     DEFAULT_GAP_S,
     DEFAULT_REFERENCE_S,
     MAX_POINTS,
+    MAX_VALUE_POINTS,
     MIN_STEP_S,
+    VALUES_DOC,
     Epoch,
     ExplainInputError,
     ExplainRequest,
@@ -58,6 +60,7 @@ class ViolationExplanationQuery(BaseModel):
         description="the candidates (default: every series of the violating series' instance)",
     )
     max_ranked: int = Field(default=20, ge=1, le=200)
+    values: int = Field(default=0, ge=0, le=MAX_VALUE_POINTS, description=VALUES_DOC)
 
     @model_validator(mode="after")
     def _order(self) -> Self:
@@ -103,6 +106,7 @@ def post_explanation(
             reference=body.reference,
             step=body.step,
             max_ranked=body.max_ranked,
+            values=body.values,
         ).answer
 
 
@@ -178,6 +182,7 @@ def explain_violation(
             step=step,
             max_ranked=params.max_ranked,
             exclude_copies_of=own,
+            values=params.values,
         )
     return ViolationExplanationResponse(
         **res.answer.model_dump(),

@@ -42,6 +42,8 @@ from sla_manager.models import SLUG_PATTERN, ErrorBody, ListQuery
 from sla_manager.services import Services
 from sla_manager.slo.model import (
     AlertWindowOut,
+    BudgetHistoryOut,
+    BudgetHistoryQuery,
     Slo,
     SloAlertOut,
     SloCreate,
@@ -51,7 +53,7 @@ from sla_manager.slo.model import (
 )
 from sla_manager.slo.publish import RulePublisher
 from sla_manager.slo.rules import RuleSet, good_expr
-from sla_manager.slo.status import ForecastSource
+from sla_manager.slo.status import ForecastSource, budget_history
 from sla_manager.slo.status import status as slo_status
 from sla_manager.slo.store import DuplicateSlo, SloStore
 from sla_manager.store import SliStore
@@ -221,6 +223,37 @@ def get_slo(
     if params.alerts:
         update["alerts"] = _alerts(prometheus, slo.name, found.evaluated_at)
     return found.model_copy(update=update)
+
+
+@router.get(
+    "/{name}/budget-history",
+    summary="The SLO's error budget left over its period (a burn-down)",
+    description=(
+        "The budget left at `points` times evenly spread over the period ending at `end`, "
+        "each as `GET /slos/{name}?time=t` answers it (the error ratio over the period "
+        "ending at t), from one range query."
+    ),
+    responses={**SLO_NOT_FOUND, **PROMQL},
+)
+def get_budget_history(
+    name: SloName,
+    params: Annotated[BudgetHistoryQuery, Query()],
+    store: SloStoreDep,
+    slis: SliStoreDep,
+    prometheus: PrometheusDep,
+    settings: SettingsDep,
+) -> BudgetHistoryOut:
+    slo = slo_or_404(store, name)
+    sli = slis.get(slo.sli) if slo.sli is not None else None
+    return budget_history(
+        prometheus,
+        slo,
+        sli,
+        source=params.source,
+        raw_step_s=settings.sla_violation_step_s,
+        end=params.end if params.end is not None else round(time.time(), 3),
+        points=params.points,
+    )
 
 
 def _alerts(prometheus: PrometheusClient, name: str, at: float) -> list[SloAlertOut]:

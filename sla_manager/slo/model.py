@@ -284,3 +284,36 @@ class SloStatusQuery(_Request):
     alerts: bool = Field(
         default=False, description="also list the SLO's pending and firing alerts (one query)"
     )
+
+
+DEFAULT_HISTORY_POINTS = 121
+MAX_HISTORY_POINTS = 500
+
+
+class BudgetHistoryQuery(_Request):
+    source: Literal["recording_rules", "raw_queries"] = Field(
+        default="recording_rules",
+        description="as in GET /slos/{name}: recording_rules has no history before "
+        "Prometheus loaded the rules, raw_queries computes each point from the SLI itself",
+    )
+    end: Epoch | None = Field(default=None, description="the last point's time (default now)")
+    points: int = Field(
+        default=DEFAULT_HISTORY_POINTS,
+        ge=2,
+        le=MAX_HISTORY_POINTS,
+        description="how many times, evenly spread over the period ending at `end`",
+    )
+
+
+class BudgetHistoryOut(_Response):
+    slo: str
+    period: str
+    source: Literal["recording_rules", "raw_queries"]
+    start: float
+    end: float
+    step_s: int = Field(description="seconds between points: the period over points - 1")
+    budget_total: float = Field(description="the allowed error ratio (1 - objective)")
+    points: list[tuple[float, float | None]] = Field(
+        description="`[t, remaining]`: the budget left at t, as `GET /slos/{name}?time=t` "
+        "answers it (over the period ending at t); null: no data then"
+    )

@@ -22,7 +22,14 @@ from sla_manager.evaluation import parse_duration
 from sla_manager.models import Sli
 from sla_manager.slo import budget
 from sla_manager.slo.breach import SliForecast, bad_fraction
-from sla_manager.slo.model import BudgetOut, BurnRateOut, ProjectionOut, Slo, SloStatus
+from sla_manager.slo.model import (
+    BudgetHistoryOut,
+    BudgetOut,
+    BurnRateOut,
+    ProjectionOut,
+    Slo,
+    SloStatus,
+)
 from sla_manager.slo.rules import ERROR_RATIO, TOTAL_RATE, RuleConfig, good_expr, promql_string
 from sla_manager.store import ForecastStore
 
@@ -51,6 +58,18 @@ def _one(prometheus: PrometheusClient, query: str, at: float) -> float | None:
     return samples[0].value if samples else None
 
 
+def raw_ratio_expr(slo: Slo, sli: Sli | None, window: str, step_s: int) -> str | None:
+    """PromQL of the SLO's error ratio over ``window`` from the SLI itself (None: a
+    threshold SLO whose SLI is gone)."""
+    spec = slo.spec()
+    if spec.ratio is not None:
+        return f"({spec.ratio.errors_at(window)}) / ({spec.ratio.total_at(window)})"
+    if sli is None:
+        return None
+    step = subquery_step(parse_duration(window), step_s)
+    return f"1 - avg_over_time(({good_expr(sli)})[{window}:{step}s])"
+
+
 def read_raw(
     prometheus: PrometheusClient,
     slo: Slo,
@@ -64,15 +83,8 @@ def read_raw(
     totals: dict[str, float | None] = {}
     spec = slo.spec()
     for w in windows:
-        if spec.ratio is not None:
-            ratios[w] = _one(
-                prometheus, f"({spec.ratio.errors_at(w)}) / ({spec.ratio.total_at(w)})", at
-            )
-        elif sli is not None:
-            step = subquery_step(parse_duration(w), step_s)
-            ratios[w] = _one(prometheus, f"1 - avg_over_time(({good_expr(sli)})[{w}:{step}s])", at)
-        else:
-            ratios[w] = None
+        expr = raw_ratio_expr(slo, sli, w, step_s)
+        ratios[w] = None if expr is None else _one(prometheus, expr, at)
     if spec.ratio is not None:
         totals[slo.period] = _one(prometheus, spec.ratio.total_at(slo.period), at)
     return ratios, totals
@@ -209,4 +221,57 @@ def status(
         exhaustion_s=figures.exhaustion_s,
         source=source,
         projection=projection,
+    )
+
+
+def history_grid(period_s: int, points: int, end: float) -> tuple[float, int]:
+    """(start, step) of ``points`` times spread over the period ending at ``end``: the step
+    is the period over ``points - 1``, rounded up to a whole second."""
+    step = max(1, -(-period_s // (points - 1)))
+    return end - step * (points - 1), step
+
+
+def budget_history(
+    prometheus: PrometheusClient,
+    slo: Slo,
+    sli: Sli | None,
+    *,
+    source: Source,
+    raw_step_s: int,
+    end: float,
+    points: int,
+) -> BudgetHistoryOut:
+    """The budget left at ``points`` times over the period ending at ``end``: one range query
+    of the period's error ratio (the recorded series, or the raw expression), each point
+    what :func:`status` answers at its time."""
+    period_s = slo.spec().period_s
+    start, step = history_grid(period_s, points, end)
+    total = budget.error_budget(slo.objective)
+    if source == "recording_rules":
+        query: str | None = f'{{__name__=~"{ERROR_RATIO}.+",slo={promql_string(slo.name)}}}'
+    else:
+        query = raw_ratio_expr(slo, sli, slo.period, raw_step_s)
+    found: dict[float, float] = {}
+    if query is not None:
+        for rs in prometheus.query_range(query, start, end, step):
+            m = _SERIES.match(rs.labels.get("__name__", ""))
+            other = m is None or parse_duration(m.group(2)) != period_s
+            if source == "recording_rules" and other:
+                continue  # another window's recorded ratio
+            for t, v in zip(rs.timestamps.tolist(), rs.values.tolist(), strict=True):
+                found[round(t, 3)] = v
+    out: list[tuple[float, float | None]] = []
+    for k in range(points):
+        t = round(start + k * step, 3)
+        e = budget.finite(found.get(t))
+        out.append((t, None if e is None else 1.0 - e / total))
+    return BudgetHistoryOut(
+        slo=slo.name,
+        period=slo.period,
+        source=source,
+        start=start,
+        end=end,
+        step_s=step,
+        budget_total=total,
+        points=out,
     )

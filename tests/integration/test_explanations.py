@@ -185,7 +185,7 @@ def test_a_violation_is_explained_without_choosing_intervals(
     assert len(body["explanation"]) <= 3
 
     # the disk fill: free bytes are avail bytes plus the reserve, an affine copy left out
-    r = _violation(client, "var-avail", start=end - 4 * HOUR, end=end)
+    r = _violation(client, "var-avail", start=end - 4 * HOUR, end=end, values=60)
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["anomalous"] == [[end - 2 * HOUR - 40 * MINUTE, end - 2 * HOUR]]
@@ -198,6 +198,15 @@ def test_a_violation_is_explained_without_choosing_intervals(
     # the demo adds I/O wait while the disk fills: that is what else changed
     assert body["ranked"][0]["labels"]["mode"] == "iowait", body["ranked"][:3]
     assert 1 <= len(body["explanation"]) <= 3
+    # values=60: each ranked series' values in at most 60 buckets from the reference's start
+    # to the violation's end, where the I/O wait is higher than in the reference
+    (a0, a1), (r0, r1) = body["anomalous"][0], body["reference"]
+    points = body["ranked"][0]["values"]
+    assert 0 < len(points) <= 60 and body["values_step"] >= body["step"]
+    assert r0 - body["step"] < points[0][0] <= r0 and points[-1][0] <= a1
+    during = [v for t, v in points if a0 <= t and t + body["values_step"] <= a1 and v is not None]
+    before = [v for t, v in points if r0 <= t and t + body["values_step"] <= r1 and v is not None]
+    assert during and before and min(during) > max(before)
 
 
 def test_violation_explanation_bad_input_is_4xx(client: httpx.Client, stack: Stack) -> None:
@@ -213,6 +222,8 @@ def test_violation_explanation_bad_input_is_4xx(client: httpx.Client, stack: Sta
     assert r.status_code == 422 and "no data" in r.text
     r = _violation(client, "fd", start=end - HOUR, end=end, bogus=1)
     assert r.status_code == 422, r.text
+    r = _violation(client, "fd", start=end - HOUR, end=end, values=501)
+    assert r.status_code == 422 and "values" in r.text
 
 
 def test_a_series_without_instance_needs_a_selector(client: httpx.Client, stack: Stack) -> None:

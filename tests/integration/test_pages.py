@@ -1,7 +1,10 @@
 """The SLA manager's pages in headless Chromium (issue 18), against the real test stack with
 the demo history: ``python -m sla_manager`` on a scratch database holding the demo's SLIs, an
-SLO, a stored forecast of the demo host's file descriptors and anomaly windows on its fd
-spike. Every request leaving the machine is refused and counted (the pages work offline).
+SLO, a stored forecast of the demo host's file descriptors, anomaly windows on its fd
+spike, and two ETL cycles (the ETL's own fetch and analyses of a few demo series over 3 h,
+stored by data_storage's writer). Every request leaving the machine is refused and counted
+(the pages work offline). The read routes the pages added to the API (``/etl/cycles``,
+``/slos/{name}/budget-history``) are checked against what they read here too.
 
 Screenshots go to test-artifacts/screenshots/ (git-ignored) for a person to look at.
 """
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,6 +23,8 @@ from playwright.sync_api import Browser
 
 from data_storage.anomalies import AnomalyWriter
 from data_storage.writer import Writer
+from etl_data_pipeline.pipeline import Pipeline, analyse_series, analysis_config, build_message
+from etl_data_pipeline.settings import EtlSettings
 from sla_common import demo
 from sla_common.anomalies import AnomalyRecord
 from sla_common.messages import AnalysisMessage
@@ -48,6 +54,54 @@ SLO = f"pages-{uuid.uuid4().hex[:6]}"
 FORECAST_POINTS = 30
 # The import alone takes 50 s on a loaded 2-core machine (load 15 seen).
 START_TIMEOUT_S = 180.0
+# Two ETL cycles over 3 h of a few demo series, with a one-day season: the decomposition
+# needs two seasons, so the ETL skips it on every series (its own reason).
+ETL_SELECTORS = (
+    'node_filefd_allocated{job="host"}',
+    'node_memory_MemAvailable_bytes{job="host"}',
+    'node_filesystem_avail_bytes{job="host"}',
+)
+ETL_WINDOW_S = 3 * 3600
+# run id -> the messages the ETL made in that cycle
+CYCLES: dict[str, list[AnalysisMessage]] = {}
+
+
+def _etl_cycles(stack: Stack) -> list[AnalysisMessage]:
+    """Two cycles of the ETL's fetch and analyses (no broker: the messages go to the writer
+    directly), ending an hour apart at the demo's end."""
+    assert stack.demo_end is not None
+    settings = EtlSettings(
+        prometheus_url=stack.prometheus_url,
+        etl_selectors=ETL_SELECTORS,
+        etl_window_s=ETL_WINDOW_S,
+        etl_season_s=86_400,
+    )
+    cfg = analysis_config(settings)
+    pipeline = Pipeline(settings)
+    out: list[AnalysisMessage] = []
+    try:
+        for end in (stack.demo_end - 3600, stack.demo_end):
+            run_id = f"pages-{uuid.uuid4().hex[:12]}"
+            start = end - ETL_WINDOW_S
+            fetched, errors = pipeline.fetch(start, end)
+            assert fetched and not errors, errors
+            msgs = [
+                build_message(
+                    run_id,
+                    end + 30,
+                    fs.ref,
+                    start,
+                    end,
+                    analyse_series(fs, settings.etl_step_s, end, cfg),
+                    settings.etl_forecast_horizon_s,
+                )
+                for fs in fetched
+            ]
+            CYCLES[run_id] = msgs
+            out += msgs
+    finally:
+        pipeline.close()
+    return out
 
 
 def _forecast(at: int) -> AnalysisMessage:
@@ -86,6 +140,7 @@ def database(stack: Stack) -> Iterator[str]:
         writer = Writer(stack.mysql_settings(name))
         try:
             writer.write([_forecast(int(time.time()))])
+            writer.write(_etl_cycles(stack))
         finally:
             writer.close()
         spike = stack.demo_end - demo.FD_SPIKE_FIRST_OFFSET_S
@@ -221,6 +276,14 @@ def test_sli_page_draws_series_forecast_anomalies_and_the_apis_violation_interva
     assert [c.inner_text() for c in ranked] == [r["series"] for r in body["ranked"][:8]]
     if body["false_positives"]:
         assert str(body["false_positives"]) in explanation.locator("summary").inner_text()
+    # each explaining feature's values drawn small beside it: the API's points, one chart each
+    assert "values=" in answer.value.url
+    features = w.page.evaluate("() => window.slaDashboard.drawn.features")
+    assert features == [
+        {"series": r["series"], "points": len(r["values"])} for r in body["ranked"][:8]
+    ]
+    assert all(0 < f["points"] <= 80 for f in features)
+    assert explanation.locator("table.ranked .spark canvas").count() == len(features)
     screenshot(w.page, "sli-explanation")
 
     # Another window reloads the chart with its own range.
@@ -253,17 +316,113 @@ def test_slo_page_shows_budget_burn_rates_against_thresholds_and_alerts(
     assert ticks == 2 * len(status["alert_windows"])
     assert w.page.locator("#alerts").count() == 1
     assert w.page.evaluate("() => !!window.slaDashboard.charts.burndown.ctx.canvas.width")
-    # The burn-down has a budget figure at (nearly) each of its 25 times over the demo's day.
-    assert w.page.evaluate("() => window.slaDashboard.drawn.burndown.points") >= 20
+    # The burn-down spans the SLO's whole period (30 days), 121 times; the demo's history is
+    # one day long, so the budget is known at the last 4 or 5 of them (one every 6 h).
+    drawn = w.page.evaluate("() => window.slaDashboard.drawn.burndown")
+    assert drawn["total"] == 121 and drawn["step"] == 6 * 3600
+    assert drawn["end"] - drawn["start"] == 30 * 86_400
+    assert 4 <= drawn["points"] <= 5
     screenshot(w.page, "slo")
     assert w.errors == [] and w.external == []
 
 
+def test_budget_history_is_the_status_at_each_time(base_url: str) -> None:
+    h = _get(base_url, f"/slos/{SLO}/budget-history", source="raw_queries", points=121)
+    assert h["period"] == "30d" and h["step_s"] == 6 * 3600 and len(h["points"]) == 121
+    assert h["end"] - h["start"] == 30 * 86_400 and h["budget_total"] == 0.005
+    known = [(t, v) for t, v in h["points"] if v is not None]
+    assert 4 <= len(known) <= 5 and known[-1][0] == h["points"][-1][0]  # the demo's day
+    for t, left in known[-2:]:
+        at = _get(base_url, f"/slos/{SLO}", time=t, source="raw_queries")
+        assert left == pytest.approx(at["budget"]["remaining"], rel=1e-9)
+    # recording rules: nothing before Prometheus loaded them; the newest point once it did
+    r = httpx.get(f"{base_url}/slos/{SLO}/budget-history", params={"points": 3}, timeout=60)
+    assert r.status_code == 200 and len(r.json()["points"]) == 3
+    for params, status in (
+        ({"points": 1}, 422),
+        ({"points": 501}, 422),
+        ({"source": "guess"}, 422),
+        ({"end": -1}, 422),
+        ({"bogus": 1}, 422),
+    ):
+        r = httpx.get(f"{base_url}/slos/{SLO}/budget-history", params=params, timeout=60)
+        assert r.status_code == status, (params, r.text)
+    r = httpx.get(f"{base_url}/slos/no-such-slo/budget-history", timeout=60)
+    assert r.status_code == 404, r.text
+
+
+def _skips(msgs: list[AnalysisMessage]) -> dict[tuple[str, str], int]:
+    return dict(Counter((sk.analysis, sk.reason) for m in msgs for sk in m.skipped))
+
+
+def test_etl_cycles_answer_what_the_etl_analysed_and_skipped(base_url: str) -> None:
+    assert len(CYCLES) == 2
+    body = _get(base_url, "/etl/cycles", window="1d")
+    by_run = {c["run_id"]: c for c in body["cycles"]}
+    ends = [c["window_end"] for c in body["cycles"]]
+    assert ends == sorted(ends, reverse=True)  # newest first
+    for run_id, msgs in CYCLES.items():
+        c = by_run[run_id]
+        assert c["series_analysed"] == len(msgs)
+        assert c["series_with_skips"] == sum(1 for m in msgs if m.skipped)
+        assert {(k["analysis"], k["reason"]): k["series"] for k in c["skipped"]} == _skips(msgs)
+        assert ("decomposition", "too_short") in _skips(msgs)  # 3 h < two one-day seasons
+        assert c["window_end"] - c["window_start"] == ETL_WINDOW_S
+        one = _get(base_url, f"/etl/cycles/{run_id}")
+        assert one["truncated"] is False
+        assert [s["series"] for s in one["series"]] == sorted(m.series.key for m in msgs)
+        want = {m.series.key: sorted((k.analysis, k.reason, k.detail) for k in m.skipped)
+                for m in msgs}  # fmt: skip
+        got = {s["series"]: sorted((k["analysis"], k["reason"], k["detail"]) for k in s["skipped"])
+               for s in one["series"]}  # fmt: skip
+        assert got == want
+        assert len(_get(base_url, f"/etl/cycles/{run_id}", limit=1)["series"]) == 1
+    # a window that ended before both cycles holds neither; limit keeps the newest
+    older = _get(base_url, "/etl/cycles", window="1h", end=min(ends) - 1)
+    assert not set(CYCLES) & {c["run_id"] for c in older["cycles"]}
+    assert len(_get(base_url, "/etl/cycles", window="1d", limit=1)["cycles"]) == 1
+    for path, params, status in (
+        ("/etl/cycles", {"window": "40d"}, 422),
+        ("/etl/cycles", {"window": "soon"}, 422),
+        ("/etl/cycles", {"limit": 0}, 422),
+        ("/etl/cycles", {"bogus": 1}, 422),
+        ("/etl/cycles/no-such-run", {}, 404),
+        ("/etl/cycles/bad%20id", {}, 422),
+        (f"/etl/cycles/{next(iter(CYCLES))}", {"limit": 0}, 422),
+    ):
+        r = httpx.get(base_url + path, params=params, timeout=60)
+        assert r.status_code == status, (path, params, r.text)
+
+
 def test_etl_page_and_docs_work_offline(base_url: str, browser: Browser) -> None:
     w = watched_page(browser)
-    w.page.goto(base_url + "/ui/etl")
+    w.page.goto(base_url + "/ui/etl?window=1d")
     wait_ready(w.page)
     assert w.page.locator('#etl-table tr[data-analysis="whole cycle"]').count() == 1
+    # series analysed and skipped per cycle: the API's figures, drawn and listed
+    api = _get(base_url, "/etl/cycles", window="1d")["cycles"]
+    drawn = w.page.evaluate("() => window.slaDashboard.drawn.cycles")
+    assert drawn["cycles"] == len(api)
+    assert drawn["analysed"] == [c["series_analysed"] for c in reversed(api)]
+    assert drawn["skipped"] == [c["series_with_skips"] for c in reversed(api)]
+    assert w.page.evaluate("() => !!window.slaDashboard.charts.cycles.ctx.canvas.width")
+    total = Counter[tuple[str, str]]()
+    for c in api:
+        total.update({(k["analysis"], k["reason"]): k["series"] for k in c["skipped"]})
+    rows = w.page.locator("#etl-reasons tbody tr").element_handles()
+    shown = {(r.get_attribute("data-analysis"), r.get_attribute("data-reason")):
+             int(r.get_attribute("data-count") or 0) for r in rows}  # fmt: skip
+    assert shown == dict(total)
+    # the newest cycle's series with their skipped analyses, and another cycle's on request
+    newest = w.page.locator("#etl-cycle")
+    assert newest.get_attribute("data-run") == api[0]["run_id"]
+    older = min(CYCLES, key=lambda r: CYCLES[r][0].window.end)
+    w.page.locator(f'#etl-cycles-table tr[data-run="{older}"] button').click()
+    w.page.locator(f'#etl-cycle[data-run="{older}"]').wait_for(timeout=30_000)
+    listed = w.page.locator("#etl-skipped-series tbody tr").element_handles()
+    assert {r.get_attribute("data-series") for r in listed} == {
+        m.series.key for m in CYCLES[older] if m.skipped
+    }
     screenshot(w.page, "etl")
     w.page.goto(base_url + "/docs")
     w.page.locator(".swagger-ui .opblock").first.wait_for(timeout=30_000)

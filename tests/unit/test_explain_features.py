@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sla_manager.explain.features import counter_rates, to_matrix
+from sla_manager.explain.features import bucket_means, counter_rates, to_matrix
 
 
 def test_counter_rates_are_reset_aware() -> None:
@@ -35,3 +35,16 @@ def test_to_matrix_places_fills_and_reports_gaps() -> None:
     assert np.isnan(m[2]).all() and not present[2].any()
     assert np.allclose(m[3], 7.0)
     assert present[3].sum() == 1
+
+
+def test_bucket_means_average_the_samples_of_equal_buckets() -> None:
+    grid = 100.0 + 15 * np.arange(7)
+    row = np.array([1.0, 3.0, 5.0, 7.0, 9.0, 11.0, 13.0])
+    present = np.array([True, True, False, False, True, True, True])
+    step, points = bucket_means(grid, row, present, 3)  # 7 points: buckets of 3, 3, 1
+    assert step == 45.0
+    # the filled values where there was no sample do not count; no sample at all: None
+    assert points == [(100.0, 2.0), (145.0, 10.0), (190.0, 13.0)]
+    step, points = bucket_means(grid, row, np.zeros(7, dtype=bool), 10)
+    assert step == 15.0 and [v for _t, v in points] == [None] * 7
+    assert bucket_means(grid[:0], row[:0], present[:0], 5) == (0.0, [])

@@ -5,6 +5,7 @@ are in tests/integration/test_explanations.py (whose demo history is one day lon
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, cast
 
 import numpy as np
@@ -102,3 +103,30 @@ def test_a_wide_range_is_fetched_in_slices_under_the_response_cap() -> None:
         starts[0] == whole.ranges[1][0] and max(b for _, b in sliced.ranges) == whole.ranges[0][1]
     )
     assert one.model_dump(exclude={"timings_ms"}) == many.model_dump(exclude={"timings_ms"})
+
+
+def test_values_are_bounded_buckets_of_the_ranked_series_over_the_fetched_range() -> None:
+    prom = FakePrometheus(END - 12 * 3600)
+    plain = _run(prom)
+    assert plain.values_step is None and all(s.values is None for s in plain.ranked)
+    body = run_explanation(
+        cast(PrometheusClient, prom),
+        SlaSettings(),
+        selector='{job="x"}',
+        anomalous=[(END - 1800, END)],
+        reference=None,
+        step=STEP,
+        max_ranked=10,
+        values=40,
+    ).answer
+    assert body.values_step is not None and body.values_step % STEP == 0
+    top = body.ranked[0]
+    assert top.series == 'cause{job="x"}' and top.values is not None
+    assert 0 < len(top.values) <= 40
+    ts = [t for t, _v in top.values]
+    assert ts[0] == pytest.approx(body.reference[0] // STEP * STEP)
+    assert ts[-1] <= END and all(b - a == body.values_step for a, b in itertools.pairwise(ts))
+    # the step of 6 sd shows: the last bucket (inside the violation) is above the first
+    first, last = top.values[0][1], top.values[-1][1]
+    assert first is not None and last is not None and last - first > 4
+    assert all(s.values is None for s in body.false_positive_series)

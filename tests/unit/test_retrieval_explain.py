@@ -114,6 +114,10 @@ def test_a_good_request_is_the_rest_request_with_its_defaults() -> None:
         )
     )
     assert req.reference == (0.0, 50.0) and req.step == 30.0 and req.max_ranked == 3
+    assert req.values == 0
+    req = request_of(pb.ExplainRequest(selector=SEL, anomalous=[iv(100, 200)], values=40))
+    assert req.values == 40
+    assert refusal(selector=SEL, anomalous=[iv(100, 200)], values=501).startswith("values: ")
 
 
 def test_the_client_sends_fractions_of_a_second() -> None:
@@ -180,6 +184,28 @@ def test_the_answer_is_the_pipelines_field_for_field() -> None:
     assert lines[1].startswith("3 candidate series, 0 sparse, ")
     assert lines[2] == "  " + answer.explanation[0]
     assert any(ln.split()[:2] == ["1", 'cause{job="x"}'] for ln in lines)
+
+
+def test_the_ranked_series_values_are_the_pipelines() -> None:
+    answer = run_explanation(
+        cast(PrometheusClient, FakePrometheus(HISTORY_START)),
+        SlaSettings(),
+        selector=SEL,
+        anomalous=[(END - 1800, END)],
+        reference=None,
+        step=60,
+        max_ranked=10,
+        values=50,
+    ).answer
+    msg = response_of(answer)
+    assert answer.values_step is not None and msg.values_step_seconds == answer.values_step
+    for got, want in zip(msg.ranked, answer.ranked, strict=True):
+        assert want.values is not None and len(got.values) == len(want.values) <= 50
+        assert [p.ts.seconds for p in got.values] == [int(t) for t, _v in want.values]
+        assert [p.value if p.HasField("value") else None for p in got.values] == [
+            v for _t, v in want.values
+        ]
+    assert all(not s.values for s in msg.false_positive_series)
 
 
 def test_an_answer_without_predicates_says_so() -> None:

@@ -70,6 +70,9 @@ def test_openapi_has_the_contract_and_guards_only_writes(client: httpx.Client) -
         "/slis/{name}/violations",
         "/slis/{name}/forecast-violations",
         "/etl/execution-time",
+        "/etl/cycles",
+        "/etl/cycles/{run_id}",
+        "/slos/{name}/budget-history",
         "/healthz",
     }
     assert "/metrics" not in paths
@@ -210,6 +213,22 @@ def test_dependencies_down_give_503_with_retry_after(fresh_client: httpx.Client)
     metrics = client.get("/metrics").text
     assert 'sla_manager_dependency_failures_total{dependency="mysql"} 2.0' in metrics
     assert 'sla_manager_dependency_failures_total{dependency="prometheus"} 2.0' in metrics
+
+
+def test_the_pages_routes_answer_503_when_their_dependency_is_down(client: httpx.Client) -> None:
+    for path, dependency in (
+        ("/etl/cycles?window=1h", "MySQL"),
+        ("/etl/cycles/some-run", "MySQL"),
+        ("/slos/some-slo/budget-history", "MySQL"),  # the SLO is looked up first
+    ):
+        r = client.get(path)
+        assert r.status_code == 503, (path, r.text)
+        assert r.headers["Retry-After"] == "7"
+        assert r.json()["detail"].startswith(f"{dependency} unavailable"), r.text
+    # refused before anything is asked of MySQL
+    assert client.get("/etl/cycles?window=40d").status_code == 422
+    assert client.get("/etl/cycles/bad%20id").status_code == 422
+    assert client.get("/slos/some-slo/budget-history?points=1").status_code == 422
 
 
 def test_healthz_says_which_dependency_answers_and_readyz_gates(client: httpx.Client) -> None:

@@ -4,6 +4,7 @@ import uPlot from "uplot";
 
 const $main = () => document.getElementById("main");
 const REFRESH_MS = 30000;
+const BURNDOWN_POINTS = 121; // over the SLO's period, whatever its length
 const WINDOWS = { "1h": 15, "3h": 15, "12h": 15, "7d": 300 }; // window -> step (s)
 const PALETTE = ["#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf",
   "#bcbd22", "#7f7f7f", "#ff7f0e", "#393b79"];
@@ -327,11 +328,48 @@ function drawSliChart(node, viol, forecast, anomalies) {
   return { u, detectors };
 }
 
+// A ranked feature's values (the API's `values`, bucket means) drawn small: the anomalous
+// intervals shaded red, the reference grey.
+const SPARK = { width: 220, height: 44 };
+const FEATURE_POINTS = 80; // per ranked feature: one bucket is about 5 min of a 7 h fetch
+function featureSpark(r, body) {
+  const node = el("div", { class: "spark", role: "img", "aria-label": `${r.series} over the reference and the violation` });
+  const pts = r.values || [];
+  if (!pts.length) return node;
+  const xs = Float64Array.from(pts.map((p) => p[0]));
+  const ys = pts.map((p) => p[1]);
+  const half = (body.values_step || body.step) / 2;
+  const shade = (u, [a, b], color) => {
+    const x0 = u.valToPos(a, "x", true);
+    const x1 = u.valToPos(b, "x", true);
+    u.ctx.fillStyle = color;
+    u.ctx.fillRect(x0, u.bbox.top, Math.max(1, x1 - x0), u.bbox.height);
+  };
+  new uPlot({
+    ...SPARK,
+    legend: { show: false },
+    cursor: { show: false },
+    axes: [{ show: false }, { show: false }],
+    scales: { x: { time: true, range: [xs[0] - half, xs[xs.length - 1] + 2 * half] } },
+    series: [{}, { stroke: r.direction === "above" ? "#c0262d" : "#175cd3", width: 1.25, spanGaps: true, points: { show: false } }],
+    hooks: {
+      drawClear: [(u) => {
+        u.ctx.save();
+        shade(u, body.reference, "rgba(152,162,179,0.18)");
+        for (const iv of body.anomalous) shade(u, iv, "rgba(214,39,40,0.22)");
+        u.ctx.restore();
+      }],
+    },
+  }, [xs, ys], node);
+  return node;
+}
+
 function explanationView(body) {
   const preds = body.explanation.length
     ? el("ol", { class: "predicates" }, body.explanation.map((p) => el("li", {}, el("code", { text: p }))))
     : el("p", { class: "muted", text: "No predicate separates the violation from the reference." });
-  const top = body.ranked.slice(0, 8).map((r) => {
+  const shownRanked = body.ranked.slice(0, 8);
+  const top = shownRanked.map((r) => {
     const lo = Math.min(r.anomalous.min, r.reference.min);
     const hi = Math.max(r.anomalous.max, r.reference.max);
     const span = hi - lo || 1;
@@ -339,22 +377,24 @@ function explanationView(body) {
       class: `rng ${cls}`,
       style: `left:${(100 * (v.min - lo)) / span}%;width:${Math.max(1, (100 * (v.max - v.min)) / span)}%`,
     });
-    return el("tr", {},
+    return el("tr", { "data-series": r.series, "data-points": (r.values || []).length },
       el("td", {}, el("code", { text: r.series })),
       el("td", { class: "num", text: r.distance.toFixed(3) }),
       el("td", { text: r.direction }),
       el("td", { class: "num", text: `${human(r.reference.min)} … ${human(r.reference.max)}` }),
       el("td", { class: "num", text: `${human(r.anomalous.min)} … ${human(r.anomalous.max)}` }),
       el("td", { class: "rngcell", title: "grey: reference range, red: during the violation" },
-        el("span", { class: "rngbox" }, bar(r.reference, "ref"), bar(r.anomalous, "anom"))));
+        el("span", { class: "rngbox" }, bar(r.reference, "ref"), bar(r.anomalous, "anom"))),
+      el("td", { class: "sparkcell" }, featureSpark(r, body)));
   });
+  state.drawn.features = shownRanked.map((r) => ({ series: r.series, points: (r.values || []).length }));
   const dropped = body.false_positive_series.map((r) => el("li", {}, el("code", { text: r.series }), ` (distance ${r.distance.toFixed(2)})`));
   return el("div", { id: "explanation", "data-predicates": body.explanation.length, "data-ranked": top.length },
     el("h3", { text: "Explanation" }),
     el("p", { class: "muted", text: `${body.candidates} candidate series, reference ${utc(body.reference[0])} – ${utc(body.reference[1])}, step ${body.step} s. Read the predicates joined by AND:` }),
     preds,
     top.length
-      ? table(["top features", "distance", "direction", "reference", "violation", "ranges"], top, { class: "ranked" })
+      ? table(["top features", "distance", "direction", "reference", "violation", "ranges", `values (grey: reference, red: violation; ${dur(body.values_step)} means)`], top, { class: "ranked" })
       : el("p", { class: "muted", text: "No series of the candidates changed apart from the reference." }),
     body.false_positives
       ? el("details", {}, el("summary", { text: `${body.false_positives} series left out: they change as much between parts of the reference (first ${dropped.length})` }),
@@ -430,7 +470,7 @@ async function sliPage(main) {
     explain.replaceChildren(el("p", { class: "muted", text: "Explaining…" }));
     const pad = Math.max(step, iv.end - iv.start + step);
     try {
-      const body = await api(`/slis/${n}/violations/explanation?start=${iv.start - pad}&end=${iv.end + pad}`);
+      const body = await api(`/slis/${n}/violations/explanation?start=${iv.start - pad}&end=${iv.end + pad}&values=${FEATURE_POINTS}`);
       explain.replaceChildren(explanationView(body));
     } catch (e) {
       explain.replaceChildren();
@@ -491,41 +531,94 @@ async function sloPage(main) {
     el("h2", { text: "Error budget burn-down" }),
     el("p", { class: "muted", id: "burndown-note", text: "Loading…" }),
     chart);
-  // Burn-down: the same GET at earlier times (the API's `time=`), 25 points over the last
-  // day (or the period, if shorter).
-  const periodS = { d: 86400, h: 3600, m: 60, w: 604800 };
-  const m = /^(\d+)([dhmw])$/.exec(s.period);
-  const span = Math.min(86400, m ? +m[1] * periodS[m[2]] : 86400);
-  const times = Array.from({ length: 25 }, (_, i) => s.evaluated_at - span + (span * i) / 24);
-  const points = await Promise.all(times.map((t) =>
-    api(`/slos/${n}?time=${t.toFixed(3)}&source=raw_queries`).then((r) => r.budget.remaining).catch(() => null)));
-  const data = [Float64Array.from(times), points.map((p) => (p === null ? null : p * 100)), times.map(() => 0)];
+  // Burn-down over the whole period: the API's budget history (one range query), each point
+  // the budget left as GET /slos/<name>?time=t answers it.
+  let h;
+  try {
+    h = await api(`/slos/${n}/budget-history?source=raw_queries&points=${BURNDOWN_POINTS}`);
+  } catch (e) { // the rest of the page stands without it
+    document.getElementById("burndown-note").textContent = "";
+    chart.replaceChildren();
+    showError(chart, e);
+    state.ready = true;
+    return;
+  }
+  const times = h.points.map((p) => p[0]);
+  const left = h.points.map((p) => (p[1] === null ? null : p[1] * 100));
   chart.replaceChildren();
   state.charts.burndown = new uPlot({
     ...chartSize(chart, 260),
-    series: [{}, { label: "budget left %", stroke: "#1f77b4", width: 2, fill: "rgba(31,119,180,0.12)" },
+    series: [{}, { label: "budget left %", stroke: "#1f77b4", width: 2, fill: "rgba(31,119,180,0.12)", spanGaps: false },
       { label: "exhausted", stroke: "#d62728", dash: [4, 4], width: 1, points: { show: false } }],
-    scales: { x: { time: true } },
-  }, data, chart);
-  state.drawn.burndown = { points: points.filter((p) => p !== null).length };
+    scales: { x: { time: true, range: [h.start, h.end] } },
+    axes: [{}, { values: (_u, ticks) => ticks.map((t) => `${human(t)} %`), size: 70 }],
+  }, [Float64Array.from(times), left, times.map(() => 0)], chart);
+  const known = left.filter((p) => p !== null).length;
+  state.drawn.burndown = { points: known, total: left.length, start: h.start, end: h.end, step: h.step_s };
+  chart.dataset.points = String(known);
   document.getElementById("burndown-note").textContent =
-    `Budget left at ${times.length} times over the last ${dur(span)}, computed from the SLI itself (GET /slos/${name}?time=…&source=raw_queries: the recording rules have no history before they were loaded).`;
+    `Budget left at ${times.length} times over the whole period (${s.period}, one every ${dur(h.step_s)}), `
+    + `each over the period ending then; ${known} with data. From the SLI itself (GET /slos/${name}/budget-history?source=raw_queries: `
+    + "the recording rules have no history before they were loaded).";
   state.ready = true;
 }
 
 // ------------------------------------------------------------------ ETL page
+const SHOWN_CYCLES = 20;
+
+function cycleDetail(c) {
+  const skipped = c.series.filter((x) => x.skipped.length);
+  const rows = skipped.map((x) => el("tr", { "data-series": x.series },
+    el("td", {}, el("code", { text: x.series })),
+    el("td", { class: "num", text: String(x.samples) }),
+    el("td", {}, x.skipped.map((k) => el("div", { title: k.detail }, el("code", { text: k.analysis }), ` ${k.reason}: ${k.detail}`)))));
+  return el("div", { id: "etl-cycle", "data-run": c.run_id },
+    el("h3", {}, "Cycle ", el("code", { text: c.run_id })),
+    el("p", { class: "muted", text: `Window ${utc(c.window_start)} – ${utc(c.window_end)} at ${c.step_s} s: ${c.series_analysed} series analysed, ${c.series_analysed - c.series_with_skips} with every analysis, ${c.series_with_skips} with analyses skipped${c.truncated ? ` (the first ${c.series.length} series listed)` : ""}.` }),
+    rows.length
+      ? table(["series", "samples", "skipped analyses (reason: detail)"], rows, { id: "etl-skipped-series" })
+      : el("p", { class: "muted", text: "No analysis was skipped on any series." }));
+}
+
+function drawCycles(node, cycles) {
+  const asc = [...cycles].reverse();
+  const xs = Float64Array.from(asc.map((c) => c.window_end));
+  const data = [xs, asc.map((c) => c.series_analysed), asc.map((c) => c.series_with_skips)];
+  node.replaceChildren();
+  state.charts.cycles = new uPlot({
+    ...chartSize(node, 220),
+    series: [{},
+      { label: "series analysed", stroke: "#1f77b4", width: 2, points: { show: true, size: 5 } },
+      { label: "series with analyses skipped", stroke: "#b54708", width: 2, points: { show: true, size: 5 } }],
+    scales: { x: { time: true } },
+  }, data, node);
+  state.drawn.cycles = { cycles: asc.length, analysed: data[1], skipped: data[2] };
+}
+
 async function etlPage(main) {
   const windows = ["1h", "12h", "1d", "7d"];
   const params = new URLSearchParams(location.search);
   let win = windows.includes(params.get("window")) ? params.get("window") : "12h";
   const buttons = windows.map((w) => el("button", { type: "button", "data-window": w, text: w }));
   const body = el("div", { id: "etl" });
+  const cyclesBox = el("section", { id: "etl-cycles", "aria-label": "series analysed and skipped per cycle" });
+  const detail = el("section", { id: "etl-detail", "aria-live": "polite" });
   main.replaceChildren(el("h1", { text: "ETL execution time" }),
-    el("div", { class: "controls", role: "group", "aria-label": "window" }, buttons), body);
+    el("div", { class: "controls", role: "group", "aria-label": "window" }, buttons), body, cyclesBox, detail);
+
+  async function showCycle(runId) {
+    try {
+      detail.replaceChildren(cycleDetail(await api(`/etl/cycles/${enc(runId)}?limit=1000`)));
+    } catch (e) {
+      detail.replaceChildren();
+      showError(detail, e);
+    }
+  }
+
   async function load() {
     state.ready = false;
     for (const b of buttons) b.setAttribute("aria-pressed", b.dataset.window === win ? "true" : "false");
-    const r = await api(`/etl/execution-time?window=${win}`);
+    const [r, cy] = await Promise.all([api(`/etl/execution-time?window=${win}`), api(`/etl/cycles?window=${win}`)]);
     const all = [{ analysis: "whole cycle", ...r.cycle }, ...r.analyses];
     const max = Math.max(1e-9, ...all.map((a) => a.max_s || 0));
     const rows = all.map((a) => el("tr", { "data-analysis": a.analysis },
@@ -540,6 +633,45 @@ async function etlPage(main) {
     body.replaceChildren(
       el("p", { class: "muted", text: `Over ${r.window} ending ${utc(r.end)} (the ETL's own metrics, as Prometheus scraped them).` }),
       table(["analysis", "runs", "p50", "p95", "max", "p50 / p95"], rows, { id: "etl-table" }));
+
+    // Series analysed and skipped per cycle: what data_storage stored of the ETL's messages.
+    const reasons = new Map();
+    for (const c of cy.cycles) {
+      for (const k of c.skipped) {
+        const key = `${k.analysis}\u0000${k.reason}`;
+        reasons.set(key, (reasons.get(key) || 0) + k.series);
+      }
+    }
+    const reasonRows = [...reasons.entries()].sort((a, b) => b[1] - a[1]).map(([key, n]) => {
+      const [analysis, reason] = key.split("\u0000");
+      return el("tr", { "data-analysis": analysis, "data-reason": reason, "data-count": n },
+        el("td", {}, el("code", { text: analysis })), el("td", { text: reason }), el("td", { class: "num", text: String(n) }));
+    });
+    const cycleRows = cy.cycles.slice(0, SHOWN_CYCLES).map((c) => el("tr", { "data-run": c.run_id },
+      el("td", { text: utc(c.window_end) }),
+      el("td", { class: "num", text: String(c.series_analysed) }),
+      el("td", { class: "num", text: String(c.series_with_skips) }),
+      el("td", { text: c.skipped.map((k) => `${k.analysis} ${k.reason} ×${k.series}`).join(", ") || "–" }),
+      el("td", {}, el("button", { type: "button", class: "cycle", text: "Series",
+        "aria-label": `Series of the cycle ending ${utc(c.window_end)}`, onclick: () => showCycle(c.run_id) }))));
+    const chart = el("div", { id: "cycles-chart", class: "chart", role: "img", "aria-label": "series analysed and with skipped analyses per cycle" });
+    cyclesBox.replaceChildren(
+      el("h2", { text: "Series analysed and skipped, per cycle" }),
+      cy.cycles.length
+        ? el("p", { class: "muted", text: `${cy.cycles.length} cycles whose window ended in the ${cy.window} before ${utc(cy.end)} (as stored by data_storage). Blue: series analysed; orange: of them, series with an analysis skipped.` })
+        : el("p", { class: "muted", text: `No ETL cycle stored in the ${cy.window} before ${utc(cy.end)}.` }),
+      chart,
+      reasonRows.length ? el("h3", { text: "Skipped analyses by reason (series × cycles)" }) : null,
+      reasonRows.length ? table(["analysis", "reason", "count"], reasonRows, { id: "etl-reasons" }) : null,
+      cy.cycles.length ? el("h3", { text: `Cycles, newest first (the first ${Math.min(SHOWN_CYCLES, cy.cycles.length)})` }) : null,
+      cy.cycles.length ? table(["window end", "analysed", "with skips", "skipped (analysis reason ×series)", ""], cycleRows, { id: "etl-cycles-table" }) : null);
+    if (cy.cycles.length) {
+      drawCycles(chart, cy.cycles);
+      await showCycle(cy.cycles[0].run_id);
+    } else {
+      state.drawn.cycles = { cycles: 0, analysed: [], skipped: [] };
+      detail.replaceChildren();
+    }
     state.ready = true;
   }
   for (const b of buttons) b.addEventListener("click", () => { win = b.dataset.window; load().catch((e) => showError(body, e)); });

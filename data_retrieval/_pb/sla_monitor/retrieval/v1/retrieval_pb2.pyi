@@ -1167,12 +1167,18 @@ class ExplainRequest(_message.Message):
     REFERENCE_FIELD_NUMBER: _builtins.int
     STEP_SECONDS_FIELD_NUMBER: _builtins.int
     MAX_RANKED_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
     selector: _builtins.str
     """PromQL selecting the candidate series, e.g. `{instance="host:9100"}`."""
     step_seconds: _builtins.float
     """Seconds between points (1..3600); 0: 15, coarser when the range needs it."""
     max_ranked: _builtins.int
     """How many ranked series to return (1..200); 0: 20."""
+    values: _builtins.int
+    """Points of each ranked series' values over the fetched range (the reference's start to
+    the last anomalous interval's end), as the means of that many equal buckets (0..500);
+    0: no values.
+    """
     @_builtins.property
     def anomalous(self) -> _containers.RepeatedCompositeFieldContainer[Global___Interval]:
         """The anomalous intervals (1 to 100)."""
@@ -1191,14 +1197,44 @@ class ExplainRequest(_message.Message):
         reference: Global___Interval | None = ...,
         step_seconds: _builtins.float = ...,
         max_ranked: _builtins.int = ...,
+        values: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["reference", b"reference"]
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["anomalous", b"anomalous", "max_ranked", b"max_ranked", "reference", b"reference", "selector", b"selector", "step_seconds", b"step_seconds"]
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["anomalous", b"anomalous", "max_ranked", b"max_ranked", "reference", b"reference", "selector", b"selector", "step_seconds", b"step_seconds", "values", b"values"]
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ExplainRequest: _TypeAlias = ExplainRequest
+
+@_typing.final
+class ExplainPoint(_message.Message):
+    """One bucket of a ranked series' values: its start and the mean of the samples in it
+    (unset: none).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TS_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    value: _builtins.float
+    @_builtins.property
+    def ts(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        ts: _timestamp_pb2.Timestamp | None = ...,
+        value: _builtins.float | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_value", b"_value", "ts", b"ts", "value", b"value"]
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_value", b"_value", "ts", b"ts", "value", b"value"]
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__value: _TypeAlias = _typing.Literal["value"]
+    _WhichOneofArgType__value: _TypeAlias = _typing.Literal["_value", b"_value"]
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__value) -> _WhichOneofReturnType__value | None: ...
+
+Global___ExplainPoint: _TypeAlias = ExplainPoint
 
 @_typing.final
 class ValueRange(_message.Message):
@@ -1239,6 +1275,7 @@ class RankedSeries(_message.Message):
     REFERENCE_DISTANCE_FIELD_NUMBER: _builtins.int
     PLAIN_DISTANCE_FIELD_NUMBER: _builtins.int
     SEASONAL_DISTANCE_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
     distance: _builtins.float
     """EXstream's distance in [0, 1]: 1 separates the classes perfectly."""
     direction: _builtins.str
@@ -1256,6 +1293,10 @@ class RankedSeries(_message.Message):
     def anomalous(self) -> Global___ValueRange: ...
     @_builtins.property
     def reference(self) -> Global___ValueRange: ...
+    @_builtins.property
+    def values(self) -> _containers.RepeatedCompositeFieldContainer[Global___ExplainPoint]:
+        """When asked for with `values` (ranked series only; counters as rates)."""
+
     def __init__(
         self,
         *,
@@ -1267,10 +1308,11 @@ class RankedSeries(_message.Message):
         reference_distance: _builtins.float = ...,
         plain_distance: _builtins.float = ...,
         seasonal_distance: _builtins.float | None = ...,
+        values: _abc.Iterable[Global___ExplainPoint] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_seasonal_distance", b"_seasonal_distance", "anomalous", b"anomalous", "reference", b"reference", "seasonal_distance", b"seasonal_distance", "series", b"series"]
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_seasonal_distance", b"_seasonal_distance", "anomalous", b"anomalous", "direction", b"direction", "distance", b"distance", "plain_distance", b"plain_distance", "reference", b"reference", "reference_distance", b"reference_distance", "seasonal_distance", b"seasonal_distance", "series", b"series"]
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_seasonal_distance", b"_seasonal_distance", "anomalous", b"anomalous", "direction", b"direction", "distance", b"distance", "plain_distance", b"plain_distance", "reference", b"reference", "reference_distance", b"reference_distance", "seasonal_distance", b"seasonal_distance", "series", b"series", "values", b"values"]
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__seasonal_distance: _TypeAlias = _typing.Literal["seasonal_distance"]
     _WhichOneofArgType__seasonal_distance: _TypeAlias = _typing.Literal["_seasonal_distance", b"_seasonal_distance"]
@@ -1378,6 +1420,7 @@ class ExplainResponse(_message.Message):
     DAY_BEFORE_FIELD_NUMBER: _builtins.int
     SEASONAL_SERIES_FIELD_NUMBER: _builtins.int
     TIMINGS_MS_FIELD_NUMBER: _builtins.int
+    VALUES_STEP_SECONDS_FIELD_NUMBER: _builtins.int
     step_seconds: _builtins.float
     candidates: _builtins.int
     """Series the selector returned; left out as sparse (samples at under half of the points);
@@ -1391,6 +1434,8 @@ class ExplainResponse(_message.Message):
     """
     seasonal_series: _builtins.int
     """Series that had the day before (the seasonal view; `seasonal` in the REST answer)."""
+    values_step_seconds: _builtins.float
+    """Seconds per bucket of the ranked series' `values` (0: no values asked for)."""
     @_builtins.property
     def anomalous(self) -> _containers.RepeatedCompositeFieldContainer[Global___Interval]:
         """The intervals explained (sorted) and the reference used."""
@@ -1436,10 +1481,11 @@ class ExplainResponse(_message.Message):
         day_before: _builtins.bool = ...,
         seasonal_series: _builtins.int = ...,
         timings_ms: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+        values_step_seconds: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["reference", b"reference"]
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["anomalous", b"anomalous", "candidates", b"candidates", "clusters", b"clusters", "day_before", b"day_before", "explanation", b"explanation", "false_positive_series", b"false_positive_series", "false_positives", b"false_positives", "predicates", b"predicates", "ranked", b"ranked", "reference", b"reference", "seasonal_series", b"seasonal_series", "sparse", b"sparse", "step_seconds", b"step_seconds", "timings_ms", b"timings_ms"]
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["anomalous", b"anomalous", "candidates", b"candidates", "clusters", b"clusters", "day_before", b"day_before", "explanation", b"explanation", "false_positive_series", b"false_positive_series", "false_positives", b"false_positives", "predicates", b"predicates", "ranked", b"ranked", "reference", b"reference", "seasonal_series", b"seasonal_series", "sparse", b"sparse", "step_seconds", b"step_seconds", "timings_ms", b"timings_ms", "values_step_seconds", b"values_step_seconds"]
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
