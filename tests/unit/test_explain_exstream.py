@@ -163,12 +163,12 @@ def test_false_positive_filter_drops_a_drifting_feature() -> None:
     assert e.ranked[0].index in {0, 1}
     # with thresholds above any reachable value nothing is dropped: ranked by the distance
     # alone (the paper's ranking) the drift ranks with them
-    off = {"window_false_positive_ratio": 10.0, "window_false_positive_distance": 10.0}
-    e2 = explain(x, a, r, config=ExplainConfig(rank_by="distance", **off))
+    off = ExplainConfig(window_false_positive_ratio=10.0, window_false_positive_distance=10.0)
+    e2 = explain(x, a, r, config=dataclasses.replace(off, rank_by="distance"))
     assert 2 in e2.kept
     # ranked by the distance over its chance level it stays below the cause even unfiltered:
     # it separates windows of the reference as well as it separates the anomaly
-    e3 = explain(x, a, r, config=ExplainConfig(**off))
+    e3 = explain(x, a, r, config=off)
     assert not e3.false_positives
     by = {s.index: s for s in e3.ranked}
     assert e3.ranked[0].index in {0, 1} and 2 not in e3.kept
