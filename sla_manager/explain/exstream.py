@@ -25,7 +25,16 @@ on the base):
 
 The pipeline (:func:`explain`):
 
-1. rank every feature by ``D``. Distances equal to ``tie_decimals`` decimals are ties, and
+1. rank every feature by ``D`` over its **chance level** (``rank_by="chance"``, the
+   default; a stated refinement of the paper's ranking by ``D``, which ``rank_by="distance"``
+   keeps): the median distance the feature gets between windows of the reference (the
+   pairs the false-positive filter uses when no others are given, computed in any case), so
+   a feature that separates any two stretches of ordinary time (a step-like, bursty, slowly
+   wandering or low-cardinality series: often ``D = 1`` for several at once) does not
+   outrank one that separates only the anomaly. A feature that escaped its reference (see
+   ``false_positive_escape``) gets the lowest chance level of the features instead of its
+   own: its move is not one ordinary time makes, whatever its smooth cycle separates.
+   Scores equal to ``tie_decimals`` decimals are ties, and
    sharp incidents make many (every series the incident drags along separates perfectly):
    a tie goes to the larger gap between the two classes' value ranges relative to their
    joint span (the feature that moved furthest out, in its own terms), then to the one that
@@ -45,7 +54,8 @@ The pipeline (:func:`explain`):
    distance does not see magnitudes, and such a move separates perfectly when the series
    is quantised and wanders slowly. Dropped features stay at the end of ``order``;
 3. **reward-leap filtering**: of what remains, keep the features above the largest drop
-   between consecutive distances (searched among the first ``leap_window + 1``);
+   between consecutive scores (distances over the chance level; searched among the first
+   ``leap_window + 1``);
 4. **correlation clustering**: a kept feature whose values correlate with an earlier kept
    one at ``|r| >= correlation_threshold`` joins its group (it "moves with" it);
 5. **the explanation**: one predicate per group representative (the first
@@ -77,7 +87,8 @@ as cheap as the ranking here (the same sort), and filtering first keeps a real c
 series drifting all the time would otherwise push below the leap.
 
 Cost: one ``argsort`` per feature row plus linear counting, vectorised over rows (in chunks
-to bound memory).
+to bound memory); the chance level adds one counting pass per window when the
+false-positive pairs are given (else it is the filter's own figure).
 """
 
 from __future__ import annotations
@@ -128,6 +139,13 @@ class ExplainConfig:
     # "model" (the residual's distance where the day before explains the reference better
     # than its mean does, i.e. the residual varies less there; else the values')
     seasonal_view: Literal["min", "model"] = "min"
+    # "chance": rank by the distance over its chance level (the median distance the
+    # feature gets between windows of the reference, as for the false-positive filter
+    # without a day before), so that features that separate any two stretches of time
+    # (steps, slow wanders, low cardinality) do not outrank the cause; "distance": the
+    # paper's ranking by the distance alone
+    rank_by: Literal["chance", "distance"] = "chance"
+    chance_floor: float = 1e-3
     min_distance: float = 0.0
     max_predicates: int | None = 3
     max_ranked: int = 100
@@ -141,6 +159,10 @@ class ExplainConfig:
             raise ValueError("false_positive_quantile must be in [0, 1]")
         if self.seasonal_view not in ("min", "model"):
             raise ValueError("seasonal_view must be 'min' or 'model'")
+        if self.rank_by not in ("chance", "distance"):
+            raise ValueError("rank_by must be 'chance' or 'distance'")
+        if not self.chance_floor > 0.0:
+            raise ValueError("chance_floor must be positive")
         if self.tie_break not in ("margin", "shift", "lead"):
             raise ValueError("tie_break must be 'margin', 'shift' or 'lead'")
         if self.tie_decimals < 0:
@@ -185,6 +207,8 @@ class FeatureScore:
     margin: float  # gap between the classes' ranges / their joint span (< 0: overlap)
     mixed_points: int
     reference_distance: float  # D between the two reference-only intervals
+    chance_distance: float  # median D between windows of the reference (its chance level)
+    score: float  # what the ranking sorts by: distance / chance (or distance)
     plain_distance: float  # D of the values themselves
     seasonal_distance: float | None  # D of the values less the same points a season earlier
 
@@ -467,6 +491,37 @@ def _mask(mask: npt.ArrayLike, n: int, what: str) -> BoolArray:
     return m
 
 
+PairClasses = tuple[npt.NDArray[np.int8], int, float]
+
+
+def _pair_classes(
+    pairs: Sequence[tuple[BoolArray, BoolArray]], cols: IntArray
+) -> list[PairClasses]:
+    """Per reference-only pair (reference-like, anomaly-like): the class of each used column
+    (0, 1, or -1 outside the pair), the pair's size and its class entropy."""
+    out = []
+    for fp_r, fp_a in pairs:
+        cls = np.where(fp_r[cols], 0, np.where(fp_a[cols], 1, -1)).astype(np.int8)
+        nr, na = int(fp_r.sum()), int(fp_a.sum())
+        out.append((cls, nr + na, float(class_entropy(nr, na))))
+    return out
+
+
+def _pair_distances(sv: FloatArray, order: IntArray, pairs: Sequence[PairClasses]) -> FloatArray:
+    """Distances (pairs x rows) of the value-sorted rows ``sv`` (``order``: the sort of the
+    used columns) between the two sides of each pair."""
+    rows = sv.shape[0]
+    out = np.empty((len(pairs), rows))
+    for k, (cls, size, hc) in enumerate(pairs):
+        fc = cls[order]
+        keep = fc >= 0
+        hf, _ = segmentation_entropy(
+            sv[keep].reshape(rows, size), (fc[keep] == 1).reshape(rows, size)
+        )
+        out[k] = np.minimum(hc / hf, 1.0)
+    return out
+
+
 def explain(
     values: npt.ArrayLike,
     anomalous: npt.ArrayLike,
@@ -508,11 +563,18 @@ def explain(
     # columns between the end of a reference that precedes the anomaly and its start
     gap_cols = np.arange(before[-1] + 1, a_cols[0]) if len(before) else np.arange(0)
     pairs: list[tuple[BoolArray, BoolArray]] = []
+    ref_cols = np.flatnonzero(is_r)
+    # windows of the reference: the false-positive pairs when no others are given, and the
+    # chance level of each feature's distance (rank_by="chance") in any case
+    windows = (
+        _default_pairs(ref_cols, len(a_cols), len(gap_cols), t, cfg.false_positive_windows)
+        if len(ref_cols) >= 2
+        else []
+    )
     if false_positive_intervals is None:
-        ref_cols = np.flatnonzero(is_r)
-        if len(ref_cols) < 2:
+        if not windows:
             raise ValueError("the reference needs at least two points to split")
-        pairs = _default_pairs(ref_cols, len(a_cols), len(gap_cols), t, cfg.false_positive_windows)
+        pairs = windows
     else:
         for ref_like, anom_like in false_positive_intervals:
             fp_r = _mask(ref_like, t, "false-positive interval")
@@ -535,16 +597,15 @@ def explain(
         used |= fp_r | fp_a
     cols = np.flatnonzero(used)
     main_cls = np.where(is_a[cols], 1, np.where(is_r[cols], 0, -1)).astype(np.int8)
-    fp_cls = [
-        np.where(fp_r[cols], 0, np.where(fp_a[cols], 1, -1)).astype(np.int8) for fp_r, fp_a in pairs
-    ]
-    fp_sizes = [(int(fp_r.sum()), int(fp_a.sum())) for fp_r, fp_a in pairs]
+    fp_pairs = _pair_classes(pairs, cols)
+    # the chance level: from the windows, computed again only when they are not the pairs
+    own_chance = cfg.rank_by == "chance" and false_positive_intervals is not None and windows
+    chance_pairs = _pair_classes(windows, cols) if own_chance else []
     n_a, n_r = int(is_a.sum()), int(is_r.sum())
     all_main = bool((main_cls >= 0).all())
     main_cols = cols[main_cls >= 0]
     a_main = is_a[main_cols]
     h_class = float(class_entropy(n_a, n_r))
-    h_class_fp = [float(class_entropy(nr, na)) for nr, na in fp_sizes]
 
     dist = np.empty(f)
     dist_season = np.ones(f)
@@ -552,6 +613,7 @@ def explain(
     h_seg = np.empty(f)
     mixed = np.empty(f, dtype=np.int64)
     dist_fp = np.empty(f)
+    chance = np.empty(f)
     a_min, a_max, a_med = np.empty(f), np.empty(f), np.empty(f)
     r_min, r_max, r_med, r_iqr = np.empty(f), np.empty(f), np.empty(f), np.empty(f)
     rows_per_chunk = max(1, _CHUNK_CELLS // len(cols))
@@ -586,15 +648,15 @@ def explain(
             ref = ~a_main
             plain_var = x[lo:hi][:, main_cols][:, ref].var(axis=1)
             seasonal_fits[lo:hi] = finite & (resid[:, ref].var(axis=1) < plain_var)
-        per_pair = np.empty((len(fp_cls), hi - lo))
-        for k, (fcls, (nr, na), hc) in enumerate(zip(fp_cls, fp_sizes, h_class_fp, strict=True)):
-            fc = fcls[order]
-            fkeep = fc >= 0
-            hf, _ = segmentation_entropy(
-                sv[fkeep].reshape(hi - lo, nr + na), (fc[fkeep] == 1).reshape(hi - lo, nr + na)
-            )
-            per_pair[k] = np.minimum(hc / hf, 1.0)
-        dist_fp[lo:hi] = np.quantile(per_pair, cfg.false_positive_quantile, axis=0)
+        dist_fp[lo:hi] = np.quantile(
+            _pair_distances(sv, order, fp_pairs), cfg.false_positive_quantile, axis=0
+        )
+        if chance_pairs:
+            chance[lo:hi] = np.median(_pair_distances(sv, order, chance_pairs), axis=0)
+        elif false_positive_intervals is None:
+            chance[lo:hi] = np.median(_pair_distances(sv, order, fp_pairs), axis=0)
+        else:  # no windows (a one-point reference) or ranking by the distance alone
+            chance[lo:hi] = 1.0
         av = smv[sma].reshape(hi - lo, n_a)
         rv = smv[~sma].reshape(hi - lo, n_r)
         a_min[lo:hi], a_max[lo:hi], a_med[lo:hi] = av[:, 0], av[:, -1], av[:, n_a // 2]
@@ -615,7 +677,20 @@ def explain(
         combined = np.where(seasonal_fits, dist_season, dist)
     else:
         combined = np.minimum(dist, dist_season)
-    key = np.round(combined, cfg.tie_decimals)
+    r_range = r_max - r_min
+    beyond = np.where(above, a_med - r_max, r_min - a_med)
+    escaped = (beyond > 0) & (beyond >= cfg.false_positive_escape * r_range)
+    if cfg.rank_by == "chance":
+        # a feature that left everything the reference saw (escaped, as for the false-positive
+        # filter) moved in a way windows of ordinary time do not: it gets the lowest chance
+        # level of the features, not its own (a smooth cycle's, however high)
+        level = np.maximum(chance, cfg.chance_floor)
+        if escaped.any():
+            level = np.where(escaped, np.minimum(level, level.min()), level)
+        score_ = combined / level
+    else:
+        score_ = combined
+    key = np.round(score_, cfg.tie_decimals)
     if cfg.tie_break == "lead":
         full_order = np.lexsort((-margin, -lead, -key))
     else:
@@ -625,9 +700,6 @@ def explain(
         fp_ratio, fp_distance = cfg.window_false_positive_ratio, cfg.window_false_positive_distance
     else:
         fp_ratio, fp_distance = cfg.false_positive_ratio, cfg.false_positive_distance
-    r_range = r_max - r_min
-    beyond = np.where(above, a_med - r_max, r_min - a_med)
-    escaped = (beyond > 0) & (beyond >= cfg.false_positive_escape * r_range)
     false_pos = ((dist_fp >= fp_ratio * dist) | (dist_fp >= fp_distance)) & ~escaped
     level = np.maximum(np.abs(r_min), np.abs(r_max))
     negligible = ~false_pos & (np.abs(a_med - r_med) < cfg.min_relative_change * level)
@@ -639,7 +711,7 @@ def explain(
     t_fp = time.perf_counter()
 
     eligible = order[combined[order] >= cfg.min_distance]
-    kept = eligible[: reward_leap(combined[eligible], cfg.leap_window)]
+    kept = eligible[: reward_leap(score_[eligible], cfg.leap_window)]
     t_leap = time.perf_counter()
 
     groups = (
@@ -685,6 +757,8 @@ def explain(
             margin=float(margin[i]),
             mixed_points=int(mixed[i]),
             reference_distance=float(dist_fp[i]),
+            chance_distance=float(chance[i]),
+            score=float(score_[i]),
             plain_distance=float(dist[i]),
             seasonal_distance=float(dist_season[i]) if s_x is not None else None,
         )

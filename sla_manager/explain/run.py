@@ -134,6 +134,10 @@ class RankedSeries(BaseModel):
     anomalous: ValueRange
     reference: ValueRange
     reference_distance: float = Field(description="its distance between reference-only parts")
+    chance_distance: float = Field(
+        description="its median distance between windows of the reference (chance level); "
+        "the ranking is by distance over it"
+    )
     plain_distance: float = Field(description="its distance on its values")
     seasonal_distance: float | None = Field(
         description="its distance on its values less the day before (null: no day before)"
@@ -413,6 +417,7 @@ def run_explanation(
                 min=s.reference_range[0], max=s.reference_range[1], median=s.reference_median
             ),
             reference_distance=round(s.reference_distance, 6),
+            chance_distance=round(s.chance_distance, 6),
             plain_distance=round(s.plain_distance, 6),
             seasonal_distance=(
                 round(s.seasonal_distance, 6)

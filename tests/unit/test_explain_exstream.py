@@ -161,14 +161,20 @@ def test_false_positive_filter_drops_a_drifting_feature() -> None:
     assert list(e.order).index(2) >= e.demoted_from
     assert sorted(e.order) == list(range(len(x)))
     assert e.ranked[0].index in {0, 1}
-    # with thresholds above any reachable value nothing is dropped: the drift ranks with them
-    e2 = explain(
-        x,
-        a,
-        r,
-        config=ExplainConfig(window_false_positive_ratio=10.0, window_false_positive_distance=10.0),
-    )
+    # with thresholds above any reachable value nothing is dropped: ranked by the distance
+    # alone (the paper's ranking) the drift ranks with them
+    off = ExplainConfig(window_false_positive_ratio=10.0, window_false_positive_distance=10.0)
+    e2 = explain(x, a, r, config=dataclasses.replace(off, rank_by="distance"))
     assert 2 in e2.kept
+    # ranked by the distance over its chance level it stays below the cause even unfiltered:
+    # it separates windows of the reference as well as it separates the anomaly
+    e3 = explain(x, a, r, config=off)
+    assert not e3.false_positives
+    by = {s.index: s for s in e3.ranked}
+    assert e3.ranked[0].index in {0, 1} and 2 not in e3.kept
+    assert by[2].chance_distance > 0.5 > by[0].chance_distance
+    assert by[2].score == pytest.approx(by[2].distance / by[2].chance_distance)
+    assert by[2].score < by[0].score / 5
 
 
 def test_false_positive_intervals_can_be_given() -> None:
@@ -193,7 +199,8 @@ def test_window_thresholds_apply_without_given_pairs() -> None:
     d_fp = {s.index: s.reference_distance for s in e.ranked + e.false_positives}
     d = e.distances.distance
     lenient = ExplainConfig(window_false_positive_ratio=10.0, window_false_positive_distance=10.0)
-    assert 2 in explain(x, a, r, config=lenient).kept  # the windows' thresholds are used...
+    kept = explain(x, a, r, config=lenient).ranked  # the windows' thresholds are used...
+    assert 2 in {s.index for s in kept}
     strict = ExplainConfig(false_positive_ratio=1e-6, false_positive_distance=1e-6)
     assert explain(x, a, r, config=strict).ranked[0].index in {0, 1}  # ...not the pair's
     assert d_fp[2] >= 0.7 * d[2] or d_fp[2] >= 0.8
@@ -207,7 +214,9 @@ def test_ties_go_to_the_feature_that_moved_furthest_out() -> None:
     x[1, -n_a:] = rng.uniform(5.0, 5.1, n_a)  # far above it
     a = np.zeros(n, dtype=bool)
     a[-n_a:] = True
-    e = explain(x, a, ~a, config=ExplainConfig(false_positive_ratio=10.0))
+    # (ranked by the distance alone: over the chance level, which differs by noise between
+    # the two, they would not tie)
+    e = explain(x, a, ~a, config=ExplainConfig(false_positive_ratio=10.0, rank_by="distance"))
     assert [s.index for s in e.ranked] == [1, 0]
     assert e.ranked[0].margin > e.ranked[1].margin > 0
     assert e.ranked[0].distance == e.ranked[1].distance == pytest.approx(1.0)

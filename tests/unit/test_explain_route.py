@@ -78,6 +78,8 @@ def test_the_day_before_is_fetched_and_stops_the_daily_cycle() -> None:
     assert top.plain_distance == pytest.approx(1.0)
     assert top.seasonal_distance is not None and 0.3 < top.seasonal_distance < 1.0
     assert top.distance == top.seasonal_distance
+    # every series' chance level (windows of the reference) is reported with it
+    assert all(0 < s.chance_distance <= 1 for s in body.ranked)
     assert 'cycle{job="x"}' not in {s.series for s in body.ranked}
     assert 'cycle{job="x"}' in {s.series for s in body.false_positive_series}
 
