@@ -994,15 +994,23 @@ def test_etl_execution_time_is_what_prometheus_says(
     assert shorter["cycle"]["count"] <= body["cycle"]["count"]
 
 
-def test_prometheus_scrapes_the_sla_manager(stack: Stack, app: AppProcess) -> None:
-    query = 'sla_manager_http_requests_total{job="sla-monitor",service="sla_manager"}'
+def test_prometheus_scrapes_the_sla_manager(
+    stack: Stack, client: httpx.Client, slis: dict[str, SliCase]
+) -> None:
+    # The test's own requests (it must not rely on earlier tests of the module)...
+    assert client.get("/slis").status_code == 200
+    r = client.get(f"/slis/{FD.name}/violations", params={"window": "1h", "end": _demo_end(stack)})
+    assert r.status_code == 200, r.text
+    want = {"/slis", "/slis/{name}/violations"}
+    query = (
+        'sla_manager_http_requests_total{job="sla-monitor",service="sla_manager",'
+        'method="GET",status="200"}'
+    )
     with PrometheusClient(stack.prometheus_url) as prom:
-        want = {"/slis", "/slis/{name}/violations"}
-
-        # wait for a scrape that holds both routes (the first answer may predate them)
+        # ...then a scrape that holds both routes (one before the requests may not).
         def scraped() -> list[InstantSample]:
-            r = prom.query(query)
-            return r if {s.labels["route"] for s in r} >= want else []
+            got = [s for s in prom.query(query) if s.value >= 1]
+            return got if {s.labels["route"] for s in got} >= want else []
 
         got = wait_until(
             scraped,
