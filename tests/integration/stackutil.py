@@ -433,3 +433,20 @@ def scratch_database(base: MysqlSettings, prefix: str = "sla_test") -> Iterator[
     finally:
         with suppress(pymysql.err.Error):
             drop_database(settings)
+
+
+PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
+
+
+def promtool_blocks(openmetrics: Path, out: Path, timeout: float = 90) -> None:
+    """``promtool tsdb create-blocks-from openmetrics``: the TSDB blocks of ``openmetrics``
+    in ``out`` (what a Prometheus started on ``out`` reads); AssertionError with promtool's
+    output when it fails."""
+    proc = subprocess.run(
+        [PROMTOOL, "tsdb", "create-blocks-from", "openmetrics", str(openmetrics), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
