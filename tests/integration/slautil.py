@@ -185,6 +185,31 @@ def scratch_settings(stack: Stack, token: str) -> Iterator[SlaSettings]:
 DEMO_FD_LABELS = {"instance": demo.INSTANCE, "job": demo.JOB}
 
 
+def forecast_only_message(
+    metric: str,
+    labels: dict[str, str],
+    at: int,
+    forecast: Forecast,
+    transform: Literal["none", "rate"] = "none",
+) -> AnalysisMessage:
+    """An ETL message made at ``at`` (over the 12 h before it) carrying only ``forecast``
+    of the series ``metric{labels}``."""
+    return AnalysisMessage(
+        run_id=f"test-{uuid.uuid4().hex[:8]}",
+        produced_at=at,
+        series=SeriesRef(
+            key=series_key(metric, labels),
+            metric=metric,
+            labels=labels,
+            selector=metric,
+            transform=transform,
+        ),
+        window=Window(start=at - 43200, end=at, step_s=15, samples=2881, interpolated=0),
+        grid=Grid(start=at - 43200, step_s=15, count=0),
+        forecast=forecast,
+    )
+
+
 def forecast_message(
     metric: str,
     labels: dict[str, str],
@@ -211,32 +236,20 @@ def forecast_message(
         )
         for k, loc in enumerate(locs)
     ]
-    return AnalysisMessage(
-        run_id=f"test-{uuid.uuid4().hex[:8]}",
-        produced_at=at,
-        series=SeriesRef(
-            key=series_key(metric, labels),
-            metric=metric,
-            labels=labels,
-            selector=metric,
-            transform="none",
-        ),
-        window=Window(start=at - 43200, end=at, step_s=15, samples=2881, interpolated=0),
-        grid=Grid(start=at - 43200, step_s=15, count=0),
-        forecast=Forecast(
-            model="ETS(A,N,N) test",
-            step_s=60,
-            horizon_s=60 * len(locs),
-            history_points=720,
-            points=points,
-            max=max(locs),
-            min=min(locs),
-            mean=float(np.mean(locs)),
-            distribution=distribution,
-            df=df,
-            floor=0.0,
-        ),
+    forecast = Forecast(
+        model="ETS(A,N,N) test",
+        step_s=60,
+        horizon_s=60 * len(locs),
+        history_points=720,
+        points=points,
+        max=max(locs),
+        min=min(locs),
+        mean=float(np.mean(locs)),
+        distribution=distribution,
+        df=df,
+        floor=0.0,
     )
+    return forecast_only_message(metric, labels, at, forecast)
 
 
 def store_cauchy_forecast(
