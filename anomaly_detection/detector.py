@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kafka import KafkaConsumer, TopicPartition
+from kafka import TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
@@ -54,7 +54,13 @@ from anomaly_detection.rules import Baseline
 from anomaly_detection.settings import DetectorSettings
 from anomaly_detection.windows import Partial, SeriesWindows
 from sla_common.anomalies import AnomalyRecord
-from sla_common.kafka import TopicWatch, close_producer, ensure_topics, make_producer
+from sla_common.kafka import (
+    TopicWatch,
+    close_producer,
+    ensure_topics,
+    make_consumer,
+    make_producer,
+)
 from sla_common.samples import SampleFormatError, decode_batch
 
 log = logging.getLogger(__name__)
@@ -238,19 +244,13 @@ class Detector:
 
     def _make_consumer(self) -> Any:
         s = self.s
-        consumer = KafkaConsumer(
-            bootstrap_servers=s.kafka_bootstrap_servers,
-            client_id="anomaly_detection",
-            group_id=s.kafka_group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
+        consumer = make_consumer(
+            s.kafka_bootstrap_servers,
+            "anomaly_detection",
+            s.kafka_group_id,
             session_timeout_ms=s.kafka_session_timeout_ms,
             heartbeat_interval_ms=s.kafka_heartbeat_interval_ms,
-            request_timeout_ms=s.kafka_session_timeout_ms + 5000,
-            bootstrap_timeout_ms=10_000,
             max_poll_records=2000,
-            reconnect_backoff_max_ms=int(MAX_BACKOFF_S * 1000),
-            allow_auto_create_topics=False,
         )
         consumer.subscribe([s.kafka_samples_topic], listener=self.rebalances)
         return consumer

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
-from kafka import KafkaAdminClient, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.errors import (
     KafkaError,
     KafkaTimeoutError,
@@ -129,6 +129,41 @@ def make_producer(
         max_request_size=max_request_size,
         retries=3,
         retry_backoff_ms=200,
+        allow_auto_create_topics=False,
+    )
+
+
+def make_consumer(
+    bootstrap_servers: str,
+    client_id: str,
+    group_id: str,
+    *,
+    session_timeout_ms: int,
+    heartbeat_interval_ms: int,
+    max_poll_records: int,
+    max_poll_interval_ms: int = 300_000,
+    bootstrap_timeout_ms: int = 10_000,
+) -> KafkaConsumer:
+    """A member of ``group_id`` that commits its offsets itself (once the work is done), starts
+    a new group at the earliest offset and never has a missing topic created by a fetch
+    (:func:`ensure_topics` creates ours, with our partition count). Its requests outlast a
+    session timeout by 5 s, and it gives up bootstrapping after ``bootstrap_timeout_ms``
+    (kafka-python waits 30 s otherwise). Subscribe it to the topics.
+
+    Raises ``kafka.errors.NoBrokersAvailable`` when no broker answers in time.
+    """
+    return KafkaConsumer(
+        bootstrap_servers=bootstrap_servers,
+        client_id=client_id,
+        group_id=group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        session_timeout_ms=session_timeout_ms,
+        heartbeat_interval_ms=heartbeat_interval_ms,
+        request_timeout_ms=session_timeout_ms + 5000,
+        bootstrap_timeout_ms=bootstrap_timeout_ms,
+        max_poll_records=max_poll_records,
+        max_poll_interval_ms=max_poll_interval_ms,
         allow_auto_create_topics=False,
     )
 

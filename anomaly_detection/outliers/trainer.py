@@ -28,7 +28,6 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from kafka import KafkaConsumer
 from pydantic import BaseModel, ConfigDict, Field
 
 from anomaly_detection.outliers.model import ModelParams, train
@@ -41,7 +40,7 @@ from sla_common.anomalies import (
     Detector,
     Normal,
 )
-from sla_common.kafka import close_producer, ensure_topics, make_producer
+from sla_common.kafka import close_producer, ensure_topics, make_consumer, make_producer
 from sla_common.prometheus import PrometheusClient
 from sla_common.series import series_key
 
@@ -134,20 +133,16 @@ def work(s: OutlierSettings, store: ModelStore, stop: threading.Event) -> None:
     ensure_topics(
         s.kafka_bootstrap_servers, [s.kafka_outlier_jobs_topic], s.kafka_outlier_partitions
     )
-    consumer = KafkaConsumer(
-        s.kafka_outlier_jobs_topic,
-        bootstrap_servers=s.kafka_bootstrap_servers,
-        client_id="outlier-trainer",
-        group_id=s.kafka_outlier_group_id,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
+    consumer = make_consumer(
+        s.kafka_bootstrap_servers,
+        "outlier-trainer",
+        s.kafka_outlier_group_id,
         session_timeout_ms=s.kafka_session_timeout_ms,
         heartbeat_interval_ms=s.kafka_heartbeat_interval_ms,
-        request_timeout_ms=s.kafka_session_timeout_ms + 5000,
-        max_poll_interval_ms=MAX_POLL_INTERVAL_MS,
         max_poll_records=1,
-        allow_auto_create_topics=False,
+        max_poll_interval_ms=MAX_POLL_INTERVAL_MS,
     )
+    consumer.subscribe([s.kafka_outlier_jobs_topic])
     p = params_of(s)
     prom = PrometheusClient(s.prometheus_url, s.prometheus_timeout_s)
     try:

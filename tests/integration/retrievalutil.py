@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import pty
 import select
@@ -21,7 +22,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -41,9 +41,8 @@ from etl_data_pipeline.pipeline import build_message
 from sla_common import demo
 from sla_common.messages import AnalysisMessage, SeriesRef
 from sla_common.mysql import MysqlSettings, close_quietly, connect, fetch_all
-from sla_common.mysql_startup import wait_and_migrate
 from sla_common.series import series_key
-from tests.integration.stackutil import REPO, free_port, wait_until
+from tests.integration.stackutil import REPO, free_port, scratch_database, wait_until
 
 HOST = "127.0.0.1"
 STEP_S = 15
@@ -136,29 +135,24 @@ def synthetic_messages(
 
 @dataclass
 class TempDatabase:
-    """A fresh database named ``prefix_<random>`` on the server of ``base``: migrated on
-    enter, dropped on exit."""
+    """:func:`~tests.integration.stackutil.scratch_database` named ``prefix_<random>`` on the
+    server of ``base`` (migrated on enter, dropped on exit), with ways to fill and read it."""
 
     base: MysqlSettings
     prefix: str = "sla_rt"
-    name: str = field(init=False)
     settings: MysqlSettings = field(init=False)
+    _scratch: contextlib.ExitStack = field(init=False, default_factory=contextlib.ExitStack)
 
-    def __post_init__(self) -> None:
-        self.name = f"{self.prefix}_{uuid.uuid4().hex[:10]}"
-        self.settings = self.base.model_copy(update={"mysql_database": self.name})
+    @property
+    def name(self) -> str:
+        return self.settings.mysql_database
 
     def __enter__(self) -> TempDatabase:
-        wait_and_migrate(self.settings, deadline_s=30)  # what `python -m sla_common.migrate` runs
+        self.settings = self._scratch.enter_context(scratch_database(self.base, self.prefix))
         return self
 
     def __exit__(self, *exc: object) -> None:
-        conn = connect(self.settings, database="", autocommit=True)
-        try:
-            with conn.cursor() as cur:
-                cur.execute(f"DROP DATABASE IF EXISTS `{self.name}`")
-        finally:
-            close_quietly(conn)
+        self._scratch.close()
 
     def store(self, messages: Sequence[AnalysisMessage], batch: int = 20) -> None:
         """Write through data_storage's Writer, as the storage consumer does."""

@@ -8,8 +8,10 @@
 - :func:`running_app`: :class:`AppProcess` on a database with a write token, ready, and
   stopped (cleanly) on exit: how the SLA tests start the manager; :func:`app_client` a
   client to it.
-- :func:`scratch_database`: a uniquely named, migrated database, dropped afterwards;
-  :func:`stack_database` the same on the stack's MySQL.
+- :func:`stack_database`: a uniquely named, migrated database on the stack's MySQL, dropped
+  afterwards.
+- :func:`sla_settings`: the app's settings as its environment on the stack gives them;
+  :func:`scratch_settings` the same on a scratch database.
 - :func:`store_cauchy_forecast`: a forecast of the demo host's live file descriptors, made
   now, written by data_storage's own writer (what the SLA manager's breach probabilities read).
 """
@@ -28,14 +30,13 @@ from typing import Literal, Self
 
 import httpx
 import numpy as np
-import pymysql
+import pytest
 import uvicorn
 
 from data_storage.writer import Writer
 from sla_common import demo
 from sla_common.messages import AnalysisMessage, Forecast, ForecastPoint, Grid, SeriesRef, Window
-from sla_common.mysql import MysqlSettings, drop_database
-from sla_common.mysql_startup import wait_and_migrate
+from sla_common.mysql import MysqlSettings
 from sla_common.series import series_key
 from sla_manager.app import create_app
 from sla_manager.settings import SlaSettings
@@ -43,6 +44,7 @@ from tests.integration.stackutil import (
     HOST,
     Stack,
     free_port,
+    scratch_database,
     start_module,
     stop_process,
     wait_until,
@@ -145,33 +147,10 @@ class ServerThread:
 
 
 @contextlib.contextmanager
-def scratch_database(
-    host: str, port: int, user: str = "root", password: str = "", prefix: str = "sla_test"
-) -> Iterator[str]:
-    """A fresh database, migrated by the code ``python -m sla_common.migrate`` runs (the
-    services only check the schema); dropped on exit."""
-    settings = MysqlSettings(
-        mysql_host=host,
-        mysql_port=port,
-        mysql_user=user,
-        mysql_password=password,
-        mysql_database=f"{prefix}_{uuid.uuid4().hex[:12]}",
-    )
-    try:
-        wait_and_migrate(settings, deadline_s=30)
-        yield settings.mysql_database
-    finally:
-        with contextlib.suppress(pymysql.err.Error):
-            drop_database(settings)
-
-
-@contextlib.contextmanager
 def stack_database(stack: Stack, prefix: str = "sla_test") -> Iterator[str]:
-    """:func:`scratch_database` on the stack's MySQL."""
-    with scratch_database(
-        stack.mysql_host, stack.mysql_port, stack.mysql_user, stack.mysql_password, prefix
-    ) as name:
-        yield name
+    """:func:`~tests.integration.stackutil.scratch_database` on the stack's MySQL: its name."""
+    with scratch_database(stack.mysql_settings(), prefix) as settings:
+        yield settings.mysql_database
 
 
 def app_env(base: Mapping[str, str], **extra: str) -> dict[str, str]:
@@ -183,7 +162,52 @@ def app_env(base: Mapping[str, str], **extra: str) -> dict[str, str]:
     return env
 
 
+def sla_settings(stack: Stack, database: str, token: str) -> SlaSettings:
+    """The settings ``python -m sla_manager`` builds from its environment (:func:`app_env` of
+    the stack with ``database``, ENVIRONMENT=test and write token ``token``), for a
+    :class:`ServerThread`."""
+    env = app_env(
+        stack.service_env(), MYSQL_DATABASE=database, ENVIRONMENT="test", SLA_API_TOKEN=token
+    )
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in env.items():
+            mp.setenv(k, v)
+        return SlaSettings()
+
+
+@contextlib.contextmanager
+def scratch_settings(stack: Stack, token: str) -> Iterator[SlaSettings]:
+    """:func:`sla_settings` on a :func:`stack_database` of its own, dropped on exit."""
+    with stack_database(stack) as database:
+        yield sla_settings(stack, database, token)
+
+
 DEMO_FD_LABELS = {"instance": demo.INSTANCE, "job": demo.JOB}
+
+
+def forecast_only_message(
+    metric: str,
+    labels: dict[str, str],
+    at: int,
+    forecast: Forecast,
+    transform: Literal["none", "rate"] = "none",
+) -> AnalysisMessage:
+    """An ETL message made at ``at`` (over the 12 h before it) carrying only ``forecast``
+    of the series ``metric{labels}``."""
+    return AnalysisMessage(
+        run_id=f"test-{uuid.uuid4().hex[:8]}",
+        produced_at=at,
+        series=SeriesRef(
+            key=series_key(metric, labels),
+            metric=metric,
+            labels=labels,
+            selector=metric,
+            transform=transform,
+        ),
+        window=Window(start=at - 43200, end=at, step_s=15, samples=2881, interpolated=0),
+        grid=Grid(start=at - 43200, step_s=15, count=0),
+        forecast=forecast,
+    )
 
 
 def forecast_message(
@@ -212,32 +236,20 @@ def forecast_message(
         )
         for k, loc in enumerate(locs)
     ]
-    return AnalysisMessage(
-        run_id=f"test-{uuid.uuid4().hex[:8]}",
-        produced_at=at,
-        series=SeriesRef(
-            key=series_key(metric, labels),
-            metric=metric,
-            labels=labels,
-            selector=metric,
-            transform="none",
-        ),
-        window=Window(start=at - 43200, end=at, step_s=15, samples=2881, interpolated=0),
-        grid=Grid(start=at - 43200, step_s=15, count=0),
-        forecast=Forecast(
-            model="ETS(A,N,N) test",
-            step_s=60,
-            horizon_s=60 * len(locs),
-            history_points=720,
-            points=points,
-            max=max(locs),
-            min=min(locs),
-            mean=float(np.mean(locs)),
-            distribution=distribution,
-            df=df,
-            floor=0.0,
-        ),
+    forecast = Forecast(
+        model="ETS(A,N,N) test",
+        step_s=60,
+        horizon_s=60 * len(locs),
+        history_points=720,
+        points=points,
+        max=max(locs),
+        min=min(locs),
+        mean=float(np.mean(locs)),
+        distribution=distribution,
+        df=df,
+        floor=0.0,
     )
+    return forecast_only_message(metric, labels, at, forecast)
 
 
 def store_cauchy_forecast(

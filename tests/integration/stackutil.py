@@ -18,15 +18,18 @@ import sys
 import time
 import urllib.parse
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+import pymysql
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
-from sla_common.mysql import MysqlSettings
+from sla_common.mysql import MysqlSettings, drop_database
+from sla_common.mysql_startup import wait_and_migrate
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = REPO / "scripts"
@@ -416,3 +419,34 @@ def _ready(port: int) -> bool:
             return bool(resp.status == 200)
     except OSError:
         return False
+
+
+@contextmanager
+def scratch_database(base: MysqlSettings, prefix: str = "sla_test") -> Iterator[MysqlSettings]:
+    """A fresh database ``<prefix>_<random>`` on the server of ``base`` (its settings),
+    migrated by the code ``python -m sla_common.migrate`` runs (the services only check the
+    schema); dropped on exit (quietly when the server is gone by then)."""
+    settings = base.model_copy(update={"mysql_database": f"{prefix}_{uuid.uuid4().hex[:12]}"})
+    try:
+        wait_and_migrate(settings, deadline_s=30)
+        yield settings
+    finally:
+        with suppress(pymysql.err.Error):
+            drop_database(settings)
+
+
+PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
+
+
+def promtool_blocks(openmetrics: Path, out: Path, timeout: float = 90) -> None:
+    """``promtool tsdb create-blocks-from openmetrics``: the TSDB blocks of ``openmetrics``
+    in ``out`` (what a Prometheus started on ``out`` reads); AssertionError with promtool's
+    output when it fails."""
+    proc = subprocess.run(
+        [PROMTOOL, "tsdb", "create-blocks-from", "openmetrics", str(openmetrics), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr

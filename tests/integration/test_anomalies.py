@@ -28,9 +28,8 @@ from sla_common.anomalies import AnomalyRecord
 from sla_common.mysql import drop_database, series_key_hash
 from sla_common.mysql_startup import wait_and_migrate
 from sla_common.series import series_key
-from sla_manager.settings import SlaSettings
 from tests.integration.retrievalutil import ServerThread as RetrievalServerThread
-from tests.integration.slautil import ServerThread, app_env, stack_database
+from tests.integration.slautil import ServerThread, sla_settings, stack_database
 from tests.integration.stackutil import Stack, wait_until
 from tests.integration.test_storage import (
     Service,
@@ -209,13 +208,7 @@ def served(stack: Stack) -> Iterator[tuple[str, list[AnomalyRecord]]]:
 
 @pytest.fixture(scope="module")
 def client(stack: Stack, served: tuple[str, list[AnomalyRecord]]) -> Iterator[httpx.Client]:
-    env = app_env(
-        stack.service_env(), MYSQL_DATABASE=served[0], ENVIRONMENT="test", SLA_API_TOKEN=TOKEN
-    )
-    with pytest.MonkeyPatch.context() as mp:
-        for k, v in env.items():
-            mp.setenv(k, v)
-        settings = SlaSettings()
+    settings = sla_settings(stack, served[0], TOKEN)
     with ServerThread(settings) as srv, httpx.Client(base_url=srv.base_url, timeout=60) as c:
         yield c
 

@@ -26,9 +26,8 @@ from sla_common import demo
 from sla_common.mysql import connect, fetch_all
 from sla_common.prometheus import PrometheusClient
 from sla_common.series import exact_selector, series_key
-from sla_manager.settings import SlaSettings
 from tests.integration.retrievalutil import ServerThread as RetrievalServerThread
-from tests.integration.slautil import ServerThread, app_env, scratch_database
+from tests.integration.slautil import ServerThread, sla_settings, stack_database
 from tests.integration.stackutil import Stack, free_port, run_bounded, wait_until
 
 STEP_S = 60
@@ -72,9 +71,7 @@ def _sql(stack: Stack, db: str, query: str, *args: Any) -> list[tuple[Any, ...]]
 
 @pytest.fixture(scope="module")
 def db(stack: Stack) -> Iterator[str]:
-    with scratch_database(
-        stack.mysql_host, stack.mysql_port, stack.mysql_user, stack.mysql_password
-    ) as name:
+    with stack_database(stack) as name:
         yield name
 
 
@@ -192,11 +189,7 @@ def test_rest_and_grpc_serve_the_scores(
     stack: Stack, db: str, scored: dict[str, list[tuple[Any, ...]]]
 ) -> None:
     fd_key = series_key(demo.FILEFD, dict(demo.BASE_LABELS))
-    env = app_env(stack.service_env(), MYSQL_DATABASE=db, ENVIRONMENT="test", SLA_API_TOKEN="t")
-    with pytest.MonkeyPatch.context() as mp:
-        for k, v in env.items():
-            mp.setenv(k, v)
-        settings = SlaSettings()
+    settings = sla_settings(stack, db, "t")
     params: dict[str, Any] = {
         "detector": "iforest",
         "status": "ERROR",

@@ -19,10 +19,10 @@ import httpx
 import pytest
 
 from sla_common import demo
+from tests.integration.stackutil import PROMTOOL, promtool_blocks
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
-PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 STEP = 15
 SEED = 42
@@ -46,14 +46,7 @@ def backfill(tmp_path_factory: pytest.TempPathFactory) -> Backfill:
     with om.open("w", encoding="utf-8") as fh:
         samples = demo.write_openmetrics(series, fh)
     blocks = root / "data"
-    proc = subprocess.run(
-        [PROMTOOL, "tsdb", "create-blocks-from", "openmetrics", str(om), str(blocks)],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    promtool_blocks(om, blocks)
     return Backfill(end, series, samples, blocks)
 
 

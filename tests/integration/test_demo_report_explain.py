@@ -12,8 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from sla_common import demo
-from sla_manager.settings import SlaSettings
-from tests.integration.slautil import ServerThread, app_env, scratch_database
+from tests.integration.slautil import ServerThread, scratch_settings
 from tests.integration.stackutil import Stack
 from tests.unit.test_demo_report_explain import demo_report
 
@@ -24,19 +23,9 @@ TOKEN = "demo-report-token-7a2c4e"
 def api(stack: Stack) -> Iterator[str]:
     if stack.demo_end is None:
         pytest.skip("the stack has no demo history")
-    with scratch_database(
-        stack.mysql_host, stack.mysql_port, stack.mysql_user, stack.mysql_password
-    ) as database:
-        env = app_env(
-            stack.service_env(), MYSQL_DATABASE=database, ENVIRONMENT="test", SLA_API_TOKEN=TOKEN
-        )
-        with pytest.MonkeyPatch.context() as mp:
-            for k, v in env.items():
-                mp.setenv(k, v)
-            settings = SlaSettings()
-        with ServerThread(settings) as srv:
-            demo_report().put_slis(srv.base_url, TOKEN, stack.prometheus_url)
-            yield srv.base_url
+    with scratch_settings(stack, TOKEN) as settings, ServerThread(settings) as srv:
+        demo_report().put_slis(srv.base_url, TOKEN, stack.prometheus_url)
+        yield srv.base_url
 
 
 def test_each_demo_incident_is_explained_in_a_few_lines(api: str, stack: Stack) -> None:

@@ -9,7 +9,6 @@ runs, whose counter, histogram and ``*_count``-named gauge are typed by ``/api/v
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -28,13 +27,13 @@ from tests.integration.stackutil import (
     HOST,
     free_port,
     private_prometheus,
+    promtool_blocks,
     run_bounded,
     wait_until,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
-PROMTOOL = "promtool"
 RATE = 2.0  # per second, every counter here
 HISTORY_S = 3 * 3600
 STEP = 15
@@ -75,14 +74,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     om = root / "counters.om"
     om.write_text(_openmetrics(end))
     data = root / "data"
-    proc = subprocess.run(
-        [PROMTOOL, "tsdb", "create-blocks-from", "openmetrics", str(om), str(data)],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    promtool_blocks(om, data)
 
     registry = CollectorRegistry()
     Counter("sla_probe_requests", "requests", registry=registry).inc(5)

@@ -13,7 +13,7 @@ import pytest
 
 from sla_common import demo
 from sla_manager.settings import SlaSettings
-from tests.integration.slautil import ServerThread, app_env, scratch_database
+from tests.integration.slautil import ServerThread, scratch_settings
 from tests.integration.stackutil import Stack
 
 MINUTE = 60
@@ -35,16 +35,8 @@ SLIS = {
 def settings(stack: Stack) -> Iterator[SlaSettings]:
     if stack.demo_end is None:
         pytest.skip("the stack has no demo history")
-    with scratch_database(
-        stack.mysql_host, stack.mysql_port, stack.mysql_user, stack.mysql_password
-    ) as database:
-        env = app_env(
-            stack.service_env(), MYSQL_DATABASE=database, ENVIRONMENT="test", SLA_API_TOKEN=TOKEN
-        )
-        with pytest.MonkeyPatch.context() as mp:
-            for k, v in env.items():
-                mp.setenv(k, v)
-            yield SlaSettings()
+    with scratch_settings(stack, TOKEN) as settings:
+        yield settings
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,7 @@ from sla_common.anomalies import AnomalyRecord
 from sla_common.messages import AnalysisMessage
 from sla_common.series import series_key
 from tests.integration.pagesutil import chromium, screenshot, wait_ready, watched_page
-from tests.integration.slautil import AppProcess, app_env, forecast_message, scratch_database
+from tests.integration.slautil import AppProcess, app_env, forecast_message, stack_database
 from tests.integration.stackutil import Stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -134,9 +134,7 @@ def _anomaly(start: float, detector: str, status: str, deviation: float) -> Anom
 @pytest.fixture(scope="module")
 def database(stack: Stack) -> Iterator[str]:
     assert stack.demo_end is not None
-    with scratch_database(
-        stack.mysql_host, stack.mysql_port, stack.mysql_user, stack.mysql_password
-    ) as name:
+    with stack_database(stack) as name:
         writer = Writer(stack.mysql_settings(name))
         try:
             writer.write([_forecast(int(time.time()))])

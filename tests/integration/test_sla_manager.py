@@ -26,11 +26,11 @@ import pytest
 
 from data_storage.writer import Writer
 from sla_common import demo
-from sla_common.messages import AnalysisMessage, Forecast, ForecastPoint, Grid, SeriesRef, Window
+from sla_common.messages import AnalysisMessage, Forecast, ForecastPoint
 from sla_common.mysql import MysqlSettings, connect
 from sla_common.prometheus import InstantSample, PrometheusClient
 from sla_common.series import series_key
-from tests.integration.slautil import AppProcess, EtlProcess, running_app
+from tests.integration.slautil import AppProcess, EtlProcess, forecast_only_message, running_app
 from tests.integration.stackutil import Stack, wait_until
 
 TOKEN = "integration-token-3f6c1a9e"
@@ -604,34 +604,20 @@ def _forecast_message(
     transform: Literal["none", "rate"] = "none",
 ) -> AnalysisMessage:
     values = [p[1] for p in points]
-    return AnalysisMessage(
-        run_id=f"test-{uuid.uuid4().hex[:8]}",
-        produced_at=produced_at,
-        series=SeriesRef(
-            key=series_key(key_metric, labels),
-            metric=key_metric,
-            labels=labels,
-            selector=key_metric,
-            transform=transform,
-        ),
-        window=Window(
-            start=produced_at - 43200, end=produced_at, step_s=15, samples=2881, interpolated=0
-        ),
-        grid=Grid(start=produced_at - 43200, step_s=15, count=0),
-        forecast=Forecast(
-            model="ETS(A,Ad,A) test",
-            step_s=60,
-            horizon_s=600,
-            history_points=720,
-            points=[
-                ForecastPoint(ts=t, value=v, lower80=l8, upper80=u8, lower95=l9, upper95=u9)
-                for t, v, l8, u8, l9, u9 in points
-            ],
-            max=max(values),
-            min=min(values),
-            mean=float(np.mean(values)),
-        ),
+    forecast = Forecast(
+        model="ETS(A,Ad,A) test",
+        step_s=60,
+        horizon_s=600,
+        history_points=720,
+        points=[
+            ForecastPoint(ts=t, value=v, lower80=l8, upper80=u8, lower95=l9, upper95=u9)
+            for t, v, l8, u8, l9, u9 in points
+        ],
+        max=max(values),
+        min=min(values),
+        mean=float(np.mean(values)),
     )
+    return forecast_only_message(key_metric, labels, produced_at, forecast, transform)
 
 
 @pytest.fixture(scope="module")
@@ -994,15 +980,23 @@ def test_etl_execution_time_is_what_prometheus_says(
     assert shorter["cycle"]["count"] <= body["cycle"]["count"]
 
 
-def test_prometheus_scrapes_the_sla_manager(stack: Stack, app: AppProcess) -> None:
-    query = 'sla_manager_http_requests_total{job="sla-monitor",service="sla_manager"}'
+def test_prometheus_scrapes_the_sla_manager(
+    stack: Stack, client: httpx.Client, slis: dict[str, SliCase]
+) -> None:
+    # The test's own requests (it must not rely on earlier tests of the module)...
+    assert client.get("/slis").status_code == 200
+    r = client.get(f"/slis/{FD.name}/violations", params={"window": "1h", "end": _demo_end(stack)})
+    assert r.status_code == 200, r.text
+    want = {"/slis", "/slis/{name}/violations"}
+    query = (
+        'sla_manager_http_requests_total{job="sla-monitor",service="sla_manager",'
+        'method="GET",status="200"}'
+    )
     with PrometheusClient(stack.prometheus_url) as prom:
-        want = {"/slis", "/slis/{name}/violations"}
-
-        # wait for a scrape that holds both routes (the first answer may predate them)
+        # ...then a scrape that holds both routes (one before the requests may not).
         def scraped() -> list[InstantSample]:
-            r = prom.query(query)
-            return r if {s.labels["route"] for s in r} >= want else []
+            got = [s for s in prom.query(query) if s.value >= 1]
+            return got if {s.labels["route"] for s in got} >= want else []
 
         got = wait_until(
             scraped,

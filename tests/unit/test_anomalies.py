@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from sla_common.anomalies import AnomalyRecord
 
 
-def _doc(**over: Any) -> dict[str, Any]:
+def anomaly_doc(**over: Any) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "schema_version": 1,
         "detector": {"name": "sigma", "version": "1"},
@@ -29,7 +29,7 @@ def _doc(**over: Any) -> dict[str, Any]:
 
 
 def test_round_trip_and_idempotency_key() -> None:
-    rec = AnomalyRecord.model_validate(_doc())
+    rec = AnomalyRecord.model_validate(anomaly_doc())
     back = AnomalyRecord.from_bytes(rec.to_bytes())
     assert back == rec
     assert back.idempotency_key() == ("k1", "sigma", 1_700_000_000.0)
@@ -54,17 +54,19 @@ def test_round_trip_and_idempotency_key() -> None:
 )
 def test_refuses_bad_records(over: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):
-        AnomalyRecord.model_validate(_doc(**over))
+        AnomalyRecord.model_validate(anomaly_doc(**over))
 
 
 def test_learning_record_without_normal_is_valid() -> None:
     rec = AnomalyRecord.model_validate(
-        _doc(status="LEARNING", deviation=0.0, normal={"mean": 0, "std": 0, "source": "none"})
+        anomaly_doc(
+            status="LEARNING", deviation=0.0, normal={"mean": 0, "std": 0, "source": "none"}
+        )
     )
     assert rec.status == "LEARNING"
 
 
 def test_nan_in_json_is_refused() -> None:
-    raw = json.dumps(_doc(mean=float("nan"))).encode()
+    raw = json.dumps(anomaly_doc(mean=float("nan"))).encode()
     with pytest.raises(ValidationError):
         AnomalyRecord.from_bytes(raw)

@@ -23,6 +23,7 @@ from data_storage.writer import WriteResult
 from sla_common.anomalies import AnomalyRecord
 from sla_common.mysql import DEFAULT_MIGRATIONS_DIR, MysqlSettings, series_key_hash
 from sla_common.series import series_key
+from tests.unit.test_anomalies import anomaly_doc
 from tests.unit.test_storage import DLQ, TOPIC, TP, FakeConsumer, FakeProducer, FakeRecord, Started
 
 NOW = 1_700_000_600.0
@@ -31,17 +32,10 @@ KEY = series_key("cpu", LABELS)
 
 
 def record(start: float = 1_700_000_000.0, **over: Any) -> AnomalyRecord:
-    doc: dict[str, Any] = {
-        "detector": {"name": "sigma", "version": "1"},
-        "series": {"key": KEY, "metric": "cpu", "labels": LABELS},
-        "window": {"start": start, "end": start + 0.5},
-        "count": 3,
-        "mean": 12.0,
-        "std": 1.5,
-        "normal": {"mean": 10.0, "std": 1.0, "source": "learned"},
-        "deviation": 2.0,
-        "status": "WARN",
-    }
+    doc = anomaly_doc(
+        series={"key": KEY, "metric": "cpu", "labels": LABELS},
+        window={"start": start, "end": start + 0.5},
+    )
     doc.update(over)
     return AnomalyRecord.model_validate(doc)
 

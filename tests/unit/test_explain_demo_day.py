@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 
 from sla_common import demo
-from sla_common.prometheus import InstantSample, PrometheusClient, RangeSeries
+from sla_common.prometheus import PrometheusClient, RangeSeries
 from sla_common.series import series_key
 from sla_manager.explain.run import run_explanation
 from sla_manager.settings import SlaSettings
+from tests.unit.promfake import FakePrometheus
 
 HOUR = 3600
 MINUTE = 60
@@ -25,24 +26,17 @@ MIDNIGHT = 1_795_000_000 // 86400 * 86400
 ENDS = [MIDNIGHT + k * 40 * MINUTE for k in range(36)]
 
 
-class DemoPrometheus:
+def demo_prometheus(end: int) -> FakePrometheus:
     """The demo host's day ending at ``end``, served as Prometheus would (no sample before
     the history's start, nothing a day earlier)."""
+    series = [
+        RangeSeries({"__name__": s.name, **s.labels}, s.timestamps.astype(float), s.values)
+        for s in demo.generate(end=end, hours=24)
+    ]
 
-    def __init__(self, end: int) -> None:
-        self.first = demo.align_end(end, 15) - 24 * HOUR
-        self.series = [
-            RangeSeries({"__name__": s.name, **s.labels}, s.timestamps.astype(float), s.values)
-            for s in demo.generate(end=end, hours=24)
-        ]
-
-    def query(self, query: str, time: float | None = None) -> list[InstantSample]:
-        assert query.startswith("count(") and time is not None
-        return [InstantSample({}, time, float(len(self.series)))] if time >= self.first else []
-
-    def query_range(self, query: str, start: float, end: float, step: float) -> list[RangeSeries]:
+    def on_the_grid(start: float, end: float, step: float) -> list[RangeSeries]:
         out = []
-        for s in self.series:
+        for s in series:
             keep = (s.timestamps >= start - 1e-6) & (s.timestamps <= end + 1e-6)
             keep &= np.isclose((s.timestamps - start) / step % 1, 0) | np.isclose(
                 (s.timestamps - start) / step % 1, 1
@@ -51,11 +45,14 @@ class DemoPrometheus:
                 out.append(RangeSeries(s.labels, s.timestamps[keep], s.values[keep]))
         return out
 
+    first = demo.align_end(end, 15) - 24 * HOUR
+    return FakePrometheus(on_the_grid, first=first, count=len(series))
+
 
 def _ranked(end: int, first_s: int, last_s: int) -> list[str]:
     e = demo.align_end(end, 15)
     answer = run_explanation(
-        cast(PrometheusClient, DemoPrometheus(end)),
+        cast(PrometheusClient, demo_prometheus(end)),
         SlaSettings(),
         selector='{job="host"}',
         anomalous=[(e - first_s, e - last_s)],
@@ -76,7 +73,7 @@ def test_the_memory_leak_is_first_at_any_time_of_day(end: int) -> None:
 def test_the_fd_spike_is_in_the_top_two_and_explained_at_any_time_of_day(end: int) -> None:
     e = demo.align_end(end, 15)
     answer = run_explanation(
-        cast(PrometheusClient, DemoPrometheus(end)),
+        cast(PrometheusClient, demo_prometheus(end)),
         SlaSettings(),
         selector='{job="host"}',
         anomalous=[(e - 50 * MINUTE, e - 30 * MINUTE)],
@@ -103,7 +100,7 @@ def test_the_disk_fill_without_its_own_series_is_explained_by_iowait_at_any_time
     disk = next(s for s in demo.generate(end=end, hours=1) if s.labels.get("mountpoint") == "/")
     own = series_key(disk.name, disk.labels)
     answer = run_explanation(
-        cast(PrometheusClient, DemoPrometheus(end)),
+        cast(PrometheusClient, demo_prometheus(end)),
         SlaSettings(),
         selector=f'{{instance="{demo.INSTANCE}"}}',
         anomalous=[(e - 2 * HOUR - 40 * MINUTE, e - 2 * HOUR)],

@@ -11,47 +11,38 @@ from typing import Any, cast
 import numpy as np
 import pytest
 
-from sla_common.prometheus import InstantSample, PrometheusClient, RangeSeries
+from sla_common.prometheus import PrometheusClient, RangeSeries
 from sla_manager.explain.run import DAY_S, run_explanation
 from sla_manager.settings import SlaSettings
+from tests.unit.promfake import FakePrometheus
 
 STEP = 60.0
 END = 1_760_000_000.0
 HISTORY_START = END - 2 * DAY_S
 
 
-class FakePrometheus:
+NAMES = ("cycle", "cause", "flat")
+
+
+def fake_prometheus(start: float) -> FakePrometheus:
     """Series ``f(t)`` sampled every STEP from ``start`` (no sample before it)."""
+    rng = np.random.default_rng(3)
+    noise = {name: rng.normal(0, 1, 4 * 1440) for name in NAMES}
 
-    def __init__(self, start: float) -> None:
-        self.start = start
-        self.ranges: list[tuple[float, float]] = []
-        rng = np.random.default_rng(3)
-        self.noise = {name: rng.normal(0, 1, 4 * 1440) for name in ("cycle", "cause", "flat")}
-
-    def _values(self, name: str, t: np.ndarray[Any, np.dtype[np.float64]]) -> Any:
-        i = ((t - HISTORY_START) // STEP).astype(int) % len(self.noise[name])
-        n = self.noise[name][i]
+    def values(name: str, t: np.ndarray[Any, np.dtype[np.float64]]) -> Any:
+        i = ((t - HISTORY_START) // STEP).astype(int) % len(noise[name])
+        n = noise[name][i]
         if name == "cycle":  # a smooth daily cycle
             return 1000 + 400 * np.sin(2 * np.pi * t / DAY_S) + 2 * n
         if name == "cause":  # a step of 6 sd in the last 30 minutes before END
             return 50 + n + np.where(t >= END - 1800, 6.0, 0.0)
         return 10 + n
 
-    def query(self, query: str, time: float | None = None) -> list[InstantSample]:
-        assert query == 'count({job="x"})' and time is not None
-        return [InstantSample({}, time, 3.0)] if time >= self.start else []
-
-    def query_range(self, query: str, start: float, end: float, step: float) -> list[RangeSeries]:
-        self.ranges.append((start, end))
+    def sampled(start: float, end: float, step: float) -> list[RangeSeries]:
         t = np.arange(start, end + step / 2, step)
-        t = t[t >= self.start]
-        if len(t) == 0:
-            return []
-        return [
-            RangeSeries({"__name__": name, "job": "x"}, t, self._values(name, t))
-            for name in ("cycle", "cause", "flat")
-        ]
+        return [RangeSeries({"__name__": name, "job": "x"}, t, values(name, t)) for name in NAMES]
+
+    return FakePrometheus(sampled, first=start, count=len(NAMES))
 
 
 def _run(prom: FakePrometheus, settings: SlaSettings | None = None) -> Any:
@@ -67,7 +58,7 @@ def _run(prom: FakePrometheus, settings: SlaSettings | None = None) -> Any:
 
 
 def test_the_day_before_is_fetched_and_stops_the_daily_cycle() -> None:
-    prom = FakePrometheus(HISTORY_START)
+    prom = fake_prometheus(HISTORY_START)
     body = _run(prom)
     assert len(prom.ranges) == 2 and prom.ranges[1][0] == pytest.approx(prom.ranges[0][0] - DAY_S)
     assert body.day_before is True and body.seasonal == 3
@@ -85,7 +76,7 @@ def test_the_day_before_is_fetched_and_stops_the_daily_cycle() -> None:
 
 
 def test_without_a_day_of_history_the_reference_windows_are_used() -> None:
-    prom = FakePrometheus(END - 12 * 3600)
+    prom = fake_prometheus(END - 12 * 3600)
     body = _run(prom)
     assert len(prom.ranges) == 1  # nothing matched a day earlier: not fetched
     assert body.day_before is False and body.seasonal == 0
@@ -94,7 +85,7 @@ def test_without_a_day_of_history_the_reference_windows_are_used() -> None:
 
 
 def test_a_wide_range_is_fetched_in_slices_under_the_response_cap() -> None:
-    whole, sliced = FakePrometheus(HISTORY_START), FakePrometheus(HISTORY_START)
+    whole, sliced = fake_prometheus(HISTORY_START), fake_prometheus(HISTORY_START)
     one = _run(whole)
     # 3 series x 48 bytes a point: 7 points per slice under a 1 KiB answer
     many = _run(sliced, SlaSettings(sla_prometheus_max_response_bytes=1024))

@@ -20,7 +20,7 @@ from data_retrieval.validation import RequestError
 from sla_common.prometheus import PrometheusClient
 from sla_manager.explain.run import run_explanation
 from sla_manager.settings import SlaSettings
-from tests.unit.test_explain_route import END, HISTORY_START, FakePrometheus
+from tests.unit.test_explain_route import END, HISTORY_START, fake_prometheus
 
 SEL = '{job="x"}'
 
@@ -132,7 +132,7 @@ def test_the_client_sends_fractions_of_a_second() -> None:
 
 def test_the_answer_is_the_pipelines_field_for_field() -> None:
     answer = run_explanation(
-        cast(PrometheusClient, FakePrometheus(HISTORY_START)),
+        cast(PrometheusClient, fake_prometheus(HISTORY_START)),
         SlaSettings(),
         selector=SEL,
         anomalous=[(END - 1800, END)],
