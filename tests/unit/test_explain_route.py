@@ -99,7 +99,7 @@ def test_a_wide_range_is_fetched_in_slices_under_the_response_cap() -> None:
 
 
 def test_values_are_bounded_buckets_of_the_ranked_series_over_the_fetched_range() -> None:
-    prom = FakePrometheus(END - 12 * 3600)
+    prom = fake_prometheus(END - 12 * 3600)
     plain = _run(prom)
     assert plain.values_step is None and all(s.values is None for s in plain.ranked)
     body = run_explanation(

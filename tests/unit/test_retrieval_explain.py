@@ -188,7 +188,7 @@ def test_the_answer_is_the_pipelines_field_for_field() -> None:
 
 def test_the_ranked_series_values_are_the_pipelines() -> None:
     answer = run_explanation(
-        cast(PrometheusClient, FakePrometheus(HISTORY_START)),
+        cast(PrometheusClient, fake_prometheus(HISTORY_START)),
         SlaSettings(),
         selector=SEL,
         anomalous=[(END - 1800, END)],
