@@ -135,8 +135,9 @@ class Season:
       ``offsets[phase] += gamma·(1 - alpha)·r`` (``gamma``: a half-life of
       :data:`SEASON_HALFLIFE_PERIODS` visits of the phase);
     - the spread: ``var = (1 - a)·var + a·(r² + window variance)``, ``a = max(alpha, 1/k)``;
-    - the first visit of a phase sets its offset to ``x - level`` (the first window sets
-      the level): the first period is taken as it is.
+    - the first period is taken as it is: the first window sets the level, each phase's
+      offset and spread are the mean and spread of its windows' ``x - level``; nothing is
+      predicted (or compared) before the phase was seen in an earlier period.
 
     Whether the cycle is real is decided by prediction, not by a test statistic: for every
     window the phase already had a prediction for, the squared errors of this season and
@@ -148,6 +149,7 @@ class Season:
     period_ms: int
     bin_ms: int
     level: float | None = None
+    first_ms: int | None = None  # the first window's start: its period is only learned
     offsets: list[float | None] = field(default_factory=list)
     spreads: list[float] = field(default_factory=list)  # per phase: EW of r² + window var
     visits: list[int] = field(default_factory=list)  # per phase, capped at VISITS_CAP
@@ -199,13 +201,20 @@ class Season:
         b = self.phase(start_ms)
         per_bin = max(1.0, self.bin_ms / window_ms)  # windows per visit of a phase
         gamma = 1.0 - 0.5 ** (1.0 / (per_bin * SEASON_HALFLIFE_PERIODS))
-        if self.level is None:
-            self.level = w_mean
-        pred = self.predict(start_ms)
-        if pred is None:
-            self.offsets[b] = w_mean - self.level
-            self.spreads[b], self.visits[b] = max(w_var, 0.0), 1
+        if self.level is None or self.first_ms is None:
+            self.level, self.first_ms = w_mean, start_ms
+        off = self.offsets[b]
+        if off is None or start_ms < self.first_ms + self.period_ms:
+            # The first period (or a phase's first visit): the phase's mean and spread of
+            # what it saw, nothing predicted yet.
+            d, v = w_mean - self.level, max(w_var, 0.0)
+            k = self.visits[b] = min(self.visits[b] + 1, VISITS_CAP)
+            new = d if off is None else off + (d - off) / k
+            dev2 = 0.0 if off is None else (d - off) * (d - new)
+            self.offsets[b] = new
+            self.spreads[b] += (dev2 + v - self.spreads[b]) / k
             return
+        pred = self.level + off
         if plain_mean is not None:
             a = max(ew_alpha(window_ms, self.period_ms / 1000.0), 1.0 / (self.scored + 1))
             self.err += a * ((w_mean - pred) ** 2 - self.err)
@@ -231,6 +240,7 @@ class Season:
             "period": self.period_ms,
             "bin": self.bin_ms,
             "level": self.level,
+            "first": self.first_ms,
             "offsets": self.offsets,
             "spreads": self.spreads,
             "visits": self.visits,
@@ -246,6 +256,7 @@ class Season:
             period_ms=int(d["period"]),
             bin_ms=int(d["bin"]),
             level=None if level is None else float(level),
+            first_ms=None if d.get("first") is None else int(d["first"]),
             offsets=[None if o is None else float(o) for o in d["offsets"]],
             spreads=[float(x) for x in d["spreads"]],
             visits=[int(x) for x in d["visits"]],

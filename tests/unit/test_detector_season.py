@@ -58,6 +58,23 @@ def test_first_period_is_taken_as_it_is_then_holt_winters_updates_by_hand() -> N
     assert not s.better(W15)  # one window predicted, not a full period yet
 
 
+def test_the_first_period_averages_each_phase_and_predicts_nothing() -> None:
+    s = Season.new(3_600_000, 60_000)  # 1-minute windows: 15 a phase of 15 minutes
+    for i, x in enumerate([10.0, 12.0, 14.0]):  # phase 0, variance 1 in each window
+        s.learn(i * 60_000, x, 1.0, plain_mean=10.0, window_ms=60_000, alpha=0.5)
+    # The level is the first window; phase 0's offset the mean of x - level (0, 2, 4), its
+    # spread the mean of the squared deviations from it (8/3) plus the windows' variance.
+    assert (s.level, s.offsets[0], s.visits[0]) == (10.0, 2.0, 3)
+    assert s.spreads[0] == pytest.approx(8 / 3 + 1)
+    assert (s.scored, s.err, s.err_plain) == (0, 0.0, 0.0)  # nothing compared yet
+    # Still the first period (a later phase): learned, not scored.
+    s.learn(30 * 60_000, 7.0, 0.0, plain_mean=10.0, window_ms=60_000, alpha=0.5)
+    assert (s.offsets[2], s.scored) == (-3.0, 0)
+    # One period later phase 0 is predicted: level 10 + offset 2.
+    s.learn(60 * 60_000, 13.0, 0.0, plain_mean=10.0, window_ms=60_000, alpha=0.5)
+    assert (s.scored, s.err, s.err_plain) == (1, 1.0, 9.0)
+
+
 def test_winsorized_at_the_error_band_once_it_has_a_spread() -> None:
     s = Season.new(3_600_000, W15)
     for i, x in enumerate([10.0, 10.0, 10.0, 10.0, 11.0]):
