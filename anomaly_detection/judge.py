@@ -13,7 +13,14 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from anomaly_detection.rules import Baseline, Season, deviation_of, ew_alpha, status_of
+from anomaly_detection.rules import (
+    Baseline,
+    Season,
+    deviation_of,
+    ew_alpha,
+    season_bin_ms,
+    status_of,
+)
 from anomaly_detection.settings import DetectorSettings, NormalOverride
 from anomaly_detection.windows import Partial
 from sla_common.anomalies import (
@@ -96,10 +103,14 @@ class Rule:
         when the window size changed their phases)."""
         out = []
         for period_s in self.season_periods_s:
-            fresh = Season.new(period_s * 1000, self.window_ms)
+            period_ms = period_s * 1000
             have = seasons.get(period_s)
-            if have is None or have.bin_ms != fresh.bin_ms or have.period_ms != fresh.period_ms:
-                seasons[period_s] = have = fresh
+            if (
+                have is None
+                or have.period_ms != period_ms
+                or have.bin_ms != season_bin_ms(period_ms, self.window_ms)
+            ):
+                seasons[period_s] = have = Season.new(period_ms, self.window_ms)
             out.append(have)
         return out
 

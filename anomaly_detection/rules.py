@@ -29,6 +29,7 @@ A series is ``LEARNING`` until ``ANOMALY_MIN_HISTORY_WINDOWS`` windows have been
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -123,6 +124,14 @@ def season_bin_ms(period_ms: int, window_ms: int) -> int:
     return max(window_ms, SEASON_BIN_MS, -(-period_ms // MAX_SEASON_BINS))
 
 
+@functools.lru_cache(maxsize=64)
+def _season_weights(period_ms: int, bin_ms: int, window_ms: int) -> tuple[float, float]:
+    """(gamma, the error averages' weight) of one window."""
+    per_bin = max(1.0, bin_ms / window_ms)  # windows per visit of a phase
+    gamma = 1.0 - 0.5 ** (1.0 / (per_bin * SEASON_HALFLIFE_PERIODS))
+    return gamma, ew_alpha(window_ms, period_ms / 1000.0)
+
+
 @dataclass
 class Season:
     """A candidate cycle of a series (additive Holt-Winters without trend, per phase bin).
@@ -199,8 +208,7 @@ class Season:
         """Fold one closed window in; ``plain_mean``: the plain normal's mean before it
         (None: it had none), for the comparison."""
         b = self.phase(start_ms)
-        per_bin = max(1.0, self.bin_ms / window_ms)  # windows per visit of a phase
-        gamma = 1.0 - 0.5 ** (1.0 / (per_bin * SEASON_HALFLIFE_PERIODS))
+        gamma, a_err = _season_weights(self.period_ms, self.bin_ms, window_ms)
         if self.level is None or self.first_ms is None:
             self.level, self.first_ms = w_mean, start_ms
         off = self.offsets[b]
@@ -216,7 +224,7 @@ class Season:
             return
         pred = self.level + off
         if plain_mean is not None:
-            a = max(ew_alpha(window_ms, self.period_ms / 1000.0), 1.0 / (self.scored + 1))
+            a = max(a_err, 1.0 / (self.scored + 1))
             self.err += a * ((w_mean - pred) ** 2 - self.err)
             self.err_plain += a * ((w_mean - plain_mean) ** 2 - self.err_plain)
         x, v = w_mean, max(w_var, 0.0)
