@@ -25,6 +25,11 @@ NAB (BENCHMARKS.md):
   ``alpha`` and the first estimate is not the first window alone.
 
 A series is ``LEARNING`` until ``ANOMALY_MIN_HISTORY_WINDOWS`` windows have been learned.
+
+The series' own cycle (:class:`Season`, ``ANOMALY_SEASON_PERIODS_S``): per candidate period
+a normal per phase, used instead of the plain one only once it predicts the series better
+(see the class). On NAB it removes most false alarms on the edges of daily patterns, which
+a 6 h half-life follows only partly (BENCHMARKS.md).
 """
 
 from __future__ import annotations
