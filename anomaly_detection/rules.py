@@ -148,7 +148,10 @@ class Season:
     - ``r = x - prediction``; ``level += alpha·r`` (the plain normal's half-life);
       ``offsets[phase] += gamma·(1 - alpha)·r`` (``gamma``: a half-life of
       :data:`SEASON_HALFLIFE_PERIODS` visits of the phase);
-    - the spread: ``var = (1 - a)·var + a·(r² + window variance)``, ``a = max(alpha, 1/k)``;
+    - the recent spread: ``var = (1 - a)·var + a·(r² + window variance)``,
+      ``a = max(alpha, 1/k)``; the phase's: the same with ``max(gamma, 1/visits)``; the
+      band (:meth:`std_at`) is the larger of the recent one and the phase's (averaged with
+      its two neighbours), so a phase noisier than the rest is not judged by the quiet ones;
     - the first period is taken as it is: the first window sets the level, each phase's
       offset and spread are the mean and spread of its windows' ``x - level``; nothing is
       predicted (or compared) before the phase was seen in an earlier period.
