@@ -1,7 +1,8 @@
 """Accuracy on NAB (../shared/nab): each series replayed in event time through the
 detector's own window and status code (anomaly_detection.windows / judge), in process.
 
-For each file: learned normals (the detector's default) against the reference's static
+For each file: learned normals (the detector's default, with the series' cycles; and
+without them, ``learned_no_season``, the previous default) against the reference's static
 constants set per series from the first 15 % of the file (NAB's probationary period), and
 against the other source of normals the issue offered, the ETL's stored aggregates (mean
 and std of the 12 h before each window). All are scored after that period only. Per
