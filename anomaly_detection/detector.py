@@ -50,7 +50,7 @@ from kafka.structs import OffsetAndMetadata
 
 from anomaly_detection.judge import Rule
 from anomaly_detection.metrics import DetectorMetrics
-from anomaly_detection.rules import Baseline
+from anomaly_detection.rules import Baseline, Season
 from anomaly_detection.settings import DetectorSettings
 from anomaly_detection.windows import Partial, SeriesWindows
 from sla_common.anomalies import AnomalyRecord
@@ -75,6 +75,7 @@ class Series:
     labels: dict[str, str]
     windows: SeriesWindows
     baseline: Baseline = field(default_factory=Baseline)
+    seasons: dict[int, Season] = field(default_factory=dict)  # period (s) -> its phases
 
     def to_json(self) -> dict[str, Any]:
         w = self.windows
@@ -85,6 +86,7 @@ class Series:
             "late": w.late_samples,
             "open": [[p.start_ms, p.last_ms, p.n, p.mean, p.m2] for p in w.open.values()],
             "baseline": self.baseline.to_list(),
+            "seasons": {str(k): v.to_json() for k, v in self.seasons.items()},
         }
 
     @classmethod
@@ -93,7 +95,8 @@ class Series:
         w.late_samples = int(d.get("late", 0))
         for s, last, n, mean, m2 in d["open"]:
             w.open[int(s)] = Partial(int(s), int(last), int(n), float(mean), float(m2))
-        return cls(d["metric"], dict(d["labels"]), w, Baseline.from_list(d["baseline"]))
+        seasons = {int(k): Season.from_json(v) for k, v in d.get("seasons", {}).items()}
+        return cls(d["metric"], dict(d["labels"]), w, Baseline.from_list(d["baseline"]), seasons)
 
 
 @dataclass
@@ -410,7 +413,9 @@ class Detector:
             self.emit(batch.key, series, p)
 
     def emit(self, key: str, series: Series, p: Partial) -> None:
-        rec = self.rule.record(key, series.metric, series.labels, series.baseline, p)
+        rec = self.rule.record(
+            key, series.metric, series.labels, series.baseline, p, series.seasons
+        )
         self.pending.append(
             self.producer.send(self.s.kafka_anomaly_topic, key=key.encode(), value=rec.to_bytes())
         )

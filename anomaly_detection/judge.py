@@ -13,7 +13,14 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from anomaly_detection.rules import Baseline, deviation_of, ew_alpha, status_of
+from anomaly_detection.rules import (
+    Baseline,
+    Season,
+    deviation_of,
+    ew_alpha,
+    season_bin_ms,
+    status_of,
+)
 from anomaly_detection.settings import DetectorSettings, NormalOverride
 from anomaly_detection.windows import Partial
 from sla_common.anomalies import (
@@ -60,6 +67,9 @@ class Rule:
     static: tuple[float, float] | None = None  # (NORMAL_MEAN, NORMAL_STDDEV)
     overrides: tuple[StaticNormal, ...] = ()  # ANOMALY_NORMAL_OVERRIDES, first match wins
     robust: bool = True
+    # Candidate cycles (seconds) each series' normal may follow (ANOMALY_SEASON_PERIODS_S):
+    # a season is used once it predicts the series better than the plain normal.
+    season_periods_s: tuple[int, ...] = ()
     detector: Detector = field(
         default_factory=lambda: Detector(name="sigma", version=DETECTOR_VERSION)
     )
@@ -77,6 +87,7 @@ class Rule:
             min_history=s.anomaly_min_history_windows,
             static=static,
             overrides=tuple(StaticNormal.of(o) for o in s.anomaly_normal_overrides),
+            season_periods_s=s.anomaly_season_periods_s,
             detector=Detector(name=s.anomaly_detector_name, version=DETECTOR_VERSION),
         )
 
@@ -87,19 +98,50 @@ class Rule:
                 return (o.mean, o.std)
         return self.static
 
+    def seasons_of(self, seasons: dict[int, Season]) -> list[Season]:
+        """The series' seasons for this rule's candidate periods (created when missing, or
+        when the window size changed their phases)."""
+        out = []
+        for period_s in self.season_periods_s:
+            period_ms = period_s * 1000
+            have = seasons.get(period_s)
+            if (
+                have is None
+                or have.period_ms != period_ms
+                or have.bin_ms != season_bin_ms(period_ms, self.window_ms)
+            ):
+                seasons[period_s] = have = Season.new(period_ms, self.window_ms)
+            out.append(have)
+        return out
+
     def judge(
-        self, baseline: Baseline, p: Partial, static: tuple[float, float] | None = None
+        self,
+        baseline: Baseline,
+        p: Partial,
+        static: tuple[float, float] | None = None,
+        seasons: dict[int, Season] | None = None,
     ) -> tuple[Status, float, Normal]:
-        """(status, deviation, normal) of window ``p``; then ``baseline`` learns ``p``.
+        """(status, deviation, normal) of window ``p``; then ``baseline`` (and the series'
+        ``seasons``, period in s -> :class:`Season`) learn ``p``.
 
         ``static``: the series' static normal (:meth:`static_for`); None: the rule's global
-        one, if any."""
+        one, if any. The learned normal is the season predicting the series best, if one
+        predicts it better than the plain one (:class:`anomaly_detection.rules.Season`),
+        else the plain one."""
         if static is None:
             static = self.static
+        cands = self.seasons_of(seasons) if seasons is not None else []
+        learning = baseline.n < self.min_history
         if static is not None:
             normal = Normal(mean=static[0], std=static[1], source="static")
-        elif baseline.n >= self.min_history:
+        elif not learning:
             normal = Normal(mean=baseline.mean, std=baseline.std, source="learned")
+            best = min(
+                (s for s in cands if s.better(self.window_ms)), key=lambda s: s.err, default=None
+            )
+            pred = None if best is None else best.predict(p.start_ms)
+            if best is not None and pred is not None:
+                normal = Normal(mean=pred, std=best.std_at(p.start_ms), source="learned")
         else:
             normal = Normal(mean=0.0, std=0.0, source="none")
         status: Status
@@ -108,15 +150,23 @@ class Rule:
         else:
             status = status_of(p.mean, normal.mean, normal.std, self.warn, self.error)
             dev = deviation_of(p.mean, normal.mean, normal.std)
-        learning = baseline.n < self.min_history
         clip = self.error if self.robust and not learning else None
+        plain_mean = baseline.mean if baseline.n else None
+        for season in cands:
+            season.learn(p.start_ms, p.mean, p.var, plain_mean, self.window_ms, self.alpha, clip)
         baseline.learn(p.mean, p.var, self.alpha, clip)
         return status, dev, normal
 
     def record(
-        self, key: str, metric: str, labels: Mapping[str, str], baseline: Baseline, p: Partial
+        self,
+        key: str,
+        metric: str,
+        labels: Mapping[str, str],
+        baseline: Baseline,
+        p: Partial,
+        seasons: dict[int, Season] | None = None,
     ) -> AnomalyRecord:
-        status, dev, normal = self.judge(baseline, p, self.static_for(metric, labels))
+        status, dev, normal = self.judge(baseline, p, self.static_for(metric, labels), seasons)
         return AnomalyRecord(
             detector=self.detector,
             series=AnomalySeries(key=key, metric=metric, labels=dict(labels)),

@@ -25,12 +25,19 @@ NAB (BENCHMARKS.md):
   ``alpha`` and the first estimate is not the first window alone.
 
 A series is ``LEARNING`` until ``ANOMALY_MIN_HISTORY_WINDOWS`` windows have been learned.
+
+The series' own cycle (:class:`Season`, ``ANOMALY_SEASON_PERIODS_S``): per candidate period
+a normal per phase, used instead of the plain one only once it predicts the series better
+(see the class). On NAB it removes most false alarms on the edges of daily patterns, which
+a 6 h half-life follows only partly (BENCHMARKS.md).
 """
 
 from __future__ import annotations
 
+import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from sla_common.anomalies import Status
 
@@ -106,3 +113,171 @@ class Baseline:
     @classmethod
     def from_list(cls, raw: list[float]) -> Baseline:
         return cls(int(raw[0]), float(raw[1]), float(raw[2]))
+
+
+# ---------------------------------------------------------------- the series' own cycle
+
+SEASON_BIN_MS = 900_000  # a quarter of an hour: 96 phases a day
+MAX_SEASON_BINS = 168  # at most one phase per hour of a week: bounded state per series
+SEASON_HALFLIFE_PERIODS = 2.0  # a changed cycle is half learned after two of its periods
+VISITS_CAP = 1_000_000
+
+
+def season_bin_ms(period_ms: int, window_ms: int) -> int:
+    """The width of one phase of a cycle of ``period_ms``: at least a window, at least
+    :data:`SEASON_BIN_MS`, and at most :data:`MAX_SEASON_BINS` phases a period."""
+    return max(window_ms, SEASON_BIN_MS, -(-period_ms // MAX_SEASON_BINS))
+
+
+@functools.lru_cache(maxsize=64)
+def _season_weights(period_ms: int, bin_ms: int, window_ms: int) -> tuple[float, float]:
+    """(gamma, the error averages' weight) of one window."""
+    per_bin = max(1.0, bin_ms / window_ms)  # windows per visit of a phase
+    gamma = 1.0 - 0.5 ** (1.0 / (per_bin * SEASON_HALFLIFE_PERIODS))
+    return gamma, ew_alpha(window_ms, period_ms / 1000.0)
+
+
+@dataclass
+class Season:
+    """A candidate cycle of a series (additive Holt-Winters without trend, per phase bin).
+
+    Prediction for a window starting at ``t``: ``level + offsets[phase(t)]``, once that
+    phase has been seen. Per closed window (winsorized at the ERROR band, as the plain
+    normal is, once the season has a spread):
+
+    - ``r = x - prediction``; ``level += alpha·r`` (the plain normal's half-life);
+      ``offsets[phase] += gamma·(1 - alpha)·r`` (``gamma``: a half-life of
+      :data:`SEASON_HALFLIFE_PERIODS` visits of the phase);
+    - the recent spread: ``var = (1 - a)·var + a·(r² + window variance)``,
+      ``a = max(alpha, 1/k)``; the phase's: the same with ``max(gamma, 1/visits)``; the
+      band (:meth:`std_at`) is the larger of the recent one and the phase's (averaged with
+      its two neighbours), so a phase noisier than the rest is not judged by the quiet ones;
+    - the first period is taken as it is: the first window sets the level, each phase's
+      offset and spread are the mean and spread of its windows' ``x - level``; nothing is
+      predicted (or compared) before the phase was seen in an earlier period.
+
+    Whether the cycle is real is decided by prediction, not by a test statistic: for every
+    window the phase already had a prediction for, the squared errors of this season and
+    of the plain normal are averaged (EW, half-life one period). The season is *used* once
+    a full period was predicted and its error is below the plain normal's; otherwise the
+    plain normal stays (a series without this cycle never switches).
+    """
+
+    period_ms: int
+    bin_ms: int
+    level: float | None = None
+    first_ms: int | None = None  # the first window's start: its period is only learned
+    offsets: list[float | None] = field(default_factory=list)
+    spreads: list[float] = field(default_factory=list)  # per phase: EW of r² + window var
+    visits: list[int] = field(default_factory=list)  # per phase, capped at VISITS_CAP
+    var: float = 0.0
+    scored: int = 0
+    err: float = 0.0
+    err_plain: float = 0.0
+
+    @classmethod
+    def new(cls, period_ms: int, window_ms: int) -> Season:
+        bin_ms = season_bin_ms(period_ms, window_ms)
+        n = -(-period_ms // bin_ms)
+        return cls(period_ms, bin_ms, offsets=[None] * n, spreads=[0.0] * n, visits=[0] * n)
+
+    def std_at(self, start_ms: int) -> float:
+        """The larger of the recent spread (``var``, the plain normal's half-life) and this
+        time of the period's (its phase and the two next to it, averaged)."""
+        b, n = self.phase(start_ms), len(self.spreads)
+        near = [self.spreads[i % n] for i in (b - 1, b, b + 1) if self.visits[i % n]]
+        phase = sum(near) / len(near) if near else 0.0
+        return math.sqrt(max(self.var, phase, 0.0))
+
+    def phase(self, start_ms: int) -> int:
+        return (start_ms % self.period_ms) // self.bin_ms
+
+    def predict(self, start_ms: int) -> float | None:
+        off = self.offsets[self.phase(start_ms)]
+        return None if self.level is None or off is None else self.level + off
+
+    def windows_per_period(self, window_ms: int) -> int:
+        return -(-self.period_ms // window_ms)
+
+    def better(self, window_ms: int) -> bool:
+        """A full period predicted, with a smaller error than the plain normal's."""
+        return self.scored >= self.windows_per_period(window_ms) and self.err < self.err_plain
+
+    def learn(
+        self,
+        start_ms: int,
+        w_mean: float,
+        w_var: float,
+        plain_mean: float | None,
+        window_ms: int,
+        alpha: float,
+        clip: float | None = None,
+    ) -> None:
+        """Fold one closed window in; ``plain_mean``: the plain normal's mean before it
+        (None: it had none), for the comparison."""
+        b = self.phase(start_ms)
+        gamma, a_err = _season_weights(self.period_ms, self.bin_ms, window_ms)
+        if self.level is None or self.first_ms is None:
+            self.level, self.first_ms = w_mean, start_ms
+        off = self.offsets[b]
+        if off is None or start_ms < self.first_ms + self.period_ms:
+            # The first period (or a phase's first visit): the phase's mean and spread of
+            # what it saw, nothing predicted yet.
+            d, v = w_mean - self.level, max(w_var, 0.0)
+            k = self.visits[b] = min(self.visits[b] + 1, VISITS_CAP)
+            new = d if off is None else off + (d - off) / k
+            dev2 = 0.0 if off is None else (d - off) * (d - new)
+            self.offsets[b] = new
+            self.spreads[b] += (dev2 + v - self.spreads[b]) / k
+            return
+        pred = self.level + off
+        if plain_mean is not None:
+            a = max(a_err, 1.0 / (self.scored + 1))
+            self.err += a * ((w_mean - pred) ** 2 - self.err)
+            self.err_plain += a * ((w_mean - plain_mean) ** 2 - self.err_plain)
+        x, v = w_mean, max(w_var, 0.0)
+        std = self.std_at(start_ms)
+        if clip is not None and self.scored > 0 and std > 0:
+            band = clip * std
+            x = min(max(x, pred - band), pred + band)
+            v = min(v, band * band)
+        r = x - pred
+        k = self.visits[b] = min(self.visits[b] + 1, VISITS_CAP)
+        g = max(gamma, 1.0 / k)
+        self.spreads[b] += g * (r * r + v - self.spreads[b])
+        self.offsets[b] = pred - self.level + gamma * (1.0 - alpha) * r
+        self.level += alpha * r
+        a = max(alpha, 1.0 / (self.scored + 1))
+        self.var = (1.0 - a) * self.var + a * (r * r + v)
+        self.scored += 1
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "period": self.period_ms,
+            "bin": self.bin_ms,
+            "level": self.level,
+            "first": self.first_ms,
+            "offsets": self.offsets,
+            "spreads": self.spreads,
+            "visits": self.visits,
+            "var": self.var,
+            "scored": self.scored,
+            "err": [self.err, self.err_plain],
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Season:
+        level = d["level"]
+        return cls(
+            period_ms=int(d["period"]),
+            bin_ms=int(d["bin"]),
+            level=None if level is None else float(level),
+            first_ms=None if d.get("first") is None else int(d["first"]),
+            offsets=[None if o is None else float(o) for o in d["offsets"]],
+            spreads=[float(x) for x in d["spreads"]],
+            visits=[int(x) for x in d["visits"]],
+            var=float(d["var"]),
+            scored=int(d["scored"]),
+            err=float(d["err"][0]),
+            err_plain=float(d["err"][1]),
+        )

@@ -19,6 +19,7 @@ from sla_common.settings import CommonSettings
 
 TOPIC = r"^[A-Za-z0-9._-]+$"
 MAX_OVERRIDES = 1000
+MAX_SEASONS = 4
 
 
 class NormalOverride(BaseModel):
@@ -63,6 +64,12 @@ class DetectorSettings(CommonSettings):
     # Learned normal: EW half-life in event time; LEARNING until this many windows learned.
     anomaly_baseline_halflife_s: float = Field(default=6 * 3600.0, gt=0, allow_inf_nan=False)
     anomaly_min_history_windows: int = Field(default=30, ge=1)
+    # Cycles a series' normal may follow, in seconds (comma-separated; empty: none): a day
+    # and a week. Each series learns each one per phase and uses it only once it predicts
+    # the series better than the plain normal (anomaly_detection.rules.Season).
+    anomaly_season_periods_s: Annotated[tuple[int, ...], NoDecode] = Field(
+        default=(86_400, 604_800), max_length=MAX_SEASONS
+    )
     # The reference's constants: set both and every series is judged against them (source
     # "static") instead of its learned normal.
     normal_mean: float | None = Field(default=None, allow_inf_nan=False)
@@ -82,6 +89,23 @@ class DetectorSettings(CommonSettings):
     # Results flushed, state checkpointed and offsets committed this often (at-least-once;
     # results are idempotent).
     anomaly_commit_interval_s: float = Field(default=1.0, gt=0)
+
+    @field_validator("anomaly_season_periods_s", mode="before")
+    @classmethod
+    def _periods_csv(cls, v: object) -> object:
+        if isinstance(v, str):
+            return tuple(p.strip() for p in v.split(",") if p.strip())
+        return v
+
+    @field_validator("anomaly_season_periods_s")
+    @classmethod
+    def _periods_valid(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        for p in v:
+            if not 3600 <= p <= 35 * 86_400:
+                raise ValueError(f"a season period is between 3600 and 3024000 s, not {p}")
+        if len(set(v)) != len(v):
+            raise ValueError("a season period is listed twice")
+        return v
 
     @field_validator("anomaly_normal_overrides", mode="before")
     @classmethod

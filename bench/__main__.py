@@ -1,6 +1,6 @@
 """``python -m bench [analyses|kafka|storage|retrieval|sla|e2e|explain|receiver|detector|
-detector-scale|nab|outliers|pages|burndown|batch ...]``: run the benchmarks (``detector``
-includes ``detector-scale``).
+detector-scale|detector-normal|nab|outliers|pages|burndown|batch ...]``: run the
+benchmarks (``detector`` includes ``detector-scale``).
 
 Kafka benchmarks use KAFKA_BOOTSTRAP_SERVERS, storage ones MYSQL_* too (``make bench``
 starts the local stack and sources its stack.env first). Results go to
@@ -34,6 +34,7 @@ from bench import (
     bench_pages,
     bench_receiver,
     bench_retrieval,
+    bench_season,
     bench_sla,
     bench_slo,
     bench_storage,
@@ -135,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
         bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
         results["detector_scale"] = bench_detector_scale.measure(bootstrap, args.repeats)
         print(bench_detector_scale.summary(results["detector_scale"]))
+    if "detector-normal" in args.which:
+        results["detector_normal"] = bench_season.measure(max(args.repeats, 5))
+        print(bench_season.summary(results["detector_normal"]))
     if "e2e" in args.which:
         results["e2e"] = bench_e2e.measure(args.repeats)
         print(bench_e2e.summary(results["e2e"]))

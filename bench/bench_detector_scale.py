@@ -21,6 +21,12 @@ Figures per run, from the processes' own clocks (start-up excluded):
   from its last checkpoint by its new owner);
 - ``cpu_s_per_100k``: the detector processes' CPU seconds per 100,000 samples, and the
   broker's when ``STACK_DIR`` points at the local stack (tansu shares the machine);
+- ``samples_per_cpu_s_per_process``: each process' samples per second of its own CPU time
+  (``time.process_time`` in the process, from its first to its last processed sample), and
+  their median ``samples_per_cpu_s``: on cores shared with other work the wall throughput
+  shows the scheduler's share, this shows the cost; the same per-process figure with 1 and
+  2 processes (``ratio_per_cpu_s`` ≈ 1) is what makes the wall figure add up given a free
+  core per process;
 - ``machine_busy``: the share of all cores busy (``/proc/stat``) during the run.
 
 ``python -m bench detector-scale`` (or ``detector``, which includes it); one member alone:
@@ -183,6 +189,13 @@ def _figures(
     if inside[0][3] is not None and inside[-1][3] is not None:
         broker_cpu = (inside[-1][3] - inside[0][3]) / hz
     cpu = sum(r["cpu_s"] for r in reports)
+    # Each process' samples per CPU-second over the span its CPU clock covers (its first to
+    # its last change): flat from 1 to 2 processes means the work per sample does not grow
+    # with a second member, so with a free core each the wall throughput would add up.
+    per_cpu = [
+        (r["timeline"][-1][1] - r["timeline"][0][1]) / r["cpu_s"] if r["cpu_s"] > 0 else None
+        for r in reports
+    ]
     return {
         "processes": processes,
         "end_to_end_samples_per_s": (total - before) / (t1 - t0),
@@ -193,6 +206,8 @@ def _figures(
         "per_member_samples": [r["timeline"][-1][1] for r in reports],
         "per_member_partitions": [r["partitions"] for r in reports],
         "cpu_s_per_100k": 1e5 * cpu / total,
+        "samples_per_cpu_s_per_process": per_cpu,
+        "samples_per_cpu_s": _median(per_cpu),
         "broker_cpu_s_per_100k": None if broker_cpu is None else 1e5 * broker_cpu / total,
         "machine_busy": busy,
         "loadavg_1m": os.getloadavg()[0],
@@ -221,7 +236,9 @@ def measure(bootstrap: str, repeats: int) -> dict[str, Any]:
                 r = runs[n][-1]
                 print(  # progress: a run takes minutes on a loaded machine
                     f"  {shape}, {n} process(es): {r['end_to_end_samples_per_s']:.0f} samples/s, "
-                    f"steady {_fmt(r['steady_samples_per_s'])}, busy {r['machine_busy']:.0%}, "
+                    f"steady {_fmt(r['steady_samples_per_s'])}, per CPU-s and process "
+                    f"{', '.join(_fmt(x) for x in r['samples_per_cpu_s_per_process'])}, "
+                    f"busy {r['machine_busy']:.0%}, "
                     f"load {r['loadavg_1m']:.1f}",
                     file=sys.stderr,
                     flush=True,
@@ -234,6 +251,7 @@ def measure(bootstrap: str, repeats: int) -> dict[str, Any]:
                     "steady_samples_per_s",
                     "reread",
                     "cpu_s_per_100k",
+                    "samples_per_cpu_s",
                     "broker_cpu_s_per_100k",
                     "machine_busy",
                 )
@@ -254,6 +272,8 @@ def measure(bootstrap: str, repeats: int) -> dict[str, Any]:
                 med[2]["end_to_end_samples_per_s"], med[1]["end_to_end_samples_per_s"]
             ),
             "ratio_steady": _ratio(med[2]["steady_samples_per_s"], med[1]["steady_samples_per_s"]),
+            # samples per CPU-second of a process, 2 processes ÷ 1: ≈ 1 is linear given cores
+            "ratio_per_cpu_s": _ratio(med[2]["samples_per_cpu_s"], med[1]["samples_per_cpu_s"]),
             "runs": {str(n): rs for n, rs in runs.items()},
         }
     return out
@@ -272,6 +292,8 @@ def summary(r: dict[str, Any]) -> str:
             f"{d['ratio_end_to_end']:.2f}), steady {_fmt(two['steady_samples_per_s'])} "
             f"(ratio {_fmt(d['ratio_steady'], '.2f')}); machine busy "
             f"{_fmt(one['machine_busy'], '.0%')} / {_fmt(two['machine_busy'], '.0%')}; "
+            f"per process {_fmt(one['samples_per_cpu_s'])} / {_fmt(two['samples_per_cpu_s'])} "
+            f"samples per CPU-s (ratio {_fmt(d.get('ratio_per_cpu_s'), '.2f')}); "
             f"re-read {_fmt(two['reread'])} (median of {len(d['runs']['1'])}; paired ratios "
             f"{', '.join(_fmt(x, '.2f') for x in d['paired_ratios_end_to_end'])})"
         )

@@ -1,7 +1,8 @@
 """Accuracy on NAB (../shared/nab): each series replayed in event time through the
 detector's own window and status code (anomaly_detection.windows / judge), in process.
 
-For each file: learned normals (the detector's default) against the reference's static
+For each file: learned normals (the detector's default, with the series' cycles; and
+without them, ``learned_no_season``, the previous default) against the reference's static
 constants set per series from the first 15 % of the file (NAB's probationary period), and
 against the other source of normals the issue offered, the ETL's stored aggregates (mean
 and std of the 12 h before each window). All are scored after that period only. Per
@@ -24,12 +25,14 @@ from pathlib import Path
 from typing import Any
 
 from anomaly_detection.judge import Rule
-from anomaly_detection.rules import Baseline, ew_alpha
+from anomaly_detection.rules import Baseline, Season, ew_alpha
+from anomaly_detection.settings import DetectorSettings
 from anomaly_detection.windows import SeriesWindows
 
 PROBATION = 0.15
 DAY_MS = 86_400_000
 ETL_WINDOW_MS = 12 * 3_600_000  # the ETL's longest aggregate (ETL_WINDOW_S)
+SEASONS = DetectorSettings.model_fields["anomaly_season_periods_s"].default
 
 
 def _ms(text: str) -> int:
@@ -76,10 +79,11 @@ def replay(
     """(window start, end, status) of every closed window, the samples fed one by one."""
     w = SeriesWindows(window_ms, grace_ms=0)
     baseline = Baseline()
+    seasons: dict[int, Season] = {}
     out: list[tuple[int, int, str]] = []
     for t, x in zip(ts, xs, strict=True):
         for p in w.add_batch([t], [x]):
-            status = rule.judge(baseline, p)[0]
+            status = rule.judge(baseline, p, seasons=seasons)[0]
             out.append((p.start_ms, p.start_ms + window_ms, status))
     return out
 
@@ -144,6 +148,12 @@ def measure(
         static = (statistics.fmean(xs[:cut]), statistics.pstdev(xs[:cut]))
         rules = {
             "learned": Rule(
+                window_ms=window_ms,
+                alpha=ew_alpha(window_ms, halflife_s),
+                min_history=min_history,
+                season_periods_s=SEASONS,
+            ),
+            "learned_no_season": Rule(
                 window_ms=window_ms,
                 alpha=ew_alpha(window_ms, halflife_s),
                 min_history=min_history,

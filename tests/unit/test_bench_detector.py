@@ -61,6 +61,9 @@ def test_scale_figures_from_two_members_timelines() -> None:
     assert f["steady_samples_per_s"] == pytest.approx(24_000 / 8)
     assert f["reread"] == 0
     assert f["cpu_s_per_100k"] == pytest.approx(1e5 * 10 / total)
+    # Per process: a 20,000 samples after its first poll in 5 CPU-s, b 10,000 in 5.
+    assert f["samples_per_cpu_s_per_process"] == [4000.0, 2000.0]
+    assert f["samples_per_cpu_s"] == 3000.0
     assert f["machine_busy"] == 1.0
     assert f["per_member_partitions"] == [[0, 1], [2, 3]]
 
