@@ -16,7 +16,10 @@ Score and threshold rule (stated): the forest's ``2^(-E[h]/c(n))`` calibrated ag
 training points' own, so that 0.5 is the ``1 - BATCH_CONTAMINATION`` quantile of the
 training points (0.995 by default) and 1 their maximum and beyond; a point whose deviation
 features lie outside every training point's scores at least ``0.5 + 0.5 tanh(e / 2)`` for
-``e`` training ranges out. A point is an anomaly when its score is above 0.5 (:data:`THRESHOLD`).
+``e`` training ranges out; then the NAB model's repeat suppression (a point keeps its score
+only if above the ``suppress_rows - 1`` scores before it, else half of it), so that the job
+and the NAB runner score alike. A point is an anomaly when its score is above 0.5
+(:data:`THRESHOLD`).
 """
 
 from __future__ import annotations

@@ -14,7 +14,9 @@ Score: ``s = -score_samples`` (the forest's ``2^(-E[h]/c(n))``, 0.5 = as isolabl
 average point) calibrated against the training rows' own scores: ``q`` = their 99.5 %
 quantile, ``m`` their maximum, and ``score = clip(0.5 + (s - q) / (2 (m - q)), 0, 1)`` above
 ``q``, ``0.5 · s / q`` below; at least ``0.5 + 0.5 tanh(e / 2)`` when the row's deviation
-features lie ``e`` training ranges outside the training rows' (:func:`beyond`).
+features lie ``e`` training ranges outside the training rows' (:func:`beyond`). When every
+training value is the same, only that second part scores (the forest could isolate rows on
+the time of day alone).
 
 Threshold rule (fixed in advance): a score above 0.5 is a row more isolable than 99.5 % of
 what the model was trained on, or beyond its deviations, and more anomalous than the
