@@ -16,12 +16,16 @@ Score and threshold rule (stated): the forest's ``2^(-E[h]/c(n))`` calibrated ag
 training points' own, so that 0.5 is the ``1 - BATCH_CONTAMINATION`` quantile of the
 training points (0.995 by default) and 1 their maximum and beyond; a point whose deviation
 features lie outside every training point's scores at least ``0.5 + 0.5 tanh(e / 2)`` for
-``e`` training ranges out. A point is an anomaly when its score is above 0.5 (:data:`THRESHOLD`).
+``e`` training ranges out; then the NAB model's repeat suppression (a point keeps its score
+only if above the ``suppress_rows - 1`` scores before it, else half of it), so that the job
+and the NAB runner score alike. A point is an anomaly when its score is above 0.5
+(:data:`THRESHOLD`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import pickle
 import zlib
 from dataclasses import dataclass, field
@@ -70,6 +74,8 @@ class Params:
     min_points: int
     contamination: float
     trees: int
+    # Repeat suppression (:func:`iforest.suppress_repeats`), in rows: as on NAB.
+    suppress_rows: int = iforest.SUPPRESS_ROWS
 
     def windows_rows(self) -> tuple[int, ...]:
         return tuple(max(2, round(w / self.step_s)) for w in self.windows_s)
@@ -111,6 +117,7 @@ class Model:
                 "min_points": p.min_points,
                 "contamination": p.contamination,
                 "trees": p.trees,
+                "suppress_rows": p.suppress_rows,
                 "forests": len(self.fitted.forests),
                 "max_samples": int(self.fitted.forests[0].max_samples_),
                 "threshold": self.threshold,
@@ -218,14 +225,23 @@ def score(
     model: Model, times: npt.NDArray[np.float64], values: npt.NDArray[np.float64], start: float
 ) -> Scored:
     """Scores of the points at or after ``start``; the points before are history for the
-    rolling features only."""
+    rolling features and the repeat suppression (:func:`iforest.suppress_repeats` over
+    ``suppress_rows``: the NAB model's post-processing, so job and NAB agree)."""
     times, values = finite(times, values)
     if len(values) == 0:
         return Scored(times, values, np.zeros(0))
     x = feature_matrix(times, values, model.params, model.with_time, model.with_week)
     keep = times >= start
-    s = np.clip(np.nan_to_num(model.fitted.score(x[keep])), 0.0, 1.0)
-    return Scored(times[keep], values[keep], s)
+    raw = np.clip(np.nan_to_num(model.fitted.score(x)), 0.0, 1.0)
+    s = iforest.suppress_repeats(raw, model.params.suppress_rows)
+    return Scored(times[keep], values[keep], s[keep])
+
+
+def lookback_s(params: Params) -> int:
+    """History a score run fetches before its range, on the step grid: the longest rolling
+    window and the repeat suppression's rows."""
+    step = params.step_s
+    return (math.ceil(max(params.windows_s) / step) + params.suppress_rows + 1) * step
 
 
 def dump(model: Model) -> tuple[bytes, str]:

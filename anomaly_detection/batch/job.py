@@ -156,7 +156,7 @@ def _score_one(
         return _summary(ref, "no_model", "no trained model of this series: run train first")
     m = stored.model
     step = m.params.step_s
-    lookback = (math.ceil(max(m.params.windows_s) / step) + 1) * step  # on the step grid
+    lookback = core.lookback_s(m.params)
     t, v = fetch.history(s, c, ref, task.start - lookback, task.end, step)
     scored = core.score(m, t, v, task.start)
     n = store.write_scores(conn, ref, m, stored.version, scored)

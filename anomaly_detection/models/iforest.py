@@ -14,7 +14,9 @@ Score: ``s = -score_samples`` (the forest's ``2^(-E[h]/c(n))``, 0.5 = as isolabl
 average point) calibrated against the training rows' own scores: ``q`` = their 99.5 %
 quantile, ``m`` their maximum, and ``score = clip(0.5 + (s - q) / (2 (m - q)), 0, 1)`` above
 ``q``, ``0.5 · s / q`` below; at least ``0.5 + 0.5 tanh(e / 2)`` when the row's deviation
-features lie ``e`` training ranges outside the training rows' (:func:`beyond`).
+features lie ``e`` training ranges outside the training rows' (:func:`beyond`). When every
+training value is the same, only that second part scores (the forest could isolate rows on
+the time of day alone).
 
 Threshold rule (fixed in advance): a score above 0.5 is a row more isolable than 99.5 % of
 what the model was trained on, or beyond its deviations, and more anomalous than the
@@ -155,12 +157,16 @@ class Fitted:
     deviation_cols: list[int]
     deviation_lo: npt.NDArray[np.float64]
     deviation_hi: npt.NDArray[np.float64]
+    # Every training value the same: the forests could only isolate on the time features,
+    # which say nothing about the series; only :func:`beyond` scores then.
+    constant: bool = False
 
     def score(self, x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """Calibrated scores in [0, 1] (no repeat suppression)."""
         cal = np.zeros(len(x))
-        for forest, (q, m) in zip(self.forests, self.calibration, strict=True):
-            cal += _calibrate_with(-forest.score_samples(x), q, m) / len(self.forests)
+        if not self.constant:  # (older artefacts: the class default)
+            for forest, (q, m) in zip(self.forests, self.calibration, strict=True):
+                cal += _calibrate_with(-forest.score_samples(x), q, m) / len(self.forests)
         ext = beyond_range(x[:, self.deviation_cols], self.deviation_lo, self.deviation_hi)
         out: npt.NDArray[np.float64] = np.maximum(
             cal, np.where(ext > 0, 0.5 + 0.5 * np.tanh(ext / EXT_SCALE), 0)
@@ -189,7 +195,8 @@ def fit(
         forests.append(forest)
         calibration.append((float(np.quantile(train_raw, quantile)), float(train_raw.max())))
     dev = train[:, cols]
-    return Fitted(forests, calibration, list(cols), dev.min(axis=0), dev.max(axis=0))
+    constant = len(train) > 0 and float(np.ptp(train[:, 0])) == 0.0
+    return Fitted(forests, calibration, list(cols), dev.min(axis=0), dev.max(axis=0), constant)
 
 
 def suppress_repeats(scores: npt.NDArray[np.float64], k: int) -> npt.NDArray[np.float64]:

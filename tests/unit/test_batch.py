@@ -16,6 +16,7 @@ from anomaly_detection.batch import core, fetch, store
 from anomaly_detection.batch.job import aligned_range, groups
 from anomaly_detection.batch.metrics import BatchMetrics, score_labels
 from anomaly_detection.batch.settings import BatchSettings
+from anomaly_detection.models import iforest
 from sla_common.prometheus import PrometheusUnavailable
 from sla_common.settings import SettingsError, load_settings
 
@@ -90,6 +91,25 @@ def test_threshold_rule_flags_the_spike_and_about_contamination_of_training() ->
     assert len(s2.scores) == 60
     assert s2.flags[30] and s2.scores[30] > 0.9
     assert s2.flags[:30].sum() <= 1  # before it: quiet
+
+
+def test_score_suppresses_repeats_as_on_nab_whatever_the_range() -> None:
+    t, v = _series(1440)
+    m = core.train("x", t, v, PARAMS)
+    assert isinstance(m, core.Model)
+    t2, v2 = _series(1700)
+    v2[1500] += 200.0  # a spike, then the same spike again 20 rows later
+    v2[1520] += 200.0
+    whole = core.score(m, t2, v2, t2[0])
+    raw = np.clip(m.fitted.score(core.feature_matrix(t2, v2, PARAMS, False, False)), 0, 1)
+    assert np.array_equal(whole.scores, iforest.suppress_repeats(raw, PARAMS.suppress_rows))
+    assert whole.flags[1500] and raw[1520] > 0.5 and not whole.flags[1520]
+    # A score run's range, with the lookback the job fetches before it: the same scores.
+    lookback = core.lookback_s(PARAMS)
+    assert lookback == (30 + PARAMS.suppress_rows + 1) * STEP
+    start = t2[1450]
+    part = core.score(m, t2[t2 >= start - lookback], v2[t2 >= start - lookback], start)
+    assert np.array_equal(part.scores, whole.scores[1450:])
 
 
 def test_model_artefact_and_metadata_round_trip() -> None:

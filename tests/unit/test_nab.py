@@ -223,6 +223,19 @@ def test_features_and_iforest_use_only_the_past() -> None:
     assert np.all(a[:p] == 0)
 
 
+def test_a_constant_history_scores_only_what_leaves_it() -> None:
+    # Three days at 5 minutes: time-of-day features on, every value the same. The forest
+    # could only isolate on the time of day; only a value off the constant may score.
+    n, p = 864, 300
+    t = times(n)
+    v = np.full(n, 45.0)
+    assert np.all(iforest_scores(t, v, p, "flat") == 0)
+    w = v.copy()
+    w[700] = 50.0
+    s = iforest_scores(t, w, p, "flat")
+    assert s[700] > 0.9 and np.all(s[:700] == 0)
+
+
 def test_sigma_rule_fires_at_the_closing_row_of_a_jump() -> None:
     n = 1200
     t = times(n)
