@@ -49,6 +49,50 @@ class _SeriesGauges(Collector):
         yield status
 
 
+def model_score_labels(metric: str, labels: Mapping[str, str], model: str) -> dict[str, str]:
+    """The labels of a scheduled model's ``anomaly_score``: the series' own (valid, not
+    ``__``-prefixed; a ``model`` label of its own is replaced), ``for`` = its metric name,
+    ``model`` = the scoring model."""
+    own = {k: v for k, v in labels.items() if LABEL_NAME.match(k) and not k.startswith("__")}
+    own.pop("model", None)
+    own["for"] = metric
+    own["model"] = model
+    return own
+
+
+class ModelScores(Collector):
+    """``anomaly_score{model=..., for=<metric>, ...the series' own labels}`` of a scheduled
+    model (the batch isolation forest, the autoencoder): the latest scored point's score per
+    series, at most ``max_series`` series (the rest counted in :attr:`refused`). Register it
+    on the process' registry; the streaming detector's gauge has the same name without a
+    ``model`` label."""
+
+    def __init__(self, model: str, help_text: str, max_series: int) -> None:
+        self.model = model
+        self.help_text = help_text
+        self.max_series = max_series
+        self.lock = threading.Lock()
+        self.latest: dict[str, tuple[dict[str, str], float]] = {}
+        self.refused: set[str] = set()
+
+    def observe(self, key: str, metric: str, labels: Mapping[str, str], score: float) -> bool:
+        """Set ``key``'s gauge; False when it is not exposed (the bound is reached)."""
+        with self.lock:
+            if key not in self.latest and len(self.latest) >= self.max_series:
+                self.refused.add(key)
+                return False
+            self.latest[key] = (model_score_labels(metric, labels, self.model), float(score))
+            return True
+
+    def collect(self) -> Iterator[Metric]:
+        g = GaugeMetricFamily("anomaly_score", self.help_text)
+        with self.lock:
+            rows = list(self.latest.values())
+        for labels, value in rows:
+            g.add_sample("anomaly_score", labels, value)
+        yield g
+
+
 class DetectorMetrics:
     def __init__(self, max_series: int, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()

@@ -10,40 +10,12 @@ from __future__ import annotations
 
 import json
 import math
-import threading
-from collections.abc import Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from prometheus_client.metrics_core import GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 
 from anomaly_detection.batch.core import MODEL_NAME
-from anomaly_detection.metrics import LABEL_NAME
-
-
-class _Scores(Collector):
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.latest: dict[str, tuple[dict[str, str], float]] = {}
-
-    def collect(self) -> Iterator[Metric]:
-        g = GaugeMetricFamily(
-            "anomaly_score", "latest scored point's anomaly score in [0, 1] (batch models)"
-        )
-        with self.lock:
-            rows = list(self.latest.values())
-        for labels, value in rows:
-            g.add_sample("anomaly_score", labels, value)
-        yield g
-
-
-def score_labels(metric: str, labels: Mapping[str, str]) -> dict[str, str]:
-    own = {k: v for k, v in labels.items() if LABEL_NAME.match(k) and not k.startswith("__")}
-    own.pop("model", None)
-    own["for"] = metric
-    own["model"] = MODEL_NAME
-    return own
+from anomaly_detection.metrics import ModelScores
 
 
 class BatchMetrics:
@@ -51,7 +23,9 @@ class BatchMetrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.max_series = max_series
-        self.scores = _Scores()
+        self.scores = ModelScores(
+            MODEL_NAME, "latest scored point's anomaly score in [0, 1] (batch models)", max_series
+        )
         r.register(self.scores)
         self.runs = Counter(
             "anomaly_batch_runs", "train/score runs, by kind and status", ["kind", "status"],
@@ -92,15 +66,9 @@ class BatchMetrics:
             self._scores(summaries)
 
     def _scores(self, summaries: list[dict[str, Any]]) -> None:
-        refused = 0
-        with self.scores.lock:
-            for r in summaries:
-                if r["outcome"] != "scored" or math.isnan(r["last_score"]):
-                    continue
-                key = r["series_key"]
-                if key not in self.scores.latest and len(self.scores.latest) >= self.max_series:
-                    refused += 1
-                    continue
-                labels = score_labels(r["metric"], json.loads(r["labels"]))
-                self.scores.latest[key] = (labels, float(r["last_score"]))
-        self.not_exposed.set(refused)
+        for r in summaries:
+            if r["outcome"] != "scored" or math.isnan(r["last_score"]):
+                continue
+            labels = json.loads(r["labels"])
+            self.scores.observe(r["series_key"], r["metric"], labels, r["last_score"])
+        self.not_exposed.set(len(self.scores.refused))

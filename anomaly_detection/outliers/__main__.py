@@ -8,7 +8,8 @@
   the selectors give, over the ``H`` hours (default ``OUTLIERS_TRAIN_HOURS``) before ``end``.
 - ``schedule``: training jobs for ``OUTLIERS_SELECTORS`` every
   ``OUTLIERS_TRAIN_INTERVAL_S``, and scoring into the anomaly store every
-  ``OUTLIERS_SCORE_INTERVAL_S``.
+  ``OUTLIERS_SCORE_INTERVAL_S``; /metrics (``anomaly_score{model="autoencoder"}``) on
+  ``HTTP_HOST``:``HTTP_PORT``.
 
 Exit 2: invalid settings or arguments.
 """

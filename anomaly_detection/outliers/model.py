@@ -71,7 +71,10 @@ class ModelParams:
     """Defaults: 32-point windows into 16 and 8 tanh units (the issue's measured 32-16-8-16-32
     network: 8 minutes of 15 s scrapes, 2h40m of NAB's 5-minute data), 20 epochs of batches of
     32 with Adam at 1e-3, the last 20 % of the windows held out for the validation loss, and
-    k = 5 (see BENCHMARKS.md, "Autoencoder")."""
+    k = 5 (see BENCHMARKS.md, "Autoencoder"). ``seed`` (0; ``OUTLIERS_SEED``) seeds the
+    initial weights and the shuffling (``keras.utils.set_random_seed``, the MLP's
+    ``random_state``): the same data and parameters train the same weights, bit for bit
+    (``test_training_is_reproducible``)."""
 
     backend: Backend = "keras"
     window: int = 32

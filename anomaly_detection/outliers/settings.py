@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode
 
 from sla_common.mysql import MysqlSettings
+from sla_common.promql import split_selectors
 
 TOPIC = r"^[A-Za-z0-9._-]+$"
 
@@ -33,8 +35,21 @@ class OutlierSettings(MysqlSettings):
     outliers_k: float = Field(default=5.0, gt=0)
     outliers_rescale: Literal["standard", "minmax", "tanhlog"] = "standard"
     outliers_loss: Literal["mse", "log_cosh"] = "mse"
+    # Keras' (and the MLP's) random seed: the same data and settings train the same model.
+    outliers_seed: int = Field(default=0, ge=0, le=2**31 - 1)
     # Schedule (the `schedule` command): every this many seconds, a training job per series
-    # of OUTLIERS_SELECTORS (comma-separated; none: nothing scheduled) and a scoring pass.
-    outliers_selectors: str = ""
+    # of OUTLIERS_SELECTORS (a JSON list, or selectors separated by ";" or new lines: commas
+    # occur inside label matchers; none: nothing scheduled) and a scoring pass.
+    outliers_selectors: Annotated[tuple[str, ...], NoDecode] = ()
     outliers_train_interval_s: float = Field(default=86_400.0, gt=0)
     outliers_score_interval_s: float = Field(default=300.0, gt=0)
+    # The schedule's /metrics (on HTTP_HOST:HTTP_PORT): anomaly_score{model="autoencoder"}
+    # of at most this many series.
+    outliers_max_exposed_series: int = Field(default=1000, ge=0)
+
+    @field_validator("outliers_selectors", mode="before")
+    @classmethod
+    def _split_selectors(cls, v: object) -> object:
+        if v == () or (isinstance(v, str) and not v.strip()):
+            return ()  # nothing scheduled
+        return split_selectors(v)

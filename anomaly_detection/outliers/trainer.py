@@ -28,8 +28,10 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 from pydantic import BaseModel, ConfigDict, Field
 
+from anomaly_detection.metrics import ModelScores
 from anomaly_detection.outliers.model import ModelParams, train
 from anomaly_detection.outliers.settings import OutlierSettings
 from anomaly_detection.outliers.store import ModelCache, ModelStore
@@ -72,6 +74,7 @@ def params_of(s: OutlierSettings) -> ModelParams:
         k=s.outliers_k,
         rescale=s.outliers_rescale,
         loss=s.outliers_loss,
+        seed=s.outliers_seed,
     )
 
 
@@ -214,23 +217,36 @@ def score_once(
     producer: Any,
     start: float,
     end: float,
+    scores: ModelScores | None = None,
 ) -> int:
+    """One scoring pass: the records to ``KAFKA_ANOMALY_TOPIC``; each series' latest point's
+    score (its ``deviation``) on ``scores`` once the records are flushed."""
     n = 0
+    latest: dict[str, AnomalyRecord] = {}
     for sel in _selectors(s):
         for rec in records_for(prom, cache, sel, start, end, s.outliers_step_s):
             producer.send(s.kafka_anomaly_topic, key=rec.kafka_key(), value=rec.to_bytes())
             n += 1
+            last = latest.get(rec.series.key)
+            if last is None or rec.window.start >= last.window.start:
+                latest[rec.series.key] = rec
     producer.flush(timeout=30)
+    if scores is not None:
+        for key, rec in latest.items():
+            scores.observe(key, rec.series.metric, rec.series.labels, rec.deviation)
     return n
 
 
 def _selectors(s: OutlierSettings) -> list[str]:
-    return [x.strip() for x in s.outliers_selectors.split(",") if x.strip()]
+    return list(s.outliers_selectors)
 
 
 def schedule(s: OutlierSettings, store: ModelStore, stop: threading.Event) -> None:
     """Every ``OUTLIERS_TRAIN_INTERVAL_S`` a job per series of ``OUTLIERS_SELECTORS``; every
     ``OUTLIERS_SCORE_INTERVAL_S`` a scoring pass over the interval just ended."""
+    metrics = ScheduleMetrics(s.outliers_max_exposed_series)
+    server, _thread = start_http_server(s.http_port, addr=s.http_host, registry=metrics.registry)
+    log.info("metrics on http://%s:%d/metrics", s.http_host, server.server_address[1])
     prom = PrometheusClient(s.prometheus_url, s.prometheus_timeout_s)
     cache = ModelCache(store)
     ensure_topics(s.kafka_bootstrap_servers, [s.kafka_anomaly_topic], s.kafka_outlier_partitions)
@@ -245,17 +261,54 @@ def schedule(s: OutlierSettings, store: ModelStore, stop: threading.Event) -> No
                     span = s.outliers_train_hours * 3600
                     submit(s, jobs_for(prom, _selectors(s), now - span, now, s.outliers_step_s))
                     next_train = now + s.outliers_train_interval_s
-                n = score_once(s, prom, cache, producer, last_scored, now)
+                n = score_once(s, prom, cache, producer, last_scored, now, metrics.scores)
                 log.info(
                     "scored %.0f s: %d records to %s", now - last_scored, n, s.kafka_anomaly_topic
                 )
+                metrics.observe_pass("complete", n)
                 last_scored = now
             except Exception:  # a pass that failed is retried at the next interval
                 log.exception("scheduled pass failed")
+                metrics.observe_pass("failed", 0)
             stop.wait(s.outliers_score_interval_s)
     finally:
         close_producer(producer, 10)
         prom.close()
+        server.shutdown()
+
+
+class ScheduleMetrics:
+    """The schedule's /metrics: ``anomaly_score{model="autoencoder", for=<metric>, ...the
+    series' own labels}`` = the latest scored point's error in training-error standard
+    deviations above their mean (above ``OUTLIERS_K``: an outlier), and the passes."""
+
+    def __init__(self, max_series: int, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.scores = ModelScores(
+            DETECTOR,
+            "latest scored point's reconstruction error in training-error std devs above "
+            "their mean (autoencoder; above k: an outlier)",
+            max_series,
+        )
+        self.registry.register(self.scores)
+        self.passes = Counter(
+            "outlier_score_passes", "scoring passes, by status", ["status"], registry=self.registry
+        )
+        self.records = Counter(
+            "outlier_score_records", "anomaly records sent", registry=self.registry
+        )
+        self.not_exposed = Gauge(
+            "outlier_series_not_exposed",
+            "scored series not on anomaly_score (OUTLIERS_MAX_EXPOSED_SERIES reached)",
+            registry=self.registry,
+        )
+        for status in ("complete", "failed"):
+            self.passes.labels(status)
+
+    def observe_pass(self, status: str, records: int) -> None:
+        self.passes.labels(status).inc()
+        self.records.inc(records)
+        self.not_exposed.set(len(self.scores.refused))
 
 
 def describe(job: TrainJob) -> str:

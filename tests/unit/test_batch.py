@@ -14,8 +14,9 @@ import pytest
 
 from anomaly_detection.batch import core, fetch, store
 from anomaly_detection.batch.job import aligned_range, groups
-from anomaly_detection.batch.metrics import BatchMetrics, score_labels
+from anomaly_detection.batch.metrics import BatchMetrics
 from anomaly_detection.batch.settings import BatchSettings
+from anomaly_detection.metrics import model_score_labels
 from anomaly_detection.models import iforest
 from sla_common.prometheus import PrometheusUnavailable
 from sla_common.settings import SettingsError, load_settings
@@ -213,7 +214,7 @@ def test_history_is_retried_while_prometheus_is_down(flaky: str) -> None:
 
 
 def test_metrics_expose_the_latest_score_with_the_series_labels_and_model() -> None:
-    assert score_labels("up", {"job": "a", "__x": "y"}) == {
+    assert model_score_labels("up", {"job": "a", "__x": "y", "model": "m"}, "iforest") == {
         "job": "a",
         "for": "up",
         "model": "iforest",

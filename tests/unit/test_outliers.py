@@ -154,6 +154,35 @@ def test_keras_weights_give_keras_own_prediction() -> None:
     assert model.meta.val_loss is not None
 
 
+def test_training_is_reproducible() -> None:
+    """The same data and parameters (seed included) train the same Keras weights, bit for
+    bit, even with other training in between; another seed gives other weights."""
+    t, v = _series(300)
+    p = ModelParams(backend="keras", epochs=2, window=16, layers=(8, 4), seed=7)
+    a = train(t, v, p, "k")
+    train(t, v, dataclasses.replace(p, seed=8), "k")  # moves every global random state
+    b = train(t, v, p, "k")
+    for x, y in zip(a.weights, b.weights, strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert (a.meta.val_loss, a.meta.error_mean, a.meta.error_std) == (
+        b.meta.val_loss,
+        b.meta.error_mean,
+        b.meta.error_std,
+    )
+    other = train(t, v, dataclasses.replace(p, seed=8), "k")
+    assert not np.array_equal(other.weights[0], a.weights[0])
+
+
+def test_the_seed_is_a_setting() -> None:
+    from anomaly_detection.outliers.settings import OutlierSettings  # noqa: PLC0415
+    from anomaly_detection.outliers.trainer import params_of  # noqa: PLC0415
+
+    assert params_of(OutlierSettings()).seed == 0
+    assert params_of(OutlierSettings(outliers_seed=123)).seed == 123
+    with pytest.raises(ValueError, match="outliers_seed"):
+        OutlierSettings(outliers_seed=-1)
+
+
 def test_the_store_keeps_only_newer_versions() -> None:
     t, v = _series(100)
     store = MemoryStore()
@@ -300,3 +329,73 @@ def test_scheduled_scoring_gives_autoencoder_anomaly_records() -> None:
     assert r.series.key == KEY and r.mean == pytest.approx(v[1100]) and r.deviation > 5
     assert r.window.end == t[1100] + STEP and r.normal.source == "learned"
     assert AnomalyRecord.from_bytes(r.to_bytes()) == r
+
+
+class ListProducer:
+    """A KafkaProducer's send/flush, keeping what was sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes, bytes]] = []
+
+    def send(self, topic: str, key: bytes, value: bytes) -> None:
+        self.sent.append((topic, key, value))
+
+    def flush(self, timeout: float) -> None:
+        pass
+
+
+def test_a_scoring_pass_sets_anomaly_score_per_series_with_its_labels() -> None:
+    from anomaly_detection.outliers.settings import OutlierSettings  # noqa: PLC0415
+    from anomaly_detection.outliers.trainer import ScheduleMetrics, score_once  # noqa: PLC0415
+
+    t, v = _series()
+    v = v.copy()
+    v[-1] += 3000  # the latest point of the first series is an outlier
+    other = LABELS | {"instance": "g:9100", "model": "its-own"}
+    store = MemoryStore()
+    store.put(train(t[:900], v[:900], FAST, KEY))
+    store.put(train(t[:900], v[:900], FAST, series_key("node_filefd_allocated", other)))
+    third = LABELS | {"instance": "f:9100"}
+    store.put(train(t[:900], v[:900], FAST, series_key("node_filefd_allocated", third)))
+    prom = FakeProm([RangeSeries(LABELS, t, v), RangeSeries(other, t, v[::-1].copy()),
+                     RangeSeries(third, t, v)])  # fmt: skip
+    s = OutlierSettings(outliers_selectors="node_filefd_allocated", outliers_step_s=STEP)
+    metrics = ScheduleMetrics(max_series=2)
+    producer = ListProducer()
+    n = score_once(s, prom, ModelCache(store), producer, t[1050], t[-1], metrics.scores)
+    assert n == len(producer.sent) == 3 * 150
+    metrics.observe_pass("complete", n)
+    recs = [AnomalyRecord.from_bytes(value) for _, _, value in producer.sent]
+    last = {r.series.key: r for r in recs if r.window.start == t[-1]}
+
+    def gauge(labels: dict[str, str]) -> float | None:
+        want = {k: v for k, v in labels.items() if k != "__name__"}
+        want |= {"for": "node_filefd_allocated", "model": "autoencoder"}
+        return metrics.registry.get_sample_value("anomaly_score", want)
+
+    first = gauge(LABELS)
+    assert first is not None and first == last[KEY].deviation and first > 5
+    assert last[KEY].status == "ERROR"
+    second = gauge(other)  # its own "model" label gives way to the scoring model's
+    assert second == last[series_key("node_filefd_allocated", other)].deviation
+    assert second is not None and second < 5
+    # At most OUTLIERS_MAX_EXPOSED_SERIES series: the third is counted, not exposed.
+    assert gauge(third) is None
+    assert metrics.registry.get_sample_value("outlier_series_not_exposed") == 1
+    assert (
+        metrics.registry.get_sample_value("outlier_score_passes_total", {"status": "complete"}) == 1
+    )
+    assert metrics.registry.get_sample_value("outlier_score_records_total") == n
+
+
+def test_scheduled_selectors_may_hold_commas() -> None:
+    from anomaly_detection.outliers.settings import OutlierSettings  # noqa: PLC0415
+
+    two = 'node_filefd_allocated{instance="h:9100",job="host"}; up{job="a"}\n'
+    assert OutlierSettings(outliers_selectors=two).outliers_selectors == (
+        'node_filefd_allocated{instance="h:9100",job="host"}',
+        'up{job="a"}',
+    )
+    assert OutlierSettings(outliers_selectors='["a", "b"]').outliers_selectors == ("a", "b")
+    assert OutlierSettings(outliers_selectors=" ").outliers_selectors == ()
+    assert OutlierSettings().outliers_selectors == ()
