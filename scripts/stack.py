@@ -70,6 +70,7 @@ SUITE_PORTS: tuple[tuple[str, str, int], ...] = (
     ("data_retrieval", "RETRIEVAL_HTTP_PORT", 8003),
     ("anomaly_detection.receiver", "RECEIVER_PORT", 8004),
     ("anomaly_detection", "DETECTOR_PORT", 8005),
+    ("anomaly_detection.batch", "ANOMALY_BATCH_PORT", 8007),  # Spark job schedule (8006: outliers)
 )
 RECEIVER = "anomaly_detection.receiver"
 # What Prometheus remote-writes to the receiver by default: the demo host's series

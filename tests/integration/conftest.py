@@ -73,6 +73,7 @@ def _stack_overrides() -> dict[str, str]:
         "STACK_RETRIEVAL_GRPC_PORT": str(free_port()),
         "STACK_RECEIVER_PORT": str(free_port()),
         "STACK_DETECTOR_PORT": str(free_port()),
+        "STACK_ANOMALY_BATCH_PORT": str(free_port()),
         "STACK_DEMO_SEED": str(DEMO_SEED),
         "STACK_DEMO_END": str(aligned_now()),
         # What `up` migrates and writes to stack.env for the services.

@@ -341,11 +341,14 @@ def consume_records(
         consumer.close()
 
 
-def start_module(module: str, env: Mapping[str, str], log: Path) -> subprocess.Popen[bytes]:
-    """``python -m module`` from the repo root with ``env``, its output appended to ``log``."""
+def start_module(
+    module: str, env: Mapping[str, str], log: Path, *args: str
+) -> subprocess.Popen[bytes]:
+    """``python -m module *args`` from the repo root with ``env``, its output appended to
+    ``log``."""
     with log.open("ab") as fh:
         return subprocess.Popen(
-            [sys.executable, "-m", module],
+            [sys.executable, "-m", module, *args],
             env=dict(env),
             cwd=REPO,
             stdout=fh,
@@ -379,38 +382,62 @@ def metric_value(port: int, name: str, labels: str = "") -> float:
     return float(m.group(1)) if m else -1.0
 
 
+class PrometheusProcess:
+    """A private Prometheus (loopback) on the TSDB folder ``data`` with the scrape config
+    ``config_yml``, on a port that stays the same across :meth:`stop` and :meth:`start` (a
+    client sees it go down and come back). Files go in ``root``."""
+
+    def __init__(self, config_yml: str, data: Path, root: Path, port: int | None = None) -> None:
+        self.config = root / "prometheus.yml"
+        self.config.write_text(config_yml)
+        self.data = data
+        self.port = port or free_port()
+        self.url = f"http://{HOST}:{self.port}"
+        self.log_path = root / "prometheus.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60) -> str:
+        """Start it and wait until ready; its URL."""
+        with self.log_path.open("a") as log_fh:
+            self.proc = proc = subprocess.Popen(
+                [
+                    shutil.which("prometheus") or "/usr/bin/prometheus",
+                    f"--config.file={self.config}",
+                    f"--storage.tsdb.path={self.data}",
+                    "--storage.tsdb.retention.time=30d",
+                    f"--web.listen-address={HOST}:{self.port}",
+                ],
+                stdout=log_fh,
+                stderr=subprocess.STDOUT,
+            )
+        wait_until(
+            lambda: proc.poll() is not None or _ready(self.port),
+            timeout=timeout,
+            what=f"prometheus ready on {self.url}",
+        )
+        if proc.poll() is not None:
+            raise AssertionError(
+                f"prometheus exited {proc.returncode}:\n{self.log_path.read_text()}"
+            )
+        return self.url
+
+    def stop(self, timeout: float = 15) -> None:
+        """Stop it (SIGTERM, SIGKILL after ``timeout``) and wait until its port is closed."""
+        if self.proc is not None:
+            stop_process(self.proc, timeout=timeout)
+            self.proc = None
+        wait_until(lambda: not port_open(self.port), timeout=timeout, what=f"{self.url} closed")
+
+
 @contextmanager
 def private_prometheus(config_yml: str, data: Path, root: Path) -> Iterator[str]:
     """A private Prometheus (loopback, free port) on the TSDB folder ``data`` with the scrape
     config ``config_yml``; yields its URL once ready, stops it on exit. Files go in ``root``."""
-    config = root / "prometheus.yml"
-    config.write_text(config_yml)
-    port = free_port()
-    url = f"http://{HOST}:{port}"
-    log_path = root / "prometheus.log"
-    with log_path.open("w") as log_fh:
-        proc = subprocess.Popen(
-            [
-                shutil.which("prometheus") or "/usr/bin/prometheus",
-                f"--config.file={config}",
-                f"--storage.tsdb.path={data}",
-                "--storage.tsdb.retention.time=30d",
-                f"--web.listen-address={HOST}:{port}",
-            ],
-            stdout=log_fh,
-            stderr=subprocess.STDOUT,
-        )
+    prom = PrometheusProcess(config_yml, data, root)
     try:
-        wait_until(
-            lambda: proc.poll() is not None or _ready(port),
-            timeout=30,
-            what=f"prometheus ready on {url}",
-        )
-        if proc.poll() is not None:
-            raise AssertionError(f"prometheus exited {proc.returncode}:\n{log_path.read_text()}")
-        yield url
+        yield prom.start(timeout=30)
     finally:
-        stop_process(proc, timeout=15)
+        prom.stop()
 
 
 def _ready(port: int) -> bool:

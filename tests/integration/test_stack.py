@@ -42,6 +42,7 @@ SUITE_SERVICES = {
     "data_retrieval",
     "anomaly_detection.receiver",
     "anomaly_detection",
+    "anomaly_detection.batch",
 }
 
 
@@ -155,12 +156,16 @@ def test_prometheus_scrapes_node_exporter(stack: Stack) -> None:
 
 
 def test_prometheus_scrapes_the_suite_endpoints(stack: Stack) -> None:
-    targets = prom_get(stack.prometheus_url, "/api/v1/targets")["activeTargets"]
-    suite = {
-        t["labels"]["service"]: t["scrapeUrl"]
-        for t in targets
-        if t["labels"].get("job") == "sla-monitor"
-    }
+    def listed() -> dict[str, str]:
+        targets = prom_get(stack.prometheus_url, "/api/v1/targets")["activeTargets"]
+        return {
+            t["labels"]["service"]: t["scrapeUrl"]
+            for t in targets
+            if t["labels"].get("job") == "sla-monitor"
+        }
+
+    # Right after start Prometheus may not have listed its targets yet.
+    suite = wait_until(listed, timeout=60, what="the sla-monitor targets listed")
 
     assert set(suite) == SUITE_SERVICES
     assert suite["etl_data_pipeline"] == f"http://{HOST}:{stack.etl_http_port}/metrics"
@@ -169,6 +174,8 @@ def test_prometheus_scrapes_the_suite_endpoints(stack: Stack) -> None:
     assert suite["data_retrieval"] == f"http://{HOST}:{stack.retrieval_http_port}/metrics"
     receiver = suite["anomaly_detection.receiver"]
     assert receiver == f"http://{HOST}:{stack.receiver_port}/metrics"
+    batch = suite["anomaly_detection.batch"]  # scripts/demo starts its schedule there
+    assert batch == f"http://{HOST}:{stack.env['ANOMALY_BATCH_PORT']}/metrics"
 
 
 def test_backfilled_demo_history_is_queryable(stack: Stack) -> None:
