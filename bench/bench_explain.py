@@ -467,6 +467,39 @@ def speed(repeats: int = 3, sizes: tuple[int, ...] = SIZES) -> dict[str, Any]:
     return out
 
 
+def speed_rankings(n: int = 1000, repeats: int = 3) -> dict[str, dict[str, float]]:
+    """CPU-s of one explain of ``n`` series x 2,880 points per ranking (``rank_by``), the
+    rankings alternated call by call in one process (the load of a shared machine hits both
+    alike); median of ``repeats``, for the three calls of :func:`speed`."""
+    host = generate_host(7, END, hours=13.0, with_incidents=False)
+    base = host.features().values
+    n_t = base.shape[1]
+    a = np.zeros(n_t, dtype=bool)
+    a[-240:] = True
+    r = np.zeros(n_t, dtype=bool)
+    r[: n_t - 240 - 241] = True
+    rng = np.random.default_rng(0)
+    x = np.tile(base, (-(-n // len(base)), 1))[:n] * (1 + 1e-3 * rng.standard_normal((n, 1)))
+    earlier = x * (1 + 1e-3 * rng.standard_normal(x.shape))
+    fp_r, fp_a = np.zeros(n_t, dtype=bool), np.zeros(n_t, dtype=bool)
+    fp_r[:2000] = True
+    fp_a[2400:2640] = True
+    calls: dict[str, dict[str, Any]] = {
+        "windows": {},
+        "seasonal": {"seasonal": earlier},
+        "seasonal_pair": {"seasonal": earlier, "false_positive_intervals": [(fp_r, fp_a)]},
+    }
+    cpu: dict[str, list[float]] = {}
+    for _ in range(repeats):
+        for call, kw in calls.items():
+            for rank_by in ("chance", "distance"):
+                cfg = ExplainConfig(rank_by=rank_by)
+                t0 = time.process_time()
+                explain(x, a, r, config=cfg, **kw)
+                cpu.setdefault(f"{call} {rank_by}", []).append(time.process_time() - t0)
+    return {k: {"cpu_s_median": statistics.median(v)} for k, v in cpu.items()}
+
+
 def measure(repeats: int = 3) -> dict[str, Any]:
     host = generate_host(42, END, hours=HISTORY_H)
     f = host.features()
@@ -534,6 +567,8 @@ if __name__ == "__main__":
                 indent=1,
             )
         )
+    elif which == "speed-rankings":  # 1,000 series, the chance level against D alone
+        print(json.dumps(speed_rankings(), indent=1))
     elif which == "seasonal-variants":
         print(json.dumps(seasonal_variants(), indent=1))
     else:

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from bench.bench_explain import TUNING_CASES, TUNING_OFFSET, make_case
-from sla_manager.explain.exstream import ExplainConfig, explain
+from bench.bench_explain import TUNING_CASES, TUNING_OFFSET, Case, make_case
+from sla_manager.explain.exstream import ExplainConfig, Explanation, explain
 
 FloatArray = npt.NDArray[np.float64]
 FLOOR = 1e-3
@@ -38,9 +38,9 @@ class Table:
     demoted: npt.NDArray[np.bool_]
 
 
-def table(i: int) -> Table:
-    c = make_case(i)
-    e = explain(
+def explained(c: Case) -> Explanation:
+    """The default :func:`explain` of a generated case, every feature's figures kept."""
+    return explain(
         c.values,
         c.anomalous,
         c.reference,
@@ -48,6 +48,11 @@ def table(i: int) -> Table:
         seasonal=c.seasonal,
         config=ExplainConfig(max_ranked=100_000),
     )
+
+
+def table(i: int) -> Table:
+    c = make_case(i)
+    e = explained(c)
     n = c.values.shape[0]
     cols = {k: np.zeros(n) for k in ("pair", "windows", "margin", "shift", "lead", "escaped")}
     demoted = np.zeros(n, dtype=np.bool_)
