@@ -725,10 +725,11 @@ def outliers_section(facts: dict[str, Any]) -> tuple[str, str | None]:
             f"  {ser.get('series')}: {ser.get('points')} points, "
             f"{ser.get('anomalies')} anomalies, scored by {how}"
         )
-    lines.append(
-        "  (the trainer trains each demo-host series within minutes of the start; until then "
-        "the isolation forest scores it)"
-    )
+    if any(ser.get("fallback") for ser in answer.get("series", [])):
+        lines.append(
+            "  (the trainer trains each demo-host series within minutes of the start; until "
+            "then the isolation forest scores it)"
+        )
     return "\n".join(lines), curl
 
 
