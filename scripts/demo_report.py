@@ -689,6 +689,50 @@ def expectations(
     return out
 
 
+OUTLIERS_EXECUTOR = "anomaly_detection.outliers:serve"
+OUTLIERS_SELECTOR = 'node_filefd_allocated{job="host"}'
+
+
+def outliers_section(facts: dict[str, Any]) -> tuple[str, str | None]:
+    """One POST /calculate to the autoencoder's executor over the last hour, summarised, and the
+    curl command that makes it ("" and None if the executor is not part of this stack)."""
+    port = facts.get("other_ports", {}).get(OUTLIERS_EXECUTOR)
+    if port is None:
+        return "", None
+    url = f"http://127.0.0.1:{port}/calculate"
+    end = float(facts.get("demo", {}).get("end") or time.time())
+    body = {"selector": OUTLIERS_SELECTOR, "start": end - 3600, "end": end, "step": 60}
+    curl = (
+        f"curl -s -XPOST {url} -H 'Content-Type: application/json' "
+        f"-d '{json.dumps(body, separators=(',', ':'))}'"
+    )
+    lines = [f"\nAutoencoder outliers (POST {url}, {OUTLIERS_SELECTOR}, the last hour of history):"]
+    try:
+        status, answer = request("POST", url, body=body)
+    except OSError as e:
+        lines.append(f"  the executor does not answer ({e}; STACK_DEMO_OUTLIERS=0?)")
+        return "\n".join(lines), curl
+    if status != 200 or not isinstance(answer, dict):
+        lines.append(f"  HTTP {status}: {answer}")
+        return "\n".join(lines), curl
+    for ser in answer.get("series", []):
+        how = (
+            f"autoencoder v{ser.get('model_version')}"
+            if not ser.get("fallback")
+            else f"{ser.get('model')} ({ser.get('fallback_reason')})"
+        )
+        lines.append(
+            f"  {ser.get('series')}: {ser.get('points')} points, "
+            f"{ser.get('anomalies')} anomalies, scored by {how}"
+        )
+    if any(ser.get("fallback") for ser in answer.get("series", [])):
+        lines.append(
+            "  (the trainer trains each demo-host series within minutes of the start; until "
+            "then the isolation forest scores it)"
+        )
+    return "\n".join(lines), curl
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/demo_report.py", description=__doc__)
     parser.add_argument("--anomalies", action="store_true", help="the detector's section")
@@ -749,6 +793,9 @@ def main(argv: list[str] | None = None) -> int:
     if demo_end:
         print(explanation_section(api, float(demo_end)))
     print(anomaly_section(facts, state))
+    outliers, outliers_curl = outliers_section(facts)
+    if outliers:
+        print(outliers)
     q = urllib.parse.quote(
         "histogram_quantile(0.95, sum by (le, analysis) "
         "(rate(sla_etl_analysis_duration_seconds_bucket[12h])))"
@@ -765,6 +812,8 @@ def main(argv: list[str] | None = None) -> int:
             f"  explanation          curl -s '{api}/slis/fd-allocated/violations/explanation?"
             f"start={t - 3 * 3600}&end={t}'"
         )
+    if outliers_curl:
+        print(f"  autoencoder          {outliers_curl}")
     print(f"  SLO status           curl -s '{api}/slos/fd-budget'   (rules: {api}/rules)")
     if "alertmanager" in facts:
         print(f"  Alertmanager         {facts['alertmanager']['url']}")

@@ -71,7 +71,74 @@ SUITE_PORTS: tuple[tuple[str, str, int], ...] = (
     ("anomaly_detection.receiver", "RECEIVER_PORT", 8004),
     ("anomaly_detection", "DETECTOR_PORT", 8005),
     ("anomaly_detection.batch", "ANOMALY_BATCH_PORT", 8007),  # Spark job schedule (8006: outliers)
+    # The autoencoder's schedule: anomaly_score{model="autoencoder"} (see SUITE_PROCESSES).
+    ("anomaly_detection.outliers:schedule", "OUTLIERS_SCHEDULE_PORT", 8008),
 )
+# Ports of suite processes that serve no /metrics (not scraped): (name, env var, default).
+UNSCRAPED_PORTS: tuple[tuple[str, str, int], ...] = (
+    ("anomaly_detection.outliers:serve", "OUTLIERS_PORT", 8006),  # the executor: POST /calculate
+)
+# What the trainer logs once it consumes its jobs topic (it has no port): its readiness.
+TRAINER_READY_LOG = "trainer ready:"
+
+
+@dataclasses.dataclass(frozen=True)
+class SuiteProcess:
+    """How `stack.py service NAME` starts NAME and knows it is ready.
+
+    NAME is ``MODULE`` (``python -m MODULE``) or ``MODULE:SUBCOMMAND``
+    (``python -m MODULE SUBCOMMAND``); it also names the pid file and the log. Ready when
+    ``GET http://127.0.0.1:PORT{ready_path}`` answers 200, or, without a port, when its log
+    shows ``ready_log``.
+    """
+
+    name: str
+    argv: tuple[str, ...]  # after `python -m`
+    port: int | None
+    ready_path: str | None = "/metrics"
+    ready_log: str | None = None
+
+
+def parse_service_name(name: str) -> tuple[str, ...]:
+    """``MODULE[:SUBCOMMAND]`` -> the arguments of ``python -m``; ValueError if malformed."""
+    module, sep, sub = name.partition(":")
+    ident = r"[A-Za-z_][A-Za-z0-9_]*"
+    if not re.fullmatch(rf"{ident}(\.{ident})*", module):
+        raise ValueError(f"service {name!r}: expected MODULE or MODULE:SUBCOMMAND")
+    if not sep:
+        return (module,)
+    if not re.fullmatch(r"[a-z][a-z0-9_-]*", sub):
+        raise ValueError(f"service {name!r}: the subcommand after ':' must be a word")
+    return (module, sub)
+
+
+def suite_processes(ports: dict[str, int]) -> dict[str, SuiteProcess]:
+    """The suite processes `service` starts, by name, on ``ports`` (the stack's facts)."""
+    out: dict[str, SuiteProcess] = {}
+    for name, _var, _default in SUITE_PORTS:
+        out[name] = SuiteProcess(name, parse_service_name(name), int(ports[name]))
+    for name, _var, _default in UNSCRAPED_PORTS:
+        if name in ports:  # a stack.json of an older `up` has none
+            out[name] = SuiteProcess(
+                name, parse_service_name(name), int(ports[name]), ready_path="/healthz"
+            )
+    trainer = "anomaly_detection.outliers:trainer"
+    out[trainer] = SuiteProcess(
+        trainer, parse_service_name(trainer), None, ready_path=None, ready_log=TRAINER_READY_LOG
+    )
+    return out
+
+
+def facts_processes(facts: dict[str, Any]) -> dict[str, SuiteProcess]:
+    """suite_processes on the ports a stack.json recorded."""
+    return suite_processes({**facts.get("other_ports", {}), **facts["suite_ports"]})
+
+
+def suite_process_names() -> set[str]:
+    """Every name `service` may start (what `down` stops before the stack)."""
+    return set(suite_processes({n: 0 for n, _v, _d in SUITE_PORTS + UNSCRAPED_PORTS}))
+
+
 RECEIVER = "anomaly_detection.receiver"
 # What Prometheus remote-writes to the receiver by default: the demo host's series
 # (sla_common.demo; job "host"). STACK_REMOTE_WRITE_METRICS (comma-separated metric-name
@@ -161,6 +228,8 @@ class Config:
     # are only listed in its UI/API).
     alertmanager_port: int = 9093
     alert_webhook_url: str = ""
+    # Suite processes' ports Prometheus does not scrape (UNSCRAPED_PORTS).
+    other_ports: dict[str, int] = field(default_factory=dict)
 
     @property
     def pid_dir(self) -> Path:
@@ -246,6 +315,7 @@ def load_config() -> Config:
     demo_file_raw = os.environ.get("STACK_DEMO_FILE", "").strip()
 
     suite = {service: _env_int(f"STACK_{var}", default, 1) for service, var, default in SUITE_PORTS}
+    other = {name: _env_int(f"STACK_{var}", default, 1) for name, var, default in UNSCRAPED_PORTS}
     return Config(
         state_dir=state_dir,
         prometheus_port=_env_int("STACK_PROMETHEUS_PORT", 9090, 1),
@@ -255,6 +325,7 @@ def load_config() -> Config:
         mysql_port=_env_int("STACK_MYSQL_PORT", 3306, 1),
         mysql_mode=mode,
         suite_ports=suite,
+        other_ports=other,
         grpc_port=_env_int("STACK_RETRIEVAL_GRPC_PORT", 50051, 1),
         components=components,
         ready_timeout=_env_float("STACK_READY_TIMEOUT", 30.0),
@@ -1062,6 +1133,8 @@ def write_facts(
     }
     for service, var, _default in SUITE_PORTS:
         env[var] = str(cfg.suite_ports[service])
+    for name, var, _default in UNSCRAPED_PORTS:
+        env[var] = str(cfg.other_ports[name])
     # The gRPC server listens here; its client finds it through GRPC_TARGET.
     env["GRPC_PORT"] = str(cfg.grpc_port)
     env["GRPC_TARGET"] = f"{HOST}:{cfg.grpc_port}"
@@ -1104,6 +1177,7 @@ def write_facts(
             "backfilled": marker is not None,
         },
         "suite_ports": dict(cfg.suite_ports),
+        "other_ports": dict(cfg.other_ports),
         "pids": {c.name: c.pid for c in comps.values() if c.pid},
         "env": env,
     }
@@ -1213,7 +1287,7 @@ def cmd_down(cfg: Config, purge: bool) -> int:
         return 0
     say(f"stack down: state in {cfg.state_dir}")
     # The suite's services first, while the broker and the database they drain into still run.
-    failures = _stop_all(cfg, only={service for service, _v, _d in SUITE_PORTS})
+    failures = _stop_all(cfg, only=suite_process_names())
     failures += _stop_all(cfg)
     if failures:
         say(f"stack down: could not stop {', '.join(failures)}", err=True)
@@ -1275,11 +1349,14 @@ def cmd_status(cfg: Config) -> int:
         if state not in {"running", "reused"}:
             all_up = False
         say(f"  {name:<14} {state:<24} pid {pid or '-':<8} {address}")
-    for service, _var, _default in SUITE_PORTS:
+    procs = (
+        suite_processes({**facts.get("other_ports", {}), **facts["suite_ports"]}) if facts else {}
+    )
+    for service, proc in procs.items():
         rec = read_record(cfg, service)
-        if rec is not None and is_ours(rec) and facts:
-            url = f"http://{HOST}:{facts['suite_ports'][service]}/metrics"
-            say(f"  {service:<14} {'running':<24} pid {rec.pid:<8} {url}")
+        if rec is not None and is_ours(rec):
+            where = f"http://{HOST}:{proc.port}{proc.ready_path}" if proc.port else "(no port)"
+            say(f"  {service:<14} {'running':<24} pid {rec.pid:<8} {where}")
     if facts:
         say(f"  environment: source {cfg.state_dir / 'stack.env'}")
     return 0 if all_up else EXIT_NOT_ALL_UP
@@ -1315,39 +1392,58 @@ def _status_components(
 
 
 def cmd_service(cfg: Config, names: list[str]) -> int:
-    """Start suite services (``python -m NAME``) on the stack, under the same pid files.
+    """Start suite processes on the stack (SuiteProcess: ``python -m MODULE [SUBCOMMAND]``).
 
-    Each gets the stack's environment (stack.env) plus HTTP_PORT = its scraped /metrics port,
-    and is ready when that endpoint answers. ``down`` stops them like any component.
+    Each gets the stack's environment (stack.env) plus, if it has one, HTTP_PORT = its port,
+    and is ready when its /metrics (or /healthz) answers, or its log says so (the trainer).
+    ``down`` stops them like any component, each by its own pid file.
     """
     facts = _load_facts(cfg)
     if not facts:
         raise StackError(f"no {cfg.state_dir / 'stack.json'}: run scripts/up first")
-    known = {service for service, _var, _default in SUITE_PORTS}
+    procs = facts_processes(facts)
     for name in names:
-        if name not in known:
-            raise StackError(f"unknown service {name!r}; known: {', '.join(sorted(known))}")
-        port = int(facts["suite_ports"][name])
-        url = f"http://{HOST}:{port}/metrics"
+        if name not in procs:
+            raise StackError(f"unknown service {name!r}; known: {', '.join(sorted(procs))}")
+        proc_spec = procs[name]
+        port = proc_spec.port
+        where = f"http://{HOST}:{port}{proc_spec.ready_path}" if port else "(no port)"
         if running_record(cfg, name) is not None:
-            say(f"  {name:<18} running  {url}")
+            say(f"  {name:<18} running  {where}")
             continue
-        if port_open(port):
+        if port is not None and port_open(port):
             raise StackError(f"port {port} for {name} is taken by something else")
         env = {**os.environ, **{str(k): str(v) for k, v in facts["env"].items()}}
-        env.update(HTTP_HOST=HOST, HTTP_PORT=str(port), PYTHONUNBUFFERED="1")
-        proc = spawn(cfg, name, [sys.executable, "-m", name], env=env)
+        env.update(PYTHONUNBUFFERED="1")
+        if port is not None:
+            env.update(HTTP_HOST=HOST, HTTP_PORT=str(port))
+        log_path = cfg.log(name)
+        log_from = log_path.stat().st_size if log_path.exists() else 0
+        proc = spawn(cfg, name, [sys.executable, "-m", *proc_spec.argv], env=env)
         t0 = time.monotonic()
-        while not http_ok(url):
+        while not _service_ready(proc_spec, log_path, log_from):
             if proc.poll() is not None or time.monotonic() - t0 > cfg.ready_timeout:
                 _stop_all(cfg, only={name})
+                waited = f"GET {where} -> 200" if port else f"{proc_spec.ready_log!r} in its log"
                 raise StackError(
-                    f"{name} not ready: waited for GET {url} -> 200; "
-                    f"log {cfg.log(name)}:\n{tail(cfg.log(name))}"
+                    f"{name} not ready: waited for {waited}; log {log_path}:\n{tail(log_path)}"
                 )
             time.sleep(0.1)
-        say(f"  {name:<18} started  pid {proc.pid:<8} {url}  (log {cfg.log(name)})")
+        say(f"  {name:<18} started  pid {proc.pid:<8} {where}  (log {log_path})")
     return 0
+
+
+def _service_ready(spec: SuiteProcess, log_path: Path, log_from: int) -> bool:
+    if spec.port is not None and spec.ready_path is not None:
+        return http_ok(f"http://{HOST}:{spec.port}{spec.ready_path}")
+    if spec.ready_log is None:
+        return True
+    try:
+        with log_path.open("rb") as f:
+            f.seek(log_from)
+            return spec.ready_log.encode() in f.read()
+    except OSError:
+        return False
 
 
 # --------------------------------------------------------------------------- main
@@ -1361,7 +1457,9 @@ def main(argv: list[str] | None = None) -> int:
     down.add_argument("--purge", action="store_true", help="also delete the data dirs")
     down.add_argument("--only", help="comma-separated names: stop just these")
     service = sub.add_parser("service", help="start suite services on the running stack")
-    service.add_argument("names", nargs="+", help="e.g. etl_data_pipeline")
+    service.add_argument(
+        "names", nargs="+", help="e.g. etl_data_pipeline anomaly_detection.outliers:trainer"
+    )
     sub.add_parser("status", help="show each component; exit 0 if all up, 3 otherwise")
     args = parser.parse_args(argv)
     try:

@@ -146,6 +146,12 @@ def work(s: OutlierSettings, store: ModelStore, stop: threading.Event) -> None:
         max_poll_interval_ms=MAX_POLL_INTERVAL_MS,
     )
     consumer.subscribe([s.kafka_outlier_jobs_topic])
+    # scripts/stack.py waits for this line (the trainer has no port to probe).
+    log.info(
+        "trainer ready: consuming %s as group %s",
+        s.kafka_outlier_jobs_topic,
+        s.kafka_outlier_group_id,
+    )
     p = params_of(s)
     prom = PrometheusClient(s.prometheus_url, s.prometheus_timeout_s)
     try:

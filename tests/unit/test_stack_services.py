@@ -1,0 +1,134 @@
+"""`scripts/stack.py service`: the table of suite processes, MODULE:SUBCOMMAND names, their
+ports (env-overridable, the scraped ones in prometheus.yml) and the log-line readiness of the
+trainer, which has no port (issue 17: `make demo` starts the autoencoder's processes)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.scriptutil import load_script
+
+stack = load_script("stack")
+REPO = Path(__file__).resolve().parents[2]
+
+EXECUTOR = "anomaly_detection.outliers:serve"
+TRAINER = "anomaly_detection.outliers:trainer"
+SCHEDULE = "anomaly_detection.outliers:schedule"
+
+
+def _config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **env: str) -> Any:
+    monkeypatch.setenv("STACK_DIR", str(tmp_path))
+    monkeypatch.delenv("STACK_COMPONENTS", raising=False)
+    for var in ("STACK_OUTLIERS_PORT", "STACK_OUTLIERS_SCHEDULE_PORT"):
+        monkeypatch.delenv(var, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    return stack.load_config()
+
+
+@pytest.mark.parametrize(
+    ("name", "argv"),
+    [
+        ("etl_data_pipeline", ("etl_data_pipeline",)),
+        ("anomaly_detection.batch", ("anomaly_detection.batch",)),
+        (TRAINER, ("anomaly_detection.outliers", "trainer")),
+        (SCHEDULE, ("anomaly_detection.outliers", "schedule")),
+    ],
+)
+def test_a_name_is_a_module_and_an_optional_subcommand(name: str, argv: tuple[str, ...]) -> None:
+    assert stack.parse_service_name(name) == argv
+
+
+@pytest.mark.parametrize(
+    "name", ["", ":trainer", "anomaly_detection.outliers:", "a..b", "a:b:c", "a:--help", "1a"]
+)
+def test_a_malformed_name_is_refused(name: str) -> None:
+    with pytest.raises(ValueError, match="service"):
+        stack.parse_service_name(name)
+
+
+def test_the_outliers_processes_default_ports_and_readiness(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = _config(tmp_path, monkeypatch)
+    procs = stack.suite_processes({**cfg.other_ports, **cfg.suite_ports})
+    executor, trainer, schedule = procs[EXECUTOR], procs[TRAINER], procs[SCHEDULE]
+    assert (executor.argv, executor.port, executor.ready_path) == (
+        ("anomaly_detection.outliers", "serve"),
+        8006,
+        "/healthz",
+    )
+    assert (schedule.port, schedule.ready_path) == (8008, "/metrics")
+    assert (trainer.port, trainer.ready_log) == (None, stack.TRAINER_READY_LOG)
+    # The Spark batch schedule keeps 8007; no two processes share a port.
+    assert procs["anomaly_detection.batch"].port == 8007
+    ports = [p.port for p in procs.values() if p.port is not None]
+    assert len(ports) == len(set(ports))
+    # `down` stops each of them before the stack.
+    assert {EXECUTOR, TRAINER, SCHEDULE} <= stack.suite_process_names()
+
+
+def test_ports_are_env_overridable_and_only_metrics_ports_are_scraped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = _config(
+        tmp_path,
+        monkeypatch,
+        STACK_OUTLIERS_PORT="18006",
+        STACK_OUTLIERS_SCHEDULE_PORT="18008",
+    )
+    facts = stack.write_facts(cfg, {}, None)
+    assert facts["env"]["OUTLIERS_PORT"] == "18006"
+    assert facts["env"]["OUTLIERS_SCHEDULE_PORT"] == "18008"
+    procs = stack.facts_processes(facts)
+    assert (procs[EXECUTOR].port, procs[SCHEDULE].port) == (18006, 18008)
+
+    prom = yaml.safe_load(stack.prometheus_yml(cfg))
+    suite = next(j for j in prom["scrape_configs"] if j["job_name"] == "sla-monitor")
+    scraped = {c["labels"]["service"]: c["targets"] for c in suite["static_configs"]}
+    assert scraped[SCHEDULE] == ["127.0.0.1:18008"]
+    # The executor serves no /metrics: Prometheus would only see a target down.
+    assert EXECUTOR not in scraped
+    assert all("18006" not in t for targets in scraped.values() for t in targets)
+
+
+def test_an_older_stack_json_without_other_ports_still_lists_the_scraped_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = _config(tmp_path, monkeypatch)
+    facts = stack.write_facts(cfg, {}, None)
+    del facts["other_ports"]
+    procs = stack.facts_processes(facts)
+    assert EXECUTOR not in procs
+    assert procs[SCHEDULE].port == 8008
+
+
+def test_service_refuses_an_unknown_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = _config(tmp_path, monkeypatch)
+    stack.write_facts(cfg, {}, None)
+    with pytest.raises(stack.StackError, match=r"unknown service 'anomaly_detection\.outliers:x'"):
+        stack.cmd_service(cfg, ["anomaly_detection.outliers:x"])
+
+
+def test_the_trainer_is_ready_once_its_log_says_so_after_its_start(tmp_path: Path) -> None:
+    spec = stack.SuiteProcess(TRAINER, ("m", "trainer"), None, None, stack.TRAINER_READY_LOG)
+    log = tmp_path / "trainer.log"
+    assert not stack._service_ready(spec, log, 0)  # no log yet
+    log.write_text(f"an earlier run: {stack.TRAINER_READY_LOG} consuming outlier.jobs\n")
+    offset = log.stat().st_size
+    assert not stack._service_ready(spec, log, offset)  # an earlier run's line does not count
+    with log.open("a") as f:
+        f.write("starting\n")
+    assert not stack._service_ready(spec, log, offset)
+    with log.open("a") as f:
+        f.write(f"INFO {stack.TRAINER_READY_LOG} consuming outlier.jobs as group g\n")
+    assert stack._service_ready(spec, log, offset)
+
+
+def test_the_trainer_logs_the_line_stack_waits_for() -> None:
+    source = (REPO / "anomaly_detection/outliers/trainer.py").read_text()
+    assert f'"{stack.TRAINER_READY_LOG} consuming' in source
