@@ -6,44 +6,77 @@ NAB category is reported on its own too."""
 
 from __future__ import annotations
 
+import functools
+import logging
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from anomaly_detection.models.iforest import iforest_scores
 from anomaly_detection.nab import io
 from anomaly_detection.nab.runner import run
 from anomaly_detection.nab.score import score_model
 
 NAB = Path(__file__).resolve().parent.parent.parent / "shared" / "nab"
+log = logging.getLogger(__name__)
 MODELS = ("autoencoder", "mlp", "iforest", "sigma", "random", "null")
 
 
-def measure(nab: Path = NAB, models: tuple[str, ...] = MODELS) -> dict[str, Any]:
+def _subsets(nab: Path) -> tuple[dict[str, Any], list[str], dict[str, set[str]]]:
     windows = io.read_windows(nab / "combined_windows.json")
     rels = [rel for rel, _ in io.data_files(nab / "data") if rel in windows]
     subsets = {"all": set(rels), "tune": set(rels[0::2]), "held_out": set(rels[1::2])}
     for cat in sorted({rel.split("/", 1)[0] for rel in rels}):
         subsets[cat] = {rel for rel in rels if rel.startswith(cat + "/")}
+    return windows, rels, subsets
+
+
+def _measure_one(
+    nab: Path, tmp: Path, model: str, windows: Any, subsets: dict[str, set[str]], fn: Any = None
+) -> dict[str, Any]:
+    st = run(nab / "data", tmp, model, fn=fn)
+    res: dict[str, Any] = {
+        "run_s": round(st.seconds, 2),
+        "rows": st.rows,
+        "slowest_file_s": round(st.slowest_s, 2),
+    }
+    for sub, only in subsets.items():
+        res[sub] = {
+            s.profile: {
+                "score": round(s.score, 1),
+                "threshold": round(s.threshold, 4),
+                "fixed_threshold": s.fixed_threshold,
+                "fixed_score": round(s.fixed_score, 1),
+            }
+            for s in score_model(tmp / model, windows, only=only)
+        }
+    return res
+
+
+def measure(nab: Path = NAB, models: tuple[str, ...] = MODELS) -> dict[str, Any]:
+    windows, rels, subsets = _subsets(nab)
     out: dict[str, Any] = {"files": len(rels), "tune_files": sorted(subsets["tune"]), "models": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for model in models:
-            st = run(nab / "data", Path(tmp), model)
-            res: dict[str, Any] = {
-                "run_s": round(st.seconds, 2),
-                "rows": st.rows,
-                "slowest_file_s": round(st.slowest_s, 2),
-            }
-            for sub, only in subsets.items():
-                res[sub] = {
-                    s.profile: {
-                        "score": round(s.score, 1),
-                        "threshold": round(s.threshold, 4),
-                        "fixed_threshold": s.fixed_threshold,
-                        "fixed_score": round(s.fixed_score, 1),
-                    }
-                    for s in score_model(Path(tmp) / model, windows, only=only)
-                }
-            out["models"][model] = res
+            out["models"][model] = _measure_one(nab, Path(tmp), model, windows, subsets)
+    return out
+
+
+def measure_trees(
+    nab: Path = NAB, trees: tuple[int, ...] = (100, 300), seed_offsets: tuple[int, ...] = (0, 7)
+) -> dict[str, Any]:
+    """Issue 16 follow-up: the isolation forest with ``trees`` trees per forest, each with
+    the per-file seeds CRC-32 + ``seed_offsets`` (0 = the default), in one run; the
+    variants are named ``iforest-t<trees>-s<offset>``."""
+    windows, rels, subsets = _subsets(nab)
+    out: dict[str, Any] = {"files": len(rels), "tune_files": sorted(subsets["tune"]), "models": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in trees:
+            for off in seed_offsets:
+                fn = functools.partial(iforest_scores, n_trees=n, seed_offset=off)
+                name = f"iforest-t{n}-s{off}"
+                out["models"][name] = _measure_one(nab, Path(tmp), name, windows, subsets, fn)
+                log.info("%s done: %s", name, out["models"][name]["all"])
     return out
 
 
@@ -66,4 +99,15 @@ if __name__ == "__main__":
     import json
     import sys
 
-    print(json.dumps(measure(models=tuple(sys.argv[1:]) or MODELS), indent=1))
+    if sys.argv[1:2] == ["trees"]:  # python -m bench.bench_nab trees 100,300 0,7
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+        logging.getLogger("anomaly_detection").setLevel(logging.WARNING)
+        args = sys.argv[2:] + ["100,300", "0,7"][len(sys.argv[2:]) :]
+        r = measure_trees(
+            trees=tuple(int(t) for t in args[0].split(",")),
+            seed_offsets=tuple(int(o) for o in args[1].split(",")),
+        )
+    else:
+        r = measure(models=tuple(sys.argv[1:]) or MODELS)
+    print(summary(r), file=sys.stderr)
+    print(json.dumps(r, indent=1))

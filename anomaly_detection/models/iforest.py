@@ -127,8 +127,16 @@ def _calibrate_with(raw: npt.NDArray[np.float64], q: float, m: float) -> npt.NDA
 
 
 def iforest_scores(
-    times: npt.NDArray[np.datetime64], values: npt.NDArray[np.float64], probation: int, name: str
+    times: npt.NDArray[np.datetime64],
+    values: npt.NDArray[np.float64],
+    probation: int,
+    name: str,
+    *,
+    n_trees: int = N_TREES,
+    seed_offset: int = 0,
 ) -> npt.NDArray[np.float64]:
+    """Scores of one series; ``n_trees`` and ``seed_offset`` (added to the file's CRC-32
+    seed) exist for the benchmark's forest-size / seed comparison (bench/bench_nab.py)."""
     n = len(values)
     out = np.zeros(n)
     first = max(probation, MIN_TRAIN)
@@ -136,12 +144,12 @@ def iforest_scores(
         return out
     with_time = _span_s(times[:first]) >= 2 * DAY_S
     x = features(times, values, with_time, _span_s(times[:first]) >= 14 * DAY_S)
-    seed = zlib.crc32(name.encode())
+    seed = zlib.crc32(name.encode()) + seed_offset
     start = first
     while start < n:
         lo = max(0, start - MAX_TRAIN)
         end = min(n, start + RETRAIN_EVERY)
-        out[start:end] = fit(x[lo:start], seed).score(x[start:end])
+        out[start:end] = fit(x[lo:start], seed, n_trees=n_trees).score(x[start:end])
         start = end
     return suppress_repeats(out, SUPPRESS_ROWS)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from anomaly_detection.models import MODELS
+from anomaly_detection.models import MODELS, ScoreFn
 from anomaly_detection.nab import io
 from anomaly_detection.nab.scorer import probation_length
 
@@ -25,13 +25,20 @@ class RunStats:
     slowest_s: float = 0.0
 
 
-def run(data_dir: Path, results_dir: Path, model: str, labels_path: Path | None = None) -> RunStats:
+def run(
+    data_dir: Path,
+    results_dir: Path,
+    model: str,
+    labels_path: Path | None = None,
+    fn: ScoreFn | None = None,
+) -> RunStats:
     """Score every ``<category>/<name>.csv`` of ``data_dir``; one result file per input.
 
     A file the model fails on is still written (scores 0) and counted in ``failed``: the
-    results layout stays complete for the scorer.
+    results layout stays complete for the scorer. ``fn`` (default ``MODELS[model]``) lets a
+    benchmark run a variant of a model under its own name.
     """
-    fn = MODELS[model]
+    fn = MODELS[model] if fn is None else fn
     labels = io.read_windows(labels_path) if labels_path else {}
     stats = RunStats()
     t0 = time.perf_counter()

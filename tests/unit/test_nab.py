@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
 from pathlib import Path
@@ -11,9 +12,10 @@ import numpy as np
 import pytest
 
 from anomaly_detection.models.baselines import sigma_scores
-from anomaly_detection.models.iforest import features, iforest_scores, suppress_repeats
+from anomaly_detection.models.iforest import N_TREES, features, iforest_scores, suppress_repeats
 from anomaly_detection.nab import io
 from anomaly_detection.nab.__main__ import main
+from anomaly_detection.nab.runner import run
 from anomaly_detection.nab.scorer import (
     MAX_TP,
     PROFILES,
@@ -277,3 +279,29 @@ def test_labels_from_points_and_bad_windows_files(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as e:
         main(["score", str(tmp_path), "--windows", str(bad)])
     assert e.value.code == 2
+
+
+def test_iforest_forest_size_and_seed_variants_run_under_their_own_name(tmp_path: Path) -> None:
+    # bench_nab.measure_trees: the default call is trees=N_TREES with the file's own seed;
+    # another seed or forest size changes the scores; the runner writes a variant under
+    # the name it is given, with the function it is given.
+    rng = np.random.default_rng(3)
+    n, p = 700, 300
+    t, v = times(n), rng.normal(10, 1, n)
+    v[600] = 30.0
+    base = iforest_scores(t, v, p, "x")
+    assert np.array_equal(base, iforest_scores(t, v, p, "x", n_trees=N_TREES, seed_offset=0))
+    assert not np.array_equal(base, iforest_scores(t, v, p, "x", seed_offset=7))
+    bigger = iforest_scores(t, v, p, "x", n_trees=3 * N_TREES)
+    assert not np.array_equal(base, bigger)
+    assert bigger[600] > 0.5 and bigger[600] > max(bigger[p:600])
+    ts = [str(x).replace("T", " ")[:19] for x in t]
+    data = tmp_path / "data"
+    _write(data / "real" / "f.csv", [(a, str(float(b))) for a, b in zip(ts, v, strict=True)])
+    fn = functools.partial(iforest_scores, n_trees=3 * N_TREES)
+    st = run(data, tmp_path / "out", "iforest-t300", fn=fn)
+    assert (st.files, st.failed) == (1, 0)
+    with io.result_path(tmp_path / "out", "iforest-t300", "real/f.csv").open() as f:
+        sc = [float(r["anomaly_score"]) for r in csv.DictReader(f)]
+    want = iforest_scores(t, v, probation_length(n), "real/f.csv", n_trees=3 * N_TREES)
+    assert np.allclose(sc, want, atol=1e-6)  # the result file holds 6 decimals
