@@ -43,6 +43,7 @@ SUITE_SERVICES = {
     "anomaly_detection.receiver",
     "anomaly_detection",
     "anomaly_detection.batch",
+    "anomaly_detection.outliers:schedule",
 }
 
 
@@ -176,6 +177,9 @@ def test_prometheus_scrapes_the_suite_endpoints(stack: Stack) -> None:
     assert receiver == f"http://{HOST}:{stack.receiver_port}/metrics"
     batch = suite["anomaly_detection.batch"]  # scripts/demo starts its schedule there
     assert batch == f"http://{HOST}:{stack.env['ANOMALY_BATCH_PORT']}/metrics"
+    # the autoencoder's schedule (scripts/demo starts it; the executor has no /metrics)
+    outliers = suite["anomaly_detection.outliers:schedule"]
+    assert outliers == f"http://{HOST}:{stack.env['OUTLIERS_SCHEDULE_PORT']}/metrics"
 
 
 def test_backfilled_demo_history_is_queryable(stack: Stack) -> None:
