@@ -648,13 +648,12 @@ def explain(
             ref = ~a_main
             plain_var = x[lo:hi][:, main_cols][:, ref].var(axis=1)
             seasonal_fits[lo:hi] = finite & (resid[:, ref].var(axis=1) < plain_var)
-        dist_fp[lo:hi] = np.quantile(
-            _pair_distances(sv, order, fp_pairs), cfg.false_positive_quantile, axis=0
-        )
+        fp_d = _pair_distances(sv, order, fp_pairs)
+        dist_fp[lo:hi] = np.quantile(fp_d, cfg.false_positive_quantile, axis=0)
         if chance_pairs:
             chance[lo:hi] = np.median(_pair_distances(sv, order, chance_pairs), axis=0)
-        elif false_positive_intervals is None:
-            chance[lo:hi] = np.median(_pair_distances(sv, order, fp_pairs), axis=0)
+        elif false_positive_intervals is None:  # the windows are the pairs: counted once
+            chance[lo:hi] = np.median(fp_d, axis=0)
         else:  # no windows (a one-point reference) or ranking by the distance alone
             chance[lo:hi] = 1.0
         av = smv[sma].reshape(hi - lo, n_a)
