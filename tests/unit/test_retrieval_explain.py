@@ -18,7 +18,7 @@ from data_retrieval.explain import request_of, response_of
 from data_retrieval.settings import RetrievalSettings
 from data_retrieval.validation import RequestError
 from sla_common.prometheus import PrometheusClient
-from sla_manager.explain.run import run_explanation
+from sla_manager.explain.run import ExplainResponse, run_explanation
 from sla_manager.settings import SlaSettings
 from tests.unit.test_explain_route import END, HISTORY_START, fake_prometheus
 
@@ -130,8 +130,9 @@ def test_the_client_sends_fractions_of_a_second() -> None:
     )
 
 
-def test_the_answer_is_the_pipelines_field_for_field() -> None:
-    answer = run_explanation(
+def _pipeline_answer(values: int = 0) -> ExplainResponse:
+    """The REST pipeline's answer for the fake's cause over the last 30 minutes."""
+    return run_explanation(
         cast(PrometheusClient, fake_prometheus(HISTORY_START)),
         SlaSettings(),
         selector=SEL,
@@ -139,7 +140,12 @@ def test_the_answer_is_the_pipelines_field_for_field() -> None:
         reference=None,
         step=60,
         max_ranked=10,
+        values=values,
     ).answer
+
+
+def test_the_answer_is_the_pipelines_field_for_field() -> None:
+    answer = _pipeline_answer()
     msg = response_of(answer)
     assert [(i.start.seconds, i.end.seconds) for i in msg.anomalous] == [(END - 1800, END)]
     assert (msg.reference.start.seconds, msg.reference.end.seconds) == answer.reference
@@ -187,16 +193,7 @@ def test_the_answer_is_the_pipelines_field_for_field() -> None:
 
 
 def test_the_ranked_series_values_are_the_pipelines() -> None:
-    answer = run_explanation(
-        cast(PrometheusClient, fake_prometheus(HISTORY_START)),
-        SlaSettings(),
-        selector=SEL,
-        anomalous=[(END - 1800, END)],
-        reference=None,
-        step=60,
-        max_ranked=10,
-        values=50,
-    ).answer
+    answer = _pipeline_answer(values=50)
     msg = response_of(answer)
     assert answer.values_step is not None and msg.values_step_seconds == answer.values_step
     for got, want in zip(msg.ranked, answer.ranked, strict=True):
