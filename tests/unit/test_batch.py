@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from anomaly_detection.batch import core, fetch, store
+from anomaly_detection.batch.__main__ import main as batch_main
 from anomaly_detection.batch.job import aligned_range, groups
 from anomaly_detection.batch.metrics import BatchMetrics
 from anomaly_detection.batch.settings import BatchSettings
@@ -155,6 +156,17 @@ def test_settings_and_ranges() -> None:
     assert aligned_range(1000.5, 300, 60) == (720.0, 960.0)  # 5 points: 720..960
     rows = list(groups([store.SeriesRef.of({"__name__": f"m{i}"}) for i in range(5)], 2))
     assert [g for g, _ in rows] == [0, 0, 1, 1, 2]
+
+
+def test_cli_takes_train_and_score_together_and_schedule_alone(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as e:
+        batch_main(["schedule", "train"])
+    assert e.value.code == 2 and "schedule runs alone" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        batch_main(["train", "rescore"])
+    assert e.value.code == 2
 
 
 class _Flaky(BaseHTTPRequestHandler):
