@@ -124,19 +124,23 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    # No argparse choices: Python 3.11 checks an empty "*" against them and refuses it.
     parser.add_argument(
-        "command", nargs="*", default=["schedule"], choices=("train", "score", "schedule")
+        "command", nargs="*", metavar="{train,score,schedule}", help="default: schedule"
     )
     parser.add_argument("--end", type=float, default=None, help="end of the range (epoch s)")
     args = parser.parse_args(argv)
-    if "schedule" in args.command and len(args.command) > 1:
+    commands: list[str] = args.command or ["schedule"]
+    if bad := [c for c in commands if c not in ("train", "score", "schedule")]:
+        parser.error(f"invalid command {bad[0]!r} (choose from train, score, schedule)")
+    if "schedule" in commands and len(commands) > 1:
         parser.error("schedule runs alone (not with train or score)")
     settings = settings_and_logging(BatchSettings, log)
     if settings is None:
         return EXIT_BAD_SETTINGS
-    if args.command == "schedule":
+    if commands == ["schedule"]:
         return cmd_schedule(settings, stop_on_signals(log, "stopping after the current run"))
-    kinds: list[job.Kind] = ["train" if c == "train" else "score" for c in args.command]
+    kinds: list[job.Kind] = ["train" if c == "train" else "score" for c in commands]
     return cmd_once(settings, kinds, args.end)
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from anomaly_detection.batch import __main__ as batch_cli
 from anomaly_detection.batch import core, fetch, store
 from anomaly_detection.batch.__main__ import main as batch_main
 from anomaly_detection.batch.job import aligned_range, groups
@@ -167,6 +168,27 @@ def test_cli_takes_train_and_score_together_and_schedule_alone(
     with pytest.raises(SystemExit) as e:
         batch_main(["train", "rescore"])
     assert e.value.code == 2
+    called: list[tuple[str, Any]] = []
+
+    def schedule(s: BatchSettings, stop: Any) -> int:
+        called.append(("schedule", 0))
+        return 0
+
+    def once(s: BatchSettings, kinds: Any, end: float | None) -> int:
+        called.append(("once", list(kinds)))
+        return 0
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(batch_cli, "cmd_schedule", schedule)
+        mp.setattr(batch_cli, "cmd_once", once)
+        assert batch_main([]) == batch_main(["schedule"]) == 0
+        assert batch_main(["train", "score", "--end=600"]) == batch_main(["score"]) == 0
+    assert called == [
+        ("schedule", 0),
+        ("schedule", 0),
+        ("once", ["train", "score"]),
+        ("once", ["score"]),
+    ]
 
 
 class _Flaky(BaseHTTPRequestHandler):
