@@ -234,3 +234,32 @@ def test_metrics_expose_the_latest_score_with_the_series_labels_and_model() -> N
     )
     assert value == 0.75
     assert m.registry.get_sample_value("anomaly_batch_series_not_exposed") == 1
+
+
+def test_not_exposed_is_the_latest_passes_count_not_a_running_total() -> None:
+    m = BatchMetrics(max_series=1)
+
+    def scored(*jobs: str) -> list[dict[str, Any]]:
+        return [
+            {
+                "series_key": f'up{{job="{j}"}}',
+                "metric": "up",
+                "labels": json.dumps({"job": j}),
+                "outcome": "scored",
+                "last_score": 0.25,
+            }
+            for j in jobs
+        ]
+
+    def not_exposed() -> float | None:
+        return m.registry.get_sample_value("anomaly_batch_series_not_exposed")
+
+    m.observe_run("score", "complete", 1.0, 60.0, scored("a", "b"))
+    assert not_exposed() == 1  # b: the bound (1) is taken by a
+    m.observe_run("score", "complete", 1.0, 120.0, scored("a", "c", "d"))
+    assert not_exposed() == 2  # c and d this pass; b, gone, is no longer counted
+    m.observe_run("score", "complete", 1.0, 180.0, scored("a"))
+    assert not_exposed() == 0
+    assert m.registry.get_sample_value(
+        "anomaly_score", {"job": "a", "for": "up", "model": "iforest"}
+    )
