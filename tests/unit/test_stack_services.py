@@ -161,3 +161,14 @@ def test_each_service_defaults_to_the_port_the_stack_gives_it() -> None:
         )
     assert defaults == {name: stack_ports[name] for name in SETTINGS_OF}
     assert defaults["anomaly_detection.batch"] == 8007
+
+
+def test_a_subcommands_log_is_named_without_a_colon(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = _config(tmp_path, monkeypatch)
+    assert cfg.log(TRAINER) == tmp_path / "logs" / "anomaly_detection.outliers-trainer.log"
+    assert cfg.log("etl_data_pipeline").name == "etl_data_pipeline.log"
+    names = [n for n, _v, _p in stack.SUITE_PORTS + stack.UNSCRAPED_PORTS] + [TRAINER]
+    logs = {cfg.log(n).name for n in names}
+    assert len(logs) == len(names) and not any(":" in n for n in logs)
