@@ -73,6 +73,39 @@ def ew_alpha(window_ms: int, halflife_s: float) -> float:
     return float(1.0 - 0.5 ** (window_ms / 1000.0 / halflife_s))
 
 
+DAY_MS = 86_400_000
+TAIL_MEMORY_DAYS = 7.0  # the recurring tail forgets in about a week (the longest calendar cycle)
+
+
+@dataclass(frozen=True)
+class TailRule:
+    """How the recurring tail is learned: ``rate``, the share of windows allowed beyond it
+    (``per_day`` windows a day), and ``step``, the Robbins-Monro step that makes it halve in
+    :data:`TAIL_MEMORY_DAYS` without an exceedance (``exp(-step·rate·N) = 1/2`` over the
+    ``N`` windows of that many days, and ``rate·N = TAIL_MEMORY_DAYS·per_day``)."""
+
+    rate: float
+    step: float
+
+    @classmethod
+    def of(cls, window_ms: int, per_day: float) -> TailRule | None:
+        if per_day <= 0:
+            return None
+        rate = min(0.5, per_day * window_ms / DAY_MS)
+        return cls(rate, math.log(2.0) / (TAIL_MEMORY_DAYS * per_day))
+
+    def learn(self, tail: float, d: float) -> float:
+        """One step of the tail: the ``1 - rate`` quantile of the absolute deviations ``d``
+        (raw, not winsorized). A deviation beyond it raises it by ``exp(step·(1 - rate))``,
+        any other lowers it by ``exp(-step·rate)``: it settles where ``rate`` of the windows
+        exceed it. A tail of 0 (no deviation seen yet) takes the first one as it is."""
+        if tail <= 0:
+            return max(d, 0.0)
+        if d > tail:
+            return tail * math.exp(self.step * (1.0 - self.rate))
+        return tail * math.exp(-self.step * self.rate)
+
+
 @dataclass
 class Baseline:
     """A series' learned normal: windows learned, EW mean and EW variance of its samples."""
@@ -80,21 +113,32 @@ class Baseline:
     n: int = 0
     mean: float = 0.0
     var: float = 0.0
+    tail: float = 0.0  # the recurring tail (TailRule): 0 until learned or when off
 
     @property
     def std(self) -> float:
         return math.sqrt(max(self.var, 0.0))
 
-    def learn(self, w_mean: float, w_var: float, alpha: float, clip: float | None = None) -> None:
+    def learn(
+        self,
+        w_mean: float,
+        w_var: float,
+        alpha: float,
+        clip: float | None = None,
+        tail: TailRule | None = None,
+    ) -> None:
         """Fold one closed window (its sample mean and population variance) in.
 
         ``clip``: winsorize at ``mean ± clip·std`` (the robust update; None: plain EW). The
         caller passes None while the series is still LEARNING: an early, too narrow band
-        must not freeze what is being learned.
+        must not freeze what is being learned. ``tail``: also learn the recurring tail of the
+        raw deviations from the mean (None: not learned).
         """
         if self.n == 0:
             self.n, self.mean, self.var = 1, w_mean, max(w_var, 0.0)
             return
+        if tail is not None:
+            self.tail = tail.learn(self.tail, abs(w_mean - self.mean))
         a = max(alpha, 1.0 / (self.n + 1))
         x, v = w_mean, max(w_var, 0.0)
         if clip is not None and self.var > 0:
@@ -108,11 +152,13 @@ class Baseline:
         self.n += 1
 
     def to_list(self) -> list[float]:
-        return [self.n, self.mean, self.var]
+        return [self.n, self.mean, self.var, self.tail]
 
     @classmethod
     def from_list(cls, raw: list[float]) -> Baseline:
-        return cls(int(raw[0]), float(raw[1]), float(raw[2]))
+        """Also reads a checkpoint from before the tail (three numbers: tail 0)."""
+        tail = float(raw[3]) if len(raw) > 3 else 0.0
+        return cls(int(raw[0]), float(raw[1]), float(raw[2]), tail)
 
 
 # ---------------------------------------------------------------- the series' own cycle
@@ -174,6 +220,7 @@ class Season:
     scored: int = 0
     err: float = 0.0
     err_plain: float = 0.0
+    tail: float = 0.0  # the recurring tail of |x - prediction| (TailRule)
 
     @classmethod
     def new(cls, period_ms: int, window_ms: int) -> Season:
@@ -212,9 +259,11 @@ class Season:
         window_ms: int,
         alpha: float,
         clip: float | None = None,
+        tail: TailRule | None = None,
     ) -> None:
         """Fold one closed window in; ``plain_mean``: the plain normal's mean before it
-        (None: it had none), for the comparison."""
+        (None: it had none), for the comparison; ``tail``: learn the recurring tail of the
+        raw prediction errors (None: not learned)."""
         b = self.phase(start_ms)
         gamma, a_err = _season_weights(self.period_ms, self.bin_ms, window_ms)
         if self.level is None or self.first_ms is None:
@@ -231,6 +280,8 @@ class Season:
             self.spreads[b] += (dev2 + v - self.spreads[b]) / k
             return
         pred = self.level + off
+        if tail is not None:
+            self.tail = tail.learn(self.tail, abs(w_mean - pred))
         if plain_mean is not None:
             a = max(a_err, 1.0 / (self.scored + 1))
             self.err += a * ((w_mean - pred) ** 2 - self.err)
@@ -263,6 +314,7 @@ class Season:
             "var": self.var,
             "scored": self.scored,
             "err": [self.err, self.err_plain],
+            "tail": self.tail,
         }
 
     @classmethod
@@ -280,4 +332,5 @@ class Season:
             scored=int(d["scored"]),
             err=float(d["err"][0]),
             err_plain=float(d["err"][1]),
+            tail=float(d.get("tail", 0.0)),
         )
