@@ -151,18 +151,20 @@ class Rule:
         learning = baseline.n < self.min_history
         tail = self._tail
         if static is not None:
-            normal = Normal(mean=static[0], std=static[1], source="static")
+            normal = Normal(mean=static[0], std=static[1], source="static", period_s=0)
         elif not learning:
-            normal = Normal(mean=baseline.mean, std=self._band(baseline.std, baseline.tail), source="learned")
+            std = self._band(baseline.std, baseline.tail)
+            normal = Normal(mean=baseline.mean, std=std, source="learned", period_s=0)
             best = min(
                 (s for s in cands if s.better(self.window_ms)), key=lambda s: s.err, default=None
             )
             pred = None if best is None else best.predict(p.start_ms)
             if best is not None and pred is not None:
                 std = self._band(best.std_at(p.start_ms), best.tail)
-                normal = Normal(mean=pred, std=std, source="learned")
+                period_s = best.period_ms // 1000
+                normal = Normal(mean=pred, std=std, source="learned", period_s=period_s)
         else:
-            normal = Normal(mean=0.0, std=0.0, source="none")
+            normal = Normal(mean=0.0, std=0.0, source="none", period_s=0)
         status: Status
         if normal.source == "none":
             status, dev = "LEARNING", 0.0
