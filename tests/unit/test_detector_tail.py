@@ -54,9 +54,11 @@ def test_recurring_spikes_stop_alarming_a_larger_one_still_does() -> None:
     # A flat series (1, 0 alternating: std 0.5) with a spike of 10 every 8th window, i.e. 12
     # windows a day: more than the 2 a day a deviation may recur and still be an anomaly.
     values = [10.0 if i % 8 == 7 else float(i % 2) for i in range(960)] + [40.0]
-    kw = {"window_ms": W15, "alpha": ew_alpha(W15, 6 * 3600), "min_history": 30}
-    without = _run(Rule(**kw), values)
-    with_tail = _run(Rule(**kw, recurring_per_day=2.0), values)
+    alpha = ew_alpha(W15, 6 * 3600)
+    without = _run(Rule(window_ms=W15, alpha=alpha, min_history=30), values)
+    with_tail = _run(
+        Rule(window_ms=W15, alpha=alpha, min_history=30, recurring_per_day=2.0), values
+    )
     spikes = [i for i in range(480, 960) if i % 8 == 7]  # days 6-10
     assert all(without[i] == "ERROR" for i in spikes)  # the winsorized band never learns them
     # the tail settles where 2 windows a day exceed it: over 5 days, 10 (+1 at the edge),
@@ -71,7 +73,8 @@ def test_the_band_is_the_larger_of_the_spread_and_the_tail_over_the_error_multip
     b = Baseline(n=5, mean=10.0, var=1.0, tail=6.0)
     status, dev, normal = rule.judge(b, Partial(0, 0, 1, 15.0, 0.0))
     assert normal.std == 3.0  # max(1, 6 / 2)
-    assert (status, dev) == ("WARN", pytest.approx(5 / 3))
+    assert status == "WARN"
+    assert dev == pytest.approx(5 / 3)
     b = Baseline(n=5, mean=10.0, var=16.0, tail=6.0)
     assert rule.judge(b, Partial(0, 0, 1, 15.0, 0.0))[2].std == 4.0  # the spread is larger
     off = Rule(window_ms=W15, min_history=1, error=2.0)  # recurring_per_day 0: no tail
