@@ -94,13 +94,17 @@ class TailRule:
         rate = min(0.5, per_day * window_ms / DAY_MS)
         return cls(rate, math.log(2.0) / (TAIL_MEMORY_DAYS * per_day))
 
-    def learn(self, tail: float, d: float) -> float:
+    def learn(self, tail: float, d: float, start: float) -> float:
         """One step of the tail: the ``1 - rate`` quantile of the absolute deviations ``d``
         (raw, not winsorized). A deviation beyond it raises it by ``exp(step·(1 - rate))``,
         any other lowers it by ``exp(-step·rate)``: it settles where ``rate`` of the windows
-        exceed it. A tail of 0 (no deviation seen yet) takes the first one as it is."""
+        exceed it. A tail of 0 (not started) starts at ``start`` (the caller's ERROR band, so
+        it widens nothing until deviations beyond that band recur), or, when that is 0 too,
+        at the deviation itself."""
         if tail <= 0:
-            return max(d, 0.0)
+            if start <= 0:
+                return max(d, 0.0)
+            tail = start
         if d > tail:
             return tail * math.exp(self.step * (1.0 - self.rate))
         return tail * math.exp(-self.step * self.rate)
@@ -132,13 +136,14 @@ class Baseline:
         ``clip``: winsorize at ``mean ± clip·std`` (the robust update; None: plain EW). The
         caller passes None while the series is still LEARNING: an early, too narrow band
         must not freeze what is being learned. ``tail``: also learn the recurring tail of the
-        raw deviations from the mean (None: not learned).
+        raw deviations from the mean, from the first judged window on (``clip`` set), starting
+        at the ERROR band (None: not learned).
         """
         if self.n == 0:
             self.n, self.mean, self.var = 1, w_mean, max(w_var, 0.0)
             return
-        if tail is not None:
-            self.tail = tail.learn(self.tail, abs(w_mean - self.mean))
+        if tail is not None and clip is not None:
+            self.tail = tail.learn(self.tail, abs(w_mean - self.mean), clip * self.std)
         a = max(alpha, 1.0 / (self.n + 1))
         x, v = w_mean, max(w_var, 0.0)
         if clip is not None and self.var > 0:
@@ -263,7 +268,8 @@ class Season:
     ) -> None:
         """Fold one closed window in; ``plain_mean``: the plain normal's mean before it
         (None: it had none), for the comparison; ``tail``: learn the recurring tail of the
-        raw prediction errors (None: not learned)."""
+        raw prediction errors once judged (``clip`` set), starting at the season's ERROR band
+        (None: not learned)."""
         b = self.phase(start_ms)
         gamma, a_err = _season_weights(self.period_ms, self.bin_ms, window_ms)
         if self.level is None or self.first_ms is None:
@@ -280,8 +286,8 @@ class Season:
             self.spreads[b] += (dev2 + v - self.spreads[b]) / k
             return
         pred = self.level + off
-        if tail is not None:
-            self.tail = tail.learn(self.tail, abs(w_mean - pred))
+        if tail is not None and clip is not None:
+            self.tail = tail.learn(self.tail, abs(w_mean - pred), clip * self.std_at(start_ms))
         if plain_mean is not None:
             a = max(a_err, 1.0 / (self.scored + 1))
             self.err += a * ((w_mean - pred) ** 2 - self.err)

@@ -28,17 +28,30 @@ def test_the_rule_from_windows_a_day() -> None:
 
 def test_hand_computed_steps() -> None:
     t = TailRule(rate=0.25, step=0.5)
-    assert t.learn(0.0, 3.0) == 3.0  # nothing learned yet: the first deviation as it is
+    # not started: it starts at the given ERROR band, then steps; within it: down by
+    # exp(-step·rate) = exp(-0.125)
+    assert t.learn(0.0, 1.0, 4.0) == pytest.approx(4.0 * math.exp(-0.125))
+    assert t.learn(0.0, 3.0, 0.0) == 3.0  # no band either: the deviation as it is
     # beyond the tail: up by exp(step·(1 - rate)) = exp(0.375)
-    assert t.learn(3.0, 5.0) == pytest.approx(3.0 * math.exp(0.375))
-    # within: down by exp(-step·rate) = exp(-0.125)
-    assert t.learn(3.0, 1.0) == pytest.approx(3.0 * math.exp(-0.125))
+    assert t.learn(3.0, 5.0, 1.0) == pytest.approx(3.0 * math.exp(0.375))
+    assert t.learn(3.0, 1.0, 1.0) == pytest.approx(3.0 * math.exp(-0.125))
     # it settles where `rate` of the deviations exceed it: one in four beyond, three within
     # leaves it where it was (0.375 - 3·0.125 = 0)
     tail = 3.0
     for d in (9.0, 0.0, 0.0, 0.0):
-        tail = t.learn(tail, d)
+        tail = t.learn(tail, d, 1.0)
     assert tail == pytest.approx(3.0)
+
+
+def test_learned_only_once_judged_starting_at_the_error_band() -> None:
+    t = TailRule.of(W15, 2.0)
+    b = Baseline()
+    b.learn(10.0, 0.0, 0.5, clip=None, tail=t)
+    b.learn(12.0, 0.0, 0.5, clip=None, tail=t)  # LEARNING: clip None, the tail waits
+    assert (b.mean, b.var, b.tail) == (11.0, 1.0, 0.0)
+    b.learn(11.0, 0.0, 0.5, clip=2.0, tail=t)  # judged: starts at 2·1, |11 - 11| within
+    assert t is not None
+    assert b.tail == pytest.approx(2.0 * math.exp(-t.step * t.rate))
 
 
 def _windows(values: list[float]) -> list[Partial]:
@@ -62,8 +75,8 @@ def test_recurring_spikes_stop_alarming_a_larger_one_still_does() -> None:
     spikes = [i for i in range(480, 960) if i % 8 == 7]  # days 6-10
     assert all(without[i] == "ERROR" for i in spikes)  # the winsorized band never learns them
     # the tail settles where 2 windows a day exceed it: over 5 days, 10 (+1 at the edge),
-    # not all 60 spikes. (It starts from the first deviation and grows ≈ 5 % per exceedance:
-    # the first days still alarm, BENCHMARKS.md.)
+    # not all 60 spikes. (It starts at the ERROR band and grows ≈ 5 % per exceedance: the
+    # first days still alarm, BENCHMARKS.md.)
     assert sum(with_tail[i] == "ERROR" for i in spikes) <= 11
     assert with_tail[-1] == "ERROR" and without[-1] == "ERROR"  # four times the usual spike
 
