@@ -30,6 +30,14 @@ The series' own cycle (:class:`Season`, ``ANOMALY_SEASON_PERIODS_S``): per candi
 a normal per phase, used instead of the plain one only once it predicts the series better
 (see the class). On NAB it removes most false alarms on the edges of daily patterns, which
 a 6 h half-life follows only partly (BENCHMARKS.md).
+
+Recurring deviations (:class:`TailRule`, ``ANOMALY_RECURRING_PER_DAY``): the winsorizing
+above keeps a spike from becoming normal, which is wrong for a series that spikes a dozen
+times a day. Each normal (the plain one and each season) also learns the recurring tail of
+its *raw* deviations — the size exceeded on ``per_day`` windows a day, forgotten in about a
+week — and its band widens until the ERROR band reaches it: a deviation the series shows
+that often is its normal at that size; a larger one is still an ERROR. A Gaussian series'
+tail stays inside its ERROR band: nothing changes for it.
 """
 
 from __future__ import annotations
@@ -98,12 +106,12 @@ class TailRule:
         """One step of the tail: the ``1 - rate`` quantile of the absolute deviations ``d``
         (raw, not winsorized). A deviation beyond it raises it by ``exp(step·(1 - rate))``,
         any other lowers it by ``exp(-step·rate)``: it settles where ``rate`` of the windows
-        exceed it. A tail of 0 (not started) starts at ``start`` (the caller's ERROR band, so
-        it widens nothing until deviations beyond that band recur), or, when that is 0 too,
-        at the deviation itself."""
+        exceed it. A tail of 0 (not started) starts at ``start``, the caller's ERROR band, so
+        it widens nothing until deviations beyond that band recur; while that band is 0 (a
+        constant series so far) it does not start."""
         if tail <= 0:
             if start <= 0:
-                return max(d, 0.0)
+                return 0.0
             tail = start
         if d > tail:
             return tail * math.exp(self.step * (1.0 - self.rate))

@@ -31,7 +31,7 @@ def test_hand_computed_steps() -> None:
     # not started: it starts at the given ERROR band, then steps; within it: down by
     # exp(-step·rate) = exp(-0.125)
     assert t.learn(0.0, 1.0, 4.0) == pytest.approx(4.0 * math.exp(-0.125))
-    assert t.learn(0.0, 3.0, 0.0) == 3.0  # no band either: the deviation as it is
+    assert t.learn(0.0, 3.0, 0.0) == 0.0  # no band yet (constant so far): not started
     # beyond the tail: up by exp(step·(1 - rate)) = exp(0.375)
     assert t.learn(3.0, 5.0, 1.0) == pytest.approx(3.0 * math.exp(0.375))
     assert t.learn(3.0, 1.0, 1.0) == pytest.approx(3.0 * math.exp(-0.125))
