@@ -122,7 +122,8 @@ def stored(db: StorageSettings) -> dict[tuple[str, str, int], tuple[Any, ...]]:
     rows = sql(
         db,
         "SELECT series_key, detector, window_start_ms, window_end_ms, status, deviation, "
-        "sample_count, normal_source, JSON_EXTRACT(labels, '$.host') FROM anomalies",
+        "sample_count, normal_source, JSON_EXTRACT(labels, '$.host'), normal_period_s "
+        "FROM anomalies",
     )
     return {(str(r[0]), str(r[1]), int(r[2])): r[3:] for r in rows}
 
@@ -135,6 +136,15 @@ def test_records_are_stored_once_and_bad_ones_dead_lettered(
 ) -> None:
     t0 = float(int(time.time()) // 60 * 60 - 3600)
     good = sample_records(t0)
+    # which normal judged (schema version 2): the plain one, a daily cycle; and a version 1
+    # record, which does not say (NULL)
+    good[1] = good[1].model_copy(
+        update={"normal": good[1].normal.model_copy(update={"period_s": 0})}
+    )
+    good[2] = good[2].model_copy(
+        update={"normal": good[2].normal.model_copy(update={"period_s": 86_400})}
+    )
+    good[3] = good[3].model_copy(update={"schema_version": 1})
     rec = good[0]
     key = rec.kafka_key()
     doc = json.loads(rec.to_bytes())
@@ -161,13 +171,14 @@ def test_records_are_stored_once_and_bad_ones_dead_lettered(
     assert len(rows) == len(good) == count(db, "anomalies")
     for r in good:
         k = (r.series.key, r.detector.name, round(r.window.start * 1000))
-        end_ms, status, deviation, n, source, host = rows[k]
-        assert (end_ms, status, deviation, n, source) == (
+        end_ms, status, deviation, n, source, host, period_s = rows[k]
+        assert (end_ms, status, deviation, n, source, period_s) == (
             round(r.window.end * 1000),
             r.status,
             r.deviation,
             r.count,
             r.normal.source,
+            r.normal.period_s,
         )
         assert json.loads(host) == r.series.labels["host"]
 
