@@ -206,6 +206,7 @@ def served(stack: Stack) -> Iterator[tuple[str, list[AnomalyRecord]]]:
     t0 = 1_700_000_000.0
     records = sample_records(t0)
     fd = make_record(demo.FILEFD, dict(demo.BASE_LABELS), t0, "sigma", "WARN")
+    fd = fd.model_copy(update={"normal": fd.normal.model_copy(update={"period_s": 86_400})})
     records += [fd, make_record(demo.FILEFD, dict(demo.BASE_LABELS), t0 + 15, "sigma", "ERROR")]
     records.append(make_record(demo.FILEFD, dict(demo.BASE_LABELS), t0, "iforest", "SAFE"))
     with stack_database(stack) as name:
@@ -266,6 +267,15 @@ def test_rest_lists_anomalies_with_filters_and_paging(
     assert _ids(everything) == _expected(records, lambda r: True)
     first = everything[-1]
     assert first["status"] in STATUSES and first["labels"] and first["metric"]
+    # which normal judged: as the record said (a daily cycle for one), null where it did not
+    periods = {
+        (i["series_key"], i["detector"], i["window_start"]): i["normal_period_s"]
+        for i in everything
+    }
+    assert periods == {
+        (r.series.key, r.detector.name, r.window.start): r.normal.period_s for r in records
+    }
+    assert sorted(p for p in periods.values() if p is not None) == [86_400]
 
     host_a = 'cpu_usage{host="a"}'
     cases: list[tuple[dict[str, Any], Callable[[AnomalyRecord], bool]]] = [
@@ -404,6 +414,12 @@ def test_grpc_streams_anomalies_with_filters_and_paging(
     a = everything[0]
     assert a.status != pb.ANOMALY_STATUS_UNSPECIFIED and a.series.labels and a.normal_source
     assert a.window_end.ToMilliseconds() - a.window_start.ToMilliseconds() == 15_000
+    periods = [
+        (x.series.key, x.normal_period_seconds)
+        for x in everything
+        if x.HasField("normal_period_seconds")
+    ]
+    assert periods == [(series_key(demo.FILEFD, dict(demo.BASE_LABELS)), 86_400)]
 
     paged, calls = _grpc_all(stub, 5)
     assert _grpc_ids(paged) == _grpc_ids(everything)
