@@ -4,7 +4,8 @@ A series is trained on its points of the training window and scored with the new
 model of it; both reuse :mod:`anomaly_detection.models.iforest` (the NAB model): the same
 causal features (value, difference, rolling mean and std over several windows, the
 deviation from them raw and in stds, time of day / day of week when the training history
-covers two days / two weeks) and the same calibrated forest score.
+covers two days / two weeks, a shingle of the last differences over their robust scale)
+and the same calibrated forest score.
 
 Why one forest per series, not per group of similar series: the series differ in level
 and scale by orders of magnitude (bytes free, file descriptors), so a shared forest would
@@ -38,7 +39,7 @@ from anomaly_detection.models import iforest
 
 MODEL_NAME = "iforest"
 THRESHOLD = 0.5
-FEATURES_VERSION = 1
+FEATURES_VERSION = 2  # 2: the shingle of differences (NAB follow-up 2, issue 16)
 DAY_S = 86_400.0
 
 SkipReason = Literal[
@@ -105,6 +106,7 @@ class Model:
             names += ["dow_sin", "dow_cos"]
         if self.with_time:
             names += ["tod_sin", "tod_cos"]
+        names += [f"shingle_d{j}" for j in range(iforest.SHINGLE)]
         return names
 
     def metadata(self) -> dict[str, Any]:

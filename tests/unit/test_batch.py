@@ -34,8 +34,9 @@ def test_features_on_a_hand_built_series() -> None:
     t = 1_700_000_000.0 + STEP * np.arange(8, dtype=np.float64)
     v = np.array([1.0, 1.0, 1.0, 1.0, 1.0, 11.0, 1.0, 1.0])
     x = core.feature_matrix(t, v, PARAMS, with_time=False, with_week=False)
-    # value, diff, then per window (5 and 30 rows) mean, std, deviation, deviation in stds.
-    assert x.shape == (8, 2 + 4 * 2)
+    # value, diff, then per window (5 and 30 rows) mean, std, deviation, deviation in stds,
+    # then the shingle of the last differences.
+    assert x.shape == (8, 2 + 4 * 2 + iforest.SHINGLE)
     assert x[:, 0].tolist() == v.tolist()
     assert x[5, 1] == 10.0 and x[6, 1] == -10.0
     mean5, std5, dev5 = x[:, 2], x[:, 3], x[:, 4]
@@ -53,7 +54,9 @@ def test_time_of_day_only_when_the_history_covers_two_days() -> None:
     t, v = _series(2 * 1440 + 1)
     m = core.train("x", t, v, PARAMS)
     assert isinstance(m, core.Model) and m.with_time and not m.with_week
-    assert m.feature_names()[-2:] == ["tod_sin", "tod_cos"]
+    names = m.feature_names()
+    shingle = [f"shingle_d{j}" for j in range(iforest.SHINGLE)]
+    assert names[-2 - iforest.SHINGLE :] == ["tod_sin", "tod_cos", *shingle]
     x = core.feature_matrix(t, v, PARAMS, m.with_time, m.with_week)
     assert x.shape[1] == len(m.feature_names())
 
