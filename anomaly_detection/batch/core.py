@@ -29,6 +29,7 @@ import hashlib
 import math
 import pickle
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -47,6 +48,7 @@ SkipReason = Literal[
     "too_short",  # fewer finite points than BATCH_MIN_POINTS
     "constant",  # every finite point has the same value: nothing to isolate
     "no_model",  # score: the series has no trained model yet
+    "stale_model",  # score: its model was trained on another features version: train again
     "fetch_failed",  # Prometheus did not answer after the retries (the run then fails)
     "not_a_selector",  # an expression, where a series selector is needed
 ]
@@ -55,6 +57,7 @@ SKIP_REASONS: tuple[SkipReason, ...] = (
     "too_short",
     "constant",
     "no_model",
+    "stale_model",
     "fetch_failed",
     "not_a_selector",
 )
@@ -237,6 +240,20 @@ def score(
     raw = np.clip(np.nan_to_num(model.fitted.score(x)), 0.0, 1.0)
     s = iforest.suppress_repeats(raw, model.params.suppress_rows)
     return Scored(times[keep], values[keep], s[keep])
+
+
+def stale(features: Mapping[str, Any]) -> Skip | None:
+    """A ``stale_model`` skip when a stored model's features (its metadata's ``features``)
+    are not the ones this code computes: its forest would get other columns (an upgrade
+    changed the features; the next training replaces the model)."""
+    version = features.get("version")
+    if version == FEATURES_VERSION:
+        return None
+    return Skip(
+        "stale_model",
+        f"model trained on features version {version}, scoring computes version "
+        f"{FEATURES_VERSION}: run train",
+    )
 
 
 def lookback_s(params: Params) -> int:

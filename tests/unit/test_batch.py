@@ -242,3 +242,17 @@ def test_not_exposed_is_the_latest_passes_count_not_a_running_total() -> None:
     assert m.registry.get_sample_value(
         "anomaly_score", {"job": "a", "for": "up", "model": "iforest"}
     )
+
+
+def test_a_model_of_another_features_version_is_a_stale_skip_not_a_failed_score() -> None:
+    """A model stored before an upgrade changed the features (version 1: no shingle) would
+    get more columns than its forest was fitted on; scoring skips it as ``stale_model``."""
+    t, v = _series(1440)
+    m = core.train("x", t, v, PARAMS)
+    assert isinstance(m, core.Model)
+    assert core.stale(m.metadata()["features"]) is None
+    old = {"version": 1, "names": m.feature_names()[: -iforest.SHINGLE]}
+    skip = core.stale(old)
+    assert skip is not None and skip.reason == "stale_model" and "run train" in skip.detail
+    assert "stale_model" in core.SKIP_REASONS
+    assert core.stale({}) is not None  # no version said: not ours to trust
