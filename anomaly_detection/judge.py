@@ -9,6 +9,7 @@ is folded in afterwards (robustly: see :mod:`anomaly_detection.rules`). A static
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from anomaly_detection.rules import (
     Baseline,
     Season,
+    TailRule,
     deviation_of,
     ew_alpha,
     season_bin_ms,
@@ -70,6 +72,9 @@ class Rule:
     # Candidate cycles (seconds) each series' normal may follow (ANOMALY_SEASON_PERIODS_S):
     # a season is used once it predicts the series better than the plain normal.
     season_periods_s: tuple[int, ...] = ()
+    # ANOMALY_RECURRING_PER_DAY: a deviation the series exceeds on more windows a day than
+    # this (over about a week) is its normal at that size; the band widens to it. 0: off.
+    recurring_per_day: float = 0.0
     detector: Detector = field(
         default_factory=lambda: Detector(name="sigma", version=DETECTOR_VERSION)
     )
@@ -88,6 +93,7 @@ class Rule:
             static=static,
             overrides=tuple(StaticNormal.of(o) for o in s.anomaly_normal_overrides),
             season_periods_s=s.anomaly_season_periods_s,
+            recurring_per_day=s.anomaly_recurring_per_day,
             detector=Detector(name=s.anomaly_detector_name, version=DETECTOR_VERSION),
         )
 
@@ -114,6 +120,17 @@ class Rule:
             out.append(have)
         return out
 
+    @functools.cached_property
+    def _tail(self) -> TailRule | None:
+        return TailRule.of(self.window_ms, self.recurring_per_day) if self.robust else None
+
+    def _band(self, std: float, tail: float) -> float:
+        """The learned band's std: the spread, widened so that the ERROR band reaches the
+        recurring tail (deviations this large recur: they are this series' normal)."""
+        if self._tail is None:
+            return std
+        return max(std, tail / self.error)
+
     def judge(
         self,
         baseline: Baseline,
@@ -132,18 +149,22 @@ class Rule:
             static = self.static
         cands = self.seasons_of(seasons) if seasons is not None else []
         learning = baseline.n < self.min_history
+        tail = self._tail
         if static is not None:
-            normal = Normal(mean=static[0], std=static[1], source="static")
+            normal = Normal(mean=static[0], std=static[1], source="static", period_s=0)
         elif not learning:
-            normal = Normal(mean=baseline.mean, std=baseline.std, source="learned")
+            std = self._band(baseline.std, baseline.tail)
+            normal = Normal(mean=baseline.mean, std=std, source="learned", period_s=0)
             best = min(
                 (s for s in cands if s.better(self.window_ms)), key=lambda s: s.err, default=None
             )
             pred = None if best is None else best.predict(p.start_ms)
             if best is not None and pred is not None:
-                normal = Normal(mean=pred, std=best.std_at(p.start_ms), source="learned")
+                std = self._band(best.std_at(p.start_ms), best.tail)
+                period_s = best.period_ms // 1000
+                normal = Normal(mean=pred, std=std, source="learned", period_s=period_s)
         else:
-            normal = Normal(mean=0.0, std=0.0, source="none")
+            normal = Normal(mean=0.0, std=0.0, source="none", period_s=0)
         status: Status
         if normal.source == "none":
             status, dev = "LEARNING", 0.0
@@ -153,8 +174,10 @@ class Rule:
         clip = self.error if self.robust and not learning else None
         plain_mean = baseline.mean if baseline.n else None
         for season in cands:
-            season.learn(p.start_ms, p.mean, p.var, plain_mean, self.window_ms, self.alpha, clip)
-        baseline.learn(p.mean, p.var, self.alpha, clip)
+            season.learn(
+                p.start_ms, p.mean, p.var, plain_mean, self.window_ms, self.alpha, clip, tail
+            )
+        baseline.learn(p.mean, p.var, self.alpha, clip, tail)
         return status, dev, normal
 
     def record(

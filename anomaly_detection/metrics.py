@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
@@ -60,12 +60,16 @@ def model_score_labels(metric: str, labels: Mapping[str, str], model: str) -> di
     return own
 
 
+# One scored series of a scheduled model's pass: key, metric name, the series' labels, score.
+ScoredSeries = tuple[str, str, Mapping[str, str], float]
+
+
 class ModelScores(Collector):
     """``anomaly_score{model=..., for=<metric>, ...the series' own labels}`` of a scheduled
     model (the batch isolation forest, the autoencoder): the latest scored point's score per
-    series, at most ``max_series`` series (the rest counted in :attr:`refused`). Register it
-    on the process' registry; the streaming detector's gauge has the same name without a
-    ``model`` label."""
+    series, at most ``max_series`` series (a pass's others counted in :attr:`refused`).
+    Register it on the process' registry; the streaming detector's gauge has the same name
+    without a ``model`` label."""
 
     def __init__(self, model: str, help_text: str, max_series: int) -> None:
         self.model = model
@@ -73,16 +77,21 @@ class ModelScores(Collector):
         self.max_series = max_series
         self.lock = threading.Lock()
         self.latest: dict[str, tuple[dict[str, str], float]] = {}
-        self.refused: set[str] = set()
+        # Series of the latest pass left out (the bound reached): a count per pass, so that
+        # series gone since are not counted for the process' life.
+        self.refused = 0
 
-    def observe(self, key: str, metric: str, labels: Mapping[str, str], score: float) -> bool:
-        """Set ``key``'s gauge; False when it is not exposed (the bound is reached)."""
+    def observe_pass(self, scored: Iterable[ScoredSeries]) -> int:
+        """Set the gauge of each series of a pass; how many were not exposed (the bound)."""
+        refused = 0
         with self.lock:
-            if key not in self.latest and len(self.latest) >= self.max_series:
-                self.refused.add(key)
-                return False
-            self.latest[key] = (model_score_labels(metric, labels, self.model), float(score))
-            return True
+            for key, metric, labels, score in scored:
+                if key not in self.latest and len(self.latest) >= self.max_series:
+                    refused += 1
+                    continue
+                self.latest[key] = (model_score_labels(metric, labels, self.model), float(score))
+            self.refused = refused
+        return refused
 
     def collect(self) -> Iterator[Metric]:
         g = GaugeMetricFamily("anomaly_score", self.help_text)
@@ -91,6 +100,33 @@ class ModelScores(Collector):
         for labels, value in rows:
             g.add_sample("anomaly_score", labels, value)
         yield g
+
+
+class ScheduledModelMetrics:
+    """What the scheduled models' /metrics share (the batch isolation forest, the
+    autoencoder's schedule): their :class:`ModelScores` and the gauge ``not_exposed_name``,
+    the series of the latest scoring pass not on ``anomaly_score`` (``bound_setting``
+    reached). Each adds its own run counters."""
+
+    def __init__(
+        self,
+        scores: ModelScores,
+        not_exposed_name: str,
+        bound_setting: str,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.max_series = scores.max_series
+        self.scores = scores
+        self.registry.register(scores)
+        self.not_exposed = Gauge(
+            not_exposed_name,
+            f"scored series of the latest pass not on anomaly_score ({bound_setting} reached)",
+            registry=self.registry,
+        )
+
+    def observe_scores(self, scored: Iterable[ScoredSeries]) -> None:
+        self.not_exposed.set(self.scores.observe_pass(scored))
 
 
 class DetectorMetrics:

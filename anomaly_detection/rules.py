@@ -30,6 +30,14 @@ The series' own cycle (:class:`Season`, ``ANOMALY_SEASON_PERIODS_S``): per candi
 a normal per phase, used instead of the plain one only once it predicts the series better
 (see the class). On NAB it removes most false alarms on the edges of daily patterns, which
 a 6 h half-life follows only partly (BENCHMARKS.md).
+
+Recurring deviations (:class:`TailRule`, ``ANOMALY_RECURRING_PER_DAY``): the winsorizing
+above keeps a spike from becoming normal, which is wrong for a series that spikes a dozen
+times a day. Each normal (the plain one and each season) also learns the recurring tail of
+its *raw* deviations — the size exceeded on ``per_day`` windows a day, forgotten in about a
+week — and its band widens until the ERROR band reaches it: a deviation the series shows
+that often is its normal at that size; a larger one is still an ERROR. A Gaussian series'
+tail stays inside its ERROR band: nothing changes for it.
 """
 
 from __future__ import annotations
@@ -73,6 +81,43 @@ def ew_alpha(window_ms: int, halflife_s: float) -> float:
     return float(1.0 - 0.5 ** (window_ms / 1000.0 / halflife_s))
 
 
+DAY_MS = 86_400_000
+TAIL_MEMORY_DAYS = 7.0  # the recurring tail forgets in about a week (the longest calendar cycle)
+
+
+@dataclass(frozen=True)
+class TailRule:
+    """How the recurring tail is learned: ``rate``, the share of windows allowed beyond it
+    (``per_day`` windows a day), and ``step``, the Robbins-Monro step that makes it halve in
+    :data:`TAIL_MEMORY_DAYS` without an exceedance (``exp(-step·rate·N) = 1/2`` over the
+    ``N`` windows of that many days, and ``rate·N = TAIL_MEMORY_DAYS·per_day``)."""
+
+    rate: float
+    step: float
+
+    @classmethod
+    def of(cls, window_ms: int, per_day: float) -> TailRule | None:
+        if per_day <= 0:
+            return None
+        rate = min(0.5, per_day * window_ms / DAY_MS)
+        return cls(rate, math.log(2.0) / (TAIL_MEMORY_DAYS * per_day))
+
+    def learn(self, tail: float, d: float, start: float) -> float:
+        """One step of the tail: the ``1 - rate`` quantile of the absolute deviations ``d``
+        (raw, not winsorized). A deviation beyond it raises it by ``exp(step·(1 - rate))``,
+        any other lowers it by ``exp(-step·rate)``: it settles where ``rate`` of the windows
+        exceed it. A tail of 0 (not started) starts at ``start``, the caller's ERROR band, so
+        it widens nothing until deviations beyond that band recur; while that band is 0 (a
+        constant series so far) it does not start."""
+        if tail <= 0:
+            if start <= 0:
+                return 0.0
+            tail = start
+        if d > tail:
+            return tail * math.exp(self.step * (1.0 - self.rate))
+        return tail * math.exp(-self.step * self.rate)
+
+
 @dataclass
 class Baseline:
     """A series' learned normal: windows learned, EW mean and EW variance of its samples."""
@@ -80,21 +125,33 @@ class Baseline:
     n: int = 0
     mean: float = 0.0
     var: float = 0.0
+    tail: float = 0.0  # the recurring tail (TailRule): 0 until learned or when off
 
     @property
     def std(self) -> float:
         return math.sqrt(max(self.var, 0.0))
 
-    def learn(self, w_mean: float, w_var: float, alpha: float, clip: float | None = None) -> None:
+    def learn(
+        self,
+        w_mean: float,
+        w_var: float,
+        alpha: float,
+        clip: float | None = None,
+        tail: TailRule | None = None,
+    ) -> None:
         """Fold one closed window (its sample mean and population variance) in.
 
         ``clip``: winsorize at ``mean ± clip·std`` (the robust update; None: plain EW). The
         caller passes None while the series is still LEARNING: an early, too narrow band
-        must not freeze what is being learned.
+        must not freeze what is being learned. ``tail``: also learn the recurring tail of the
+        raw deviations from the mean, from the first judged window on (``clip`` set), starting
+        at the ERROR band (None: not learned).
         """
         if self.n == 0:
             self.n, self.mean, self.var = 1, w_mean, max(w_var, 0.0)
             return
+        if tail is not None and clip is not None:
+            self.tail = tail.learn(self.tail, abs(w_mean - self.mean), clip * self.std)
         a = max(alpha, 1.0 / (self.n + 1))
         x, v = w_mean, max(w_var, 0.0)
         if clip is not None and self.var > 0:
@@ -108,11 +165,13 @@ class Baseline:
         self.n += 1
 
     def to_list(self) -> list[float]:
-        return [self.n, self.mean, self.var]
+        return [self.n, self.mean, self.var, self.tail]
 
     @classmethod
     def from_list(cls, raw: list[float]) -> Baseline:
-        return cls(int(raw[0]), float(raw[1]), float(raw[2]))
+        """Also reads a checkpoint from before the tail (three numbers: tail 0)."""
+        tail = float(raw[3]) if len(raw) > 3 else 0.0
+        return cls(int(raw[0]), float(raw[1]), float(raw[2]), tail)
 
 
 # ---------------------------------------------------------------- the series' own cycle
@@ -174,6 +233,7 @@ class Season:
     scored: int = 0
     err: float = 0.0
     err_plain: float = 0.0
+    tail: float = 0.0  # the recurring tail of |x - prediction| (TailRule)
 
     @classmethod
     def new(cls, period_ms: int, window_ms: int) -> Season:
@@ -212,9 +272,12 @@ class Season:
         window_ms: int,
         alpha: float,
         clip: float | None = None,
+        tail: TailRule | None = None,
     ) -> None:
         """Fold one closed window in; ``plain_mean``: the plain normal's mean before it
-        (None: it had none), for the comparison."""
+        (None: it had none), for the comparison; ``tail``: learn the recurring tail of the
+        raw prediction errors once judged (``clip`` set), starting at the season's ERROR band
+        (None: not learned)."""
         b = self.phase(start_ms)
         gamma, a_err = _season_weights(self.period_ms, self.bin_ms, window_ms)
         if self.level is None or self.first_ms is None:
@@ -231,6 +294,8 @@ class Season:
             self.spreads[b] += (dev2 + v - self.spreads[b]) / k
             return
         pred = self.level + off
+        if tail is not None and clip is not None:
+            self.tail = tail.learn(self.tail, abs(w_mean - pred), clip * self.std_at(start_ms))
         if plain_mean is not None:
             a = max(a_err, 1.0 / (self.scored + 1))
             self.err += a * ((w_mean - pred) ** 2 - self.err)
@@ -263,6 +328,7 @@ class Season:
             "var": self.var,
             "scored": self.scored,
             "err": [self.err, self.err_plain],
+            "tail": self.tail,
         }
 
     @classmethod
@@ -280,4 +346,5 @@ class Season:
             scored=int(d["scored"]),
             err=float(d["err"][0]),
             err_plain=float(d["err"][1]),
+            tail=float(d.get("tail", 0.0)),
         )

@@ -70,6 +70,11 @@ class DetectorSettings(CommonSettings):
     anomaly_season_periods_s: Annotated[tuple[int, ...], NoDecode] = Field(
         default=(86_400, 604_800), max_length=MAX_SEASONS
     )
+    # The recurring tail: a deviation a series exceeds on more than this many windows a day
+    # (learned over about a week, raw, not winsorized) is its normal at that size, and the
+    # learned band widens until its ERROR band reaches it (anomaly_detection.rules.TailRule).
+    # 0 turns it off.
+    anomaly_recurring_per_day: float = Field(default=2.0, ge=0, le=1_000, allow_inf_nan=False)
     # The reference's constants: set both and every series is judged against them (source
     # "static") instead of its learned normal.
     normal_mean: float | None = Field(default=None, allow_inf_nan=False)

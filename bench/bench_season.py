@@ -4,8 +4,8 @@
 
 - ``judge_us_per_window``: CPU microseconds of :meth:`anomaly_detection.judge.Rule.judge`
   per closed window (1-minute windows of one series, 20,000 of them), the plain learned
-  normal (baseline: no cycle) against the default cycles (a day and a week), median of
-  ``repeats`` in the same run;
+  normal (baseline: no cycle) against the cycles (a day and a week) and the default (the
+  cycles and the recurring tail), median of ``repeats`` in the same run;
 - ``checkpoint_bytes_per_series`` and ``checkpoint_ms_per_100_series``: the size of a
   series' state in a checkpoint after those windows and the time to serialise 100 of them;
 - ``nab``: ``bench.nab_replay.measure`` (accuracy per category, every variant).
@@ -30,6 +30,7 @@ from bench import nab_replay
 WINDOW_MS = 60_000
 WINDOWS = 20_000
 SEASONS = DetectorSettings.model_fields["anomaly_season_periods_s"].default
+RECURRING = DetectorSettings.model_fields["anomaly_recurring_per_day"].default
 
 
 def _windows() -> list[Partial]:
@@ -41,8 +42,15 @@ def _windows() -> list[Partial]:
     return out
 
 
-def _one(periods: tuple[int, ...], ps: list[Partial], repeats: int) -> dict[str, Any]:
-    rule = Rule(window_ms=WINDOW_MS, alpha=ew_alpha(WINDOW_MS, 6 * 3600), season_periods_s=periods)
+def _one(
+    periods: tuple[int, ...], ps: list[Partial], repeats: int, recurring: float = 0.0
+) -> dict[str, Any]:
+    rule = Rule(
+        window_ms=WINDOW_MS,
+        alpha=ew_alpha(WINDOW_MS, 6 * 3600),
+        season_periods_s=periods,
+        recurring_per_day=recurring,
+    )
     runs = []
     b, seasons = Baseline(), dict[int, Season]()
     for _ in range(repeats):
@@ -71,8 +79,13 @@ def measure(repeats: int, nab: bool = True) -> dict[str, Any]:
     out: dict[str, Any] = {
         "plain": _one((), ps, repeats),
         "with_cycles": _one(SEASONS, ps, repeats),
+        "with_cycles_and_tail": _one(SEASONS, ps, repeats, RECURRING),
         "periods_s": list(SEASONS),
     }
+    out["tail_cost_ratio"] = (
+        out["with_cycles_and_tail"]["judge_us_per_window"]
+        / out["with_cycles"]["judge_us_per_window"]
+    )
     out["cost_ratio"] = (
         out["with_cycles"]["judge_us_per_window"] / out["plain"]["judge_us_per_window"]
     )
@@ -83,14 +96,17 @@ def measure(repeats: int, nab: bool = True) -> dict[str, Any]:
 
 
 def summary(r: dict[str, Any]) -> str:
-    p, c = r["plain"], r["with_cycles"]
+    p, c, t = r["plain"], r["with_cycles"], r["with_cycles_and_tail"]
     lines = [
         f"detector-normal: judge {p['judge_us_per_window']:.1f} µs/window plain, "
         f"{c['judge_us_per_window']:.1f} with the cycles {r['periods_s']} "
         f"(ratio {r['cost_ratio']:.2f}); checkpoint {p['checkpoint_bytes_per_series']:.0f} / "
         f"{c['checkpoint_bytes_per_series']:.0f} bytes a series, "
         f"{p['checkpoint_ms_per_100_series']:.1f} / {c['checkpoint_ms_per_100_series']:.1f} ms "
-        "to serialise 100"
+        "to serialise 100",
+        f"  with the recurring tail too (the default): {t['judge_us_per_window']:.1f} µs/window "
+        f"(ratio {r['tail_cost_ratio']:.2f} against the cycles alone), "
+        f"{t['checkpoint_bytes_per_series']:.0f} bytes a series",
     ]
     for cat, kinds in r.get("nab", {}).get("categories", {}).items():
         for kind, sc in kinds.items():

@@ -1,8 +1,9 @@
 """Accuracy on NAB (../shared/nab): each series replayed in event time through the
 detector's own window and status code (anomaly_detection.windows / judge), in process.
 
-For each file: learned normals (the detector's default, with the series' cycles; and
-without them, ``learned_no_season``, the previous default) against the reference's static
+For each file: learned normals (the detector's default, with the series' cycles and the
+recurring tail; without the tail, ``learned_no_tail``, the previous default; without
+either, ``learned_no_season``) against the reference's static
 constants set per series from the first 15 % of the file (NAB's probationary period), and
 against the other source of normals the issue offered, the ETL's stored aggregates (mean
 and std of the 12 h before each window). All are scored after that period only. Per
@@ -11,6 +12,9 @@ category:
 - detection: the share of labelled anomaly windows (combined_windows.json) that overlap at
   least one ERROR window;
 - false alarms: ERROR windows overlapping no labelled window, per day of scored data.
+
+Also per split (:func:`split_of`): ``tuning`` (files at even positions in sorted order, on
+which constants were chosen) and ``held_out`` (odd positions), each whole and per category.
 """
 
 from __future__ import annotations
@@ -33,6 +37,13 @@ PROBATION = 0.15
 DAY_MS = 86_400_000
 ETL_WINDOW_MS = 12 * 3_600_000  # the ETL's longest aggregate (ETL_WINDOW_S)
 SEASONS = DetectorSettings.model_fields["anomaly_season_periods_s"].default
+RECURRING = DetectorSettings.model_fields["anomaly_recurring_per_day"].default
+
+
+def split_of(position: int) -> str:
+    """The files in sorted order: even positions are the tuning set (constants were chosen
+    on them), odd ones held out."""
+    return "tuning" if position % 2 == 0 else "held_out"
 
 
 def _ms(text: str) -> int:
@@ -137,7 +148,7 @@ def measure(
 ) -> dict[str, Any]:
     windows = json.loads((nab / "combined_windows.json").read_text())
     per_cat: dict[str, dict[str, Score]] = {}
-    for name, spans in sorted(windows.items()):
+    for position, (name, spans) in enumerate(sorted(windows.items())):
         path = nab / "data" / name
         if not path.exists():
             continue
@@ -148,6 +159,13 @@ def measure(
         static = (statistics.fmean(xs[:cut]), statistics.pstdev(xs[:cut]))
         rules = {
             "learned": Rule(
+                window_ms=window_ms,
+                alpha=ew_alpha(window_ms, halflife_s),
+                min_history=min_history,
+                season_periods_s=SEASONS,
+                recurring_per_day=RECURRING,
+            ),
+            "learned_no_tail": Rule(
                 window_ms=window_ms,
                 alpha=ew_alpha(window_ms, halflife_s),
                 min_history=min_history,
@@ -175,6 +193,9 @@ def measure(
             s = score(res, labels, scored_from, ts[-1])
             per_cat.setdefault(cat, {}).setdefault(kind, Score()).add(s)
             per_cat.setdefault("all", {}).setdefault(kind, Score()).add(s)
+            split = split_of(position)
+            per_cat.setdefault(split, {}).setdefault(kind, Score()).add(s)
+            per_cat.setdefault(f"{split}:{cat}", {}).setdefault(kind, Score()).add(s)
     return {
         "window_ms": window_ms,
         "halflife_s": halflife_s,
@@ -195,7 +216,7 @@ def main(argv: list[str]) -> None:
     for cat, kinds in r["categories"].items():
         for kind, sc in kinds.items():
             print(
-                f"{cat:24s} {kind:17s} detected {sc['detected']}/{sc['labelled_windows']} "
+                f"{cat:34s} {kind:17s} detected {sc['detected']}/{sc['labelled_windows']} "
                 f"false alarms/day {sc['false_alarms_per_day']:.2f}"
             )
 

@@ -180,6 +180,8 @@ def anomaly(a: StoredAnomaly) -> pb.Anomaly:
     )
     if a.score is not None:
         msg.score = a.score
+    if a.normal_period_s is not None:
+        msg.normal_period_seconds = a.normal_period_s
     msg.window_start.FromMilliseconds(round(a.window_start * 1000))
     msg.window_end.FromMilliseconds(round(a.window_end * 1000))
     return msg

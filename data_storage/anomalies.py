@@ -44,6 +44,7 @@ ANOMALIES = Table(
         "deviation",
         "status",
         "stored_at",
+        "normal_period_s",
     ),
     key=("key_hash", "detector", "window_start_ms"),
     version=None,  # the last judgement of a window wins
@@ -116,6 +117,7 @@ def anomaly_row(rec: AnomalyRecord, now: int) -> Row:
         rec.deviation,
         rec.status,
         now,
+        n.period_s,
     )
 
 

@@ -122,10 +122,20 @@ class Batch:
         return out
 
     def drop(self, partitions: Iterable[TopicPartition]) -> int:
+        """Take out the records of ``partitions``; a batch left empty is a new one again.
+
+        Its deadline (``started``) goes with its last record: an empty batch whose clock
+        kept running would look due forever, and :meth:`StorageConsumer.fill_batch` would
+        return before every poll, so the consumer would never poll again (nor rejoin its
+        group, which only a poll drives) while :meth:`StorageConsumer.consume` skips the
+        empty batch.
+        """
         gone = set(partitions)
         before = len(self.items)
         self.items = [i for i in self.items if i.tp not in gone]
         self.rows = sum(self.row_count(i.msg) for i in self.items if i.msg is not None)
+        if not self.items:
+            self.started = None
         return before - len(self.items)
 
     def clear(self) -> None:

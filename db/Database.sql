@@ -454,6 +454,31 @@ CREATE TABLE IF NOT EXISTS outlier_models (
     PRIMARY KEY (key_hash)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
+-- ---- 0008_anomaly_normal_period.sql
+
+-- 0008_anomaly_normal_period: which learned normal judged a streaming window (issue 13).
+--
+--   anomalies.normal_period_s   0: the plain learned normal (no cycle), or a static one, or
+--                               none (LEARNING); else the period in seconds of the series'
+--                               cycle the learned normal followed (86400 a day, 604800 a
+--                               week). NULL: a record of schema version 1 (not said) or a
+--                               batch model's point.
+--
+-- A nullable column added at the end of the table: an instant ALTER on MariaDB >= 10.3 and
+-- MySQL >= 8.0.12. Re-runnable on both, as 0003/0004: the ALTER runs only when
+-- information_schema does not list the column yet.
+SET @sla_add_column := (
+    SELECT IF(COUNT(*) = 0,
+        'ALTER TABLE anomalies ADD COLUMN normal_period_s INT NULL',
+        'DO 0')
+    FROM information_schema.COLUMNS
+    WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'anomalies'
+        AND COLUMN_NAME = 'normal_period_s'
+);
+PREPARE sla_add_column FROM @sla_add_column;
+EXECUTE sla_add_column;
+DEALLOCATE PREPARE sla_add_column;
+
 -- ---- record the migrations above as applied
 INSERT IGNORE INTO schema_migrations (version, name, checksum, applied_at) VALUES (1, 'initial', '964cce1536fc70b2203a978b7757291fb96f0fd6fdf63c8e0db14ec4699304b4', UNIX_TIMESTAMP());
 INSERT IGNORE INTO schema_migrations (version, name, checksum, applied_at) VALUES (2, 'slos', '0a6e2f66f04bf3a2db2dc21e5a4b72ec50ed01ab5226d5e38b5e40a479a837cd', UNIX_TIMESTAMP());
@@ -462,3 +487,4 @@ INSERT IGNORE INTO schema_migrations (version, name, checksum, applied_at) VALUE
 INSERT IGNORE INTO schema_migrations (version, name, checksum, applied_at) VALUES (5, 'anomalies', 'dd64631d1744391dee4a1bee3b6b32be8cdabe063b9d2570a50490445e95c4c0', UNIX_TIMESTAMP());
 INSERT IGNORE INTO schema_migrations (version, name, checksum, applied_at) VALUES (6, 'batch_models', '595b2a7d7a1bca58c2761a116baf0976868c623a314d35dd97ac0ceeb0bae19e', UNIX_TIMESTAMP());
 INSERT IGNORE INTO schema_migrations (version, name, checksum, applied_at) VALUES (7, 'outlier_models', '7f7c8833f9ebcbfd008786d7484979d4a266090f84a5c9d6ba04567673f9d221', UNIX_TIMESTAMP());
+INSERT IGNORE INTO schema_migrations (version, name, checksum, applied_at) VALUES (8, 'anomaly_normal_period', '14982f92692032fa94f1e518b361f9c3bc420bd06186ccc57be6742d0a6f07da', UNIX_TIMESTAMP());

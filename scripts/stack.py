@@ -5,7 +5,7 @@
 Everything listens on 127.0.0.1 only. State lives in ``$STACK_DIR`` (default ``<repo>/.stack``):
 
     pids/<name>.pid, pids/<name>.json   pid, and the argv + start time that prove it is ours
-    logs/<name>.log                     each process' stdout and stderr
+    logs/<name>.log                     each process' stdout and stderr (MODULE:SUB: MODULE-SUB.log)
     data/prometheus, data/mariadb       TSDB (with the backfilled demo history), private MariaDB
     prometheus.yml                      generated scrape config
     stack.env, stack.json               where everything is, for services, tests and people
@@ -282,7 +282,10 @@ class Config:
         return Path("/tmp") / f"sla-stack-{digest}.sock"  # noqa: S108
 
     def log(self, name: str) -> Path:
-        return self.log_dir / f"{name}.log"
+        """``logs/<name>.log``, a ``MODULE:SUBCOMMAND``'s ':' as '-' (a colon in a file name
+        trips scp, tar, make and other systems' file names; a module name holds no '-', so no
+        two processes share a log)."""
+        return self.log_dir / f"{name.replace(':', '-')}.log"
 
 
 def load_config() -> Config:

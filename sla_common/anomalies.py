@@ -18,6 +18,13 @@ Status (the reference's rule, multipliers ``m1`` = 1 and ``m2`` = 2 by default):
 ``deviation`` is ``(mean - normal.mean) / normal.std``: signed, in normal standard
 deviations (vmanomaly's ``anomaly_score`` is its absolute value). Times are Unix seconds;
 floats are allowed so sub-second windows (the reference's 500 ms) are exact.
+
+Versioning (as :mod:`sla_common.messages`): ``schema_version`` is a literal; a change old
+consumers cannot read bumps it, consumers reject versions they do not know. Version 2 added
+``normal.period_s`` (which learned normal judged the window: 0 the plain one, else the
+period in seconds of the series' cycle it followed): version 1 records still validate
+(``period_s`` absent: unknown), a version 1 consumer refuses version 2 (``extra="forbid"``).
+Upgrade consumers (data_storage) before producers (the detector).
 """
 
 from __future__ import annotations
@@ -26,7 +33,8 @@ from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-ANOMALY_SCHEMA_VERSION = 1
+ANOMALY_SCHEMA_VERSION = 2
+ANOMALY_SCHEMA_VERSIONS_READ = (1, 2)
 
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 EpochS = Annotated[float, Field(ge=0, le=32_503_680_000, allow_inf_nan=False)]  # catches ms
@@ -69,10 +77,18 @@ class Normal(_Model):
         description="learned (the series' own history), static (NORMAL_MEAN/NORMAL_STDDEV), "
         "or none (still LEARNING: no normal yet; mean/std are then 0)"
     )
+    period_s: int | None = Field(
+        default=None,
+        ge=0,
+        le=100 * 86_400,
+        description="which learned normal judged the window: 0 the plain one (no cycle; also "
+        "static and none), else the period in seconds of the series' cycle it followed (86400 "
+        "a day, 604800 a week); absent (None) in version 1 records",
+    )
 
 
 class AnomalyRecord(_Model):
-    schema_version: Literal[1] = 1
+    schema_version: Literal[1, 2] = 2
     detector: Detector
     series: AnomalySeries
     window: AnomalyWindow
@@ -87,6 +103,8 @@ class AnomalyRecord(_Model):
     def _consistent(self) -> Self:
         if self.status != "LEARNING" and self.normal.source == "none":
             raise ValueError("a SAFE/WARN/ERROR record needs a normal (source learned/static)")
+        if self.schema_version < 2 and self.normal.period_s is not None:
+            raise ValueError("normal.period_s needs schema_version 2")
         return self
 
     def idempotency_key(self) -> tuple[str, str, float]:

@@ -30,7 +30,7 @@ CHUNK = 500  # series keys per IN (...) list
 _COLUMNS = (
     "id, series_key, metric, labels, detector, detector_version, window_start_ms, "
     "window_end_ms, sample_count, mean, std, normal_mean, normal_std, normal_source, "
-    "deviation, status, stored_at, score"
+    "deviation, status, stored_at, score, normal_period_s"
 )
 _POSITION = re.compile(r"^(-?\d{1,16}):(\d{1,20})$")
 
@@ -85,6 +85,7 @@ class StoredAnomaly:
     status: str
     stored_at: int
     score: float | None = None  # a batch model's score in [0, 1]; None for a window
+    normal_period_s: int | None = None  # which streaming normal judged; None: not said
 
     @property
     def position(self) -> Position:
@@ -116,6 +117,7 @@ def _anomaly(r: Sequence[Any]) -> StoredAnomaly:
         status=str(r[15]),
         stored_at=int(r[16]),
         score=None if r[17] is None else float(r[17]),
+        normal_period_s=None if r[18] is None else int(r[18]),
     )
 
 

@@ -4,7 +4,8 @@ A series is trained on its points of the training window and scored with the new
 model of it; both reuse :mod:`anomaly_detection.models.iforest` (the NAB model): the same
 causal features (value, difference, rolling mean and std over several windows, the
 deviation from them raw and in stds, time of day / day of week when the training history
-covers two days / two weeks) and the same calibrated forest score.
+covers two days / two weeks, a shingle of the last differences over their robust scale)
+and the same calibrated forest score.
 
 Why one forest per series, not per group of similar series: the series differ in level
 and scale by orders of magnitude (bytes free, file descriptors), so a shared forest would
@@ -28,6 +29,7 @@ import hashlib
 import math
 import pickle
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -38,7 +40,7 @@ from anomaly_detection.models import iforest
 
 MODEL_NAME = "iforest"
 THRESHOLD = 0.5
-FEATURES_VERSION = 1
+FEATURES_VERSION = 2  # 2: the shingle of differences (NAB follow-up 2, issue 16)
 DAY_S = 86_400.0
 
 SkipReason = Literal[
@@ -46,6 +48,7 @@ SkipReason = Literal[
     "too_short",  # fewer finite points than BATCH_MIN_POINTS
     "constant",  # every finite point has the same value: nothing to isolate
     "no_model",  # score: the series has no trained model yet
+    "stale_model",  # score: its model was trained on another features version: train again
     "fetch_failed",  # Prometheus did not answer after the retries (the run then fails)
     "not_a_selector",  # an expression, where a series selector is needed
 ]
@@ -54,6 +57,7 @@ SKIP_REASONS: tuple[SkipReason, ...] = (
     "too_short",
     "constant",
     "no_model",
+    "stale_model",
     "fetch_failed",
     "not_a_selector",
 )
@@ -105,6 +109,7 @@ class Model:
             names += ["dow_sin", "dow_cos"]
         if self.with_time:
             names += ["tod_sin", "tod_cos"]
+        names += [f"shingle_d{j}" for j in range(iforest.SHINGLE)]
         return names
 
     def metadata(self) -> dict[str, Any]:
@@ -235,6 +240,20 @@ def score(
     raw = np.clip(np.nan_to_num(model.fitted.score(x)), 0.0, 1.0)
     s = iforest.suppress_repeats(raw, model.params.suppress_rows)
     return Scored(times[keep], values[keep], s[keep])
+
+
+def stale(features: Mapping[str, Any]) -> Skip | None:
+    """A ``stale_model`` skip when a stored model's features (its metadata's ``features``)
+    are not the ones this code computes: its forest would get other columns (an upgrade
+    changed the features; the next training replaces the model)."""
+    version = features.get("version")
+    if version == FEATURES_VERSION:
+        return None
+    return Skip(
+        "stale_model",
+        f"model trained on features version {version}, scoring computes version "
+        f"{FEATURES_VERSION}: run train",
+    )
 
 
 def lookback_s(params: Params) -> int:

@@ -157,6 +157,9 @@ def _score_one(
     stored = store.latest_model(conn, ref.key)
     if stored is None:
         return _summary(ref, "no_model", "no trained model of this series: run train first")
+    old = core.stale(stored.features)
+    if old is not None:
+        return _summary(ref, old.reason, old.detail)
     m = stored.model
     step = m.params.step_s
     lookback = core.lookback_s(m.params)

@@ -3,7 +3,8 @@
 ``anomaly_score{model="iforest", for="<metric>", ...the series' own labels}`` is the
 latest scored point's score in [0, 1] (above 0.5: an anomaly), the streaming detector's
 gauge name with a ``model`` label so both can be told apart; at most
-``BATCH_MAX_EXPOSED_SERIES`` series are exposed (the rest counted).
+``BATCH_MAX_EXPOSED_SERIES`` series are exposed (the rest of the latest score run counted in
+``anomaly_batch_series_not_exposed``).
 """
 
 from __future__ import annotations
@@ -15,18 +16,18 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from anomaly_detection.batch.core import MODEL_NAME
-from anomaly_detection.metrics import ModelScores
+from anomaly_detection.metrics import ModelScores, ScheduledModelMetrics
 
 
-class BatchMetrics:
+class BatchMetrics(ScheduledModelMetrics):
     def __init__(self, max_series: int, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry()
-        r = self.registry
-        self.max_series = max_series
-        self.scores = ModelScores(
+        scores = ModelScores(
             MODEL_NAME, "latest scored point's anomaly score in [0, 1] (batch models)", max_series
         )
-        r.register(self.scores)
+        super().__init__(
+            scores, "anomaly_batch_series_not_exposed", "BATCH_MAX_EXPOSED_SERIES", registry
+        )
+        r = self.registry
         self.runs = Counter(
             "anomaly_batch_runs", "train/score runs, by kind and status", ["kind", "status"],
             registry=r,
@@ -44,11 +45,6 @@ class BatchMetrics:
             "anomaly_batch_series", "series of the latest run, by outcome", ["kind", "outcome"],
             registry=r,
         )  # fmt: skip
-        self.not_exposed = Gauge(
-            "anomaly_batch_series_not_exposed",
-            "scored series not on anomaly_score (BATCH_MAX_EXPOSED_SERIES reached)",
-            registry=r,
-        )
 
     def observe_run(
         self, kind: str, status: str, seconds: float, end: float, summaries: list[dict[str, Any]]
@@ -66,9 +62,8 @@ class BatchMetrics:
             self._scores(summaries)
 
     def _scores(self, summaries: list[dict[str, Any]]) -> None:
-        for r in summaries:
-            if r["outcome"] != "scored" or math.isnan(r["last_score"]):
-                continue
-            labels = json.loads(r["labels"])
-            self.scores.observe(r["series_key"], r["metric"], labels, r["last_score"])
-        self.not_exposed.set(len(self.scores.refused))
+        self.observe_scores(
+            (r["series_key"], r["metric"], json.loads(r["labels"]), r["last_score"])
+            for r in summaries
+            if r["outcome"] == "scored" and not math.isnan(r["last_score"])
+        )

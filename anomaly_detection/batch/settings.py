@@ -17,7 +17,8 @@ from sla_common.promql import SEED_SELECTORS, split_selectors
 
 
 class BatchSettings(MysqlSettings):
-    http_port: int = Field(default=8006, ge=0, le=65535)
+    # 8007: the outliers executor has 8006 (scripts/stack.py gives each the same).
+    http_port: int = Field(default=8007, ge=0, le=65535)
 
     # Any Spark master URL: local[*] (this machine's cores), local[N], spark://host:7077...
     spark_master: str = Field(default="local[*]", min_length=1, max_length=255)

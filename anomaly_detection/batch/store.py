@@ -4,7 +4,8 @@ Scores: one row per point of a series, keyed like every anomaly row by (series k
 detector, window start in ms), so a re-run upserts the same rows (the last write wins):
 ``window_start_ms`` = the point's time, ``window_end_ms`` = + the step, ``sample_count``
 1, ``mean`` the value, ``normal_mean``/``normal_std`` the training points', ``deviation``
-the value's in training stds, ``status`` ERROR when flagged else SAFE, ``score`` the score.
+the value's in training stds, ``status`` ERROR when flagged else SAFE, ``score`` the score,
+``normal_period_s`` NULL (migration 0008: which streaming normal judged, not a batch thing).
 That is what ``GET /anomalies`` and ``ListAnomalies`` read (filter ``detector=iforest``).
 
 Runs: a row is inserted ``running`` at the start and set ``complete`` (or ``failed``) only
@@ -91,6 +92,7 @@ def score_rows(
                 (float(v) - model.normal_mean) / std,
                 "ERROR" if f else "SAFE",
                 now,
+                None,  # normal_period_s: a streaming window's, not a batch point's
                 float(s),
             )
         )

@@ -4,7 +4,10 @@ Features of row ``i`` use rows ``<= i`` only (:func:`features`): the value, its 
 difference, and for each window ``w`` of :data:`WINDOWS` rows the mean and standard deviation
 of the ``w`` rows *before* ``i``, the deviation from that mean (raw and in those stds);
 time of day (sin, cos) when the training history covers at least two days, day of week when
-it covers two weeks.
+it covers two weeks; and a shingle (as Random Cut Forest's): the last :data:`SHINGLE` first
+differences, each over a robust scale of the differences in the longest window before
+(``max(median |d|, std(d) / 2)``), so that a shape of a few rows — a spike, a step, a
+change of slope — is one point the forest can isolate, whatever the series' scale.
 
 Training: an :class:`~sklearn.ensemble.IsolationForest` fitted on the probationary rows, then
 re-fitted every :data:`RETRAIN_EVERY` rows on the (at most :data:`MAX_TRAIN`) rows before;
@@ -46,6 +49,7 @@ TRAIN_QUANTILE = 0.995
 DAY_S = 86_400.0
 SUPPRESS_ROWS = 200
 EXT_SCALE = 2.0
+SHINGLE = 8
 
 
 def deviation_columns(n_windows: int) -> list[int]:
@@ -67,7 +71,8 @@ def features(
 
     Columns: value, difference, then per window (in rows) mean, std, deviation, deviation
     in stds (:func:`deviation_columns`), then day of week and time of day (sin, cos) when
-    asked for."""
+    asked for, then the shingle: differences ``d[i - j]`` (``j < SHINGLE``) over the robust
+    scale of the ``max(windows)`` differences before row ``i``."""
     v = pd.Series(values, dtype="float64").ffill().fillna(0.0)
     cols: list[pd.Series] = [v, v.diff().fillna(0.0)]
     past = v.shift(1)
@@ -86,6 +91,13 @@ def features(
     if with_time:
         tod = np.where(bad, 0.0, 2 * np.pi * (t % DAY_S) / DAY_S)
         cols += [pd.Series(np.sin(tod)), pd.Series(np.cos(tod))]
+    d = cols[1]
+    before = d.shift(1)
+    w = max(windows)
+    mad = before.abs().rolling(w, min_periods=2).median().fillna(0.0).to_numpy()
+    sdd = before.rolling(w, min_periods=2).std(ddof=0).fillna(0.0).to_numpy()
+    scale = np.maximum(mad, 0.5 * sdd) + 1e-9 * (1.0 + v.abs().to_numpy())
+    cols += [pd.Series(d.shift(j).fillna(0.0).to_numpy() / scale) for j in range(SHINGLE)]
     x = np.column_stack([c.to_numpy(dtype=np.float64) for c in cols])
     x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
     clipped: npt.NDArray[np.float64] = np.clip(x, -1e12, 1e12)

@@ -28,10 +28,10 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, Counter, start_http_server
 from pydantic import BaseModel, ConfigDict, Field
 
-from anomaly_detection.metrics import ModelScores
+from anomaly_detection.metrics import ModelScores, ScheduledModelMetrics
 from anomaly_detection.outliers.model import ModelParams, train
 from anomaly_detection.outliers.settings import OutlierSettings
 from anomaly_detection.outliers.store import ModelCache, ModelStore
@@ -223,10 +223,10 @@ def score_once(
     producer: Any,
     start: float,
     end: float,
-    scores: ModelScores | None = None,
+    metrics: ScheduledModelMetrics | None = None,
 ) -> int:
     """One scoring pass: the records to ``KAFKA_ANOMALY_TOPIC``; each series' latest point's
-    score (its ``deviation``) on ``scores`` once the records are flushed."""
+    score (its ``deviation``) on ``metrics`` once the records are flushed."""
     n = 0
     latest: dict[str, AnomalyRecord] = {}
     for sel in _selectors(s):
@@ -237,9 +237,11 @@ def score_once(
             if last is None or rec.window.start >= last.window.start:
                 latest[rec.series.key] = rec
     producer.flush(timeout=30)
-    if scores is not None:
-        for key, rec in latest.items():
-            scores.observe(key, rec.series.metric, rec.series.labels, rec.deviation)
+    if metrics is not None:
+        metrics.observe_scores(
+            (key, rec.series.metric, rec.series.labels, rec.deviation)
+            for key, rec in latest.items()
+        )
     return n
 
 
@@ -267,7 +269,7 @@ def schedule(s: OutlierSettings, store: ModelStore, stop: threading.Event) -> No
                     span = s.outliers_train_hours * 3600
                     submit(s, jobs_for(prom, _selectors(s), now - span, now, s.outliers_step_s))
                     next_train = now + s.outliers_train_interval_s
-                n = score_once(s, prom, cache, producer, last_scored, now, metrics.scores)
+                n = score_once(s, prom, cache, producer, last_scored, now, metrics)
                 log.info(
                     "scored %.0f s: %d records to %s", now - last_scored, n, s.kafka_anomaly_topic
                 )
@@ -283,30 +285,26 @@ def schedule(s: OutlierSettings, store: ModelStore, stop: threading.Event) -> No
         server.shutdown()
 
 
-class ScheduleMetrics:
+class ScheduleMetrics(ScheduledModelMetrics):
     """The schedule's /metrics: ``anomaly_score{model="autoencoder", for=<metric>, ...the
     series' own labels}`` = the latest scored point's error in training-error standard
     deviations above their mean (above ``OUTLIERS_K``: an outlier), and the passes."""
 
     def __init__(self, max_series: int, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry()
-        self.scores = ModelScores(
+        scores = ModelScores(
             DETECTOR,
             "latest scored point's reconstruction error in training-error std devs above "
             "their mean (autoencoder; above k: an outlier)",
             max_series,
         )
-        self.registry.register(self.scores)
+        super().__init__(
+            scores, "outlier_series_not_exposed", "OUTLIERS_MAX_EXPOSED_SERIES", registry
+        )
         self.passes = Counter(
             "outlier_score_passes", "scoring passes, by status", ["status"], registry=self.registry
         )
         self.records = Counter(
             "outlier_score_records", "anomaly records sent", registry=self.registry
-        )
-        self.not_exposed = Gauge(
-            "outlier_series_not_exposed",
-            "scored series not on anomaly_score (OUTLIERS_MAX_EXPOSED_SERIES reached)",
-            registry=self.registry,
         )
         for status in ("complete", "failed"):
             self.passes.labels(status)
@@ -314,7 +312,6 @@ class ScheduleMetrics:
     def observe_pass(self, status: str, records: int) -> None:
         self.passes.labels(status).inc()
         self.records.inc(records)
-        self.not_exposed.set(len(self.scores.refused))
 
 
 def describe(job: TrainJob) -> str:

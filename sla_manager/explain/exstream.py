@@ -80,7 +80,16 @@ its values less the same time one day earlier) stops smooth daily cycles from se
 the default), by the standardised shift (``shift``) or by the lead before the anomaly
 (``lead``); the default measured best. ``seasonal_view="model"`` (the residual's distance
 only where the day before fits the reference better than the reference's mean, else the
-values') measured worse than the smaller of the two (BENCHMARKS.md, third pass).
+values') measured worse than the smaller of the two (BENCHMARKS.md, third pass). The *lead view*
+(``lead_view="lead"``, the default; it needs the SLI's values, ``sli``): a feature that was
+already out of its reference range in the points right before the anomaly (its lead, in
+the gap after the reference) while the SLI was still inside its own reference range gets
+the smaller of its distance and its distance with those points counted as reference. A
+change that held its level while the SLI was fine (a batch job that started 20 minutes
+earlier) then no longer separates the anomaly from the normal time before it, and stops
+tying at ``D = 1`` with the cause; a change that kept growing into the anomaly (a ramp)
+still separates, and a change the SLI was already responding to keeps its distance
+(BENCHMARKS.md, sixth pass).
 
 The false-positive filter runs before the leap rather than on the leap's survivors: it is
 as cheap as the ranking here (the same sort), and filtering first keeps a real cause that
@@ -145,6 +154,15 @@ class ExplainConfig:
     # (steps, slow wanders, low cardinality) do not outrank the cause; "distance": the
     # paper's ranking by the distance alone
     rank_by: Literal["chance", "distance"] = "chance"
+    # "lead" (when the SLI's values are given to explain): a feature that had already left
+    # its reference range right before the anomaly gets the smaller of its distance and its
+    # distance with those lead points counted as reference, where the SLI was still inside
+    # its own reference range: a change that held while the SLI was fine does not separate
+    # the anomaly from the normal time before it (a batch job that started earlier), while a
+    # change that kept growing (a leak's ramp) still does, and a change the SLI was already
+    # responding to (a disk filling at a steady write rate) keeps its distance; "none": the
+    # lead points are not used
+    lead_view: Literal["lead", "none"] = "lead"
     chance_floor: float = 1e-3
     min_distance: float = 0.0
     max_predicates: int | None = 3
@@ -159,6 +177,8 @@ class ExplainConfig:
             raise ValueError("false_positive_quantile must be in [0, 1]")
         if self.seasonal_view not in ("min", "model"):
             raise ValueError("seasonal_view must be 'min' or 'model'")
+        if self.lead_view not in ("lead", "none"):
+            raise ValueError("lead_view must be 'lead' or 'none'")
         if self.rank_by not in ("chance", "distance"):
             raise ValueError("rank_by must be 'chance' or 'distance'")
         if not self.chance_floor > 0.0:
@@ -454,6 +474,32 @@ def _lead(
     return np.asarray(run, dtype=np.int64)
 
 
+def _lead_distances(
+    x: FloatArray,
+    main_cols: IntArray,
+    a_main: BoolArray,
+    gap_cols: IntArray,
+    calm: BoolArray,
+    lead: IntArray,
+    dist: FloatArray,
+) -> FloatArray:
+    """Each feature's distance with its lead points (the last ``lead`` gap columns before the
+    anomaly) where ``calm`` (the SLI inside its reference range) counted as reference;
+    ``dist`` (its plain distance) where it has none."""
+    out = dist.copy()
+    rows = np.flatnonzero(lead > 0)
+    for n in np.unique(lead[rows]):
+        tail = len(gap_cols) - int(n)
+        extra = gap_cols[tail:][calm[tail:]]
+        if len(extra) == 0:
+            continue
+        same = rows[lead[rows] == n]
+        cols = np.concatenate([main_cols, extra])
+        cls = np.concatenate([a_main, np.zeros(len(extra), dtype=np.bool_)])
+        out[same] = distances(x[same][:, cols], cls).distance
+    return out
+
+
 def _default_pairs(
     ref_cols: IntArray, n_a: int, gap: int, t: int, windows: int
 ) -> list[tuple[BoolArray, BoolArray]]:
@@ -529,6 +575,7 @@ def explain(
     *,
     false_positive_intervals: Sequence[tuple[npt.ArrayLike, npt.ArrayLike]] | None = None,
     seasonal: npt.ArrayLike | None = None,
+    sli: npt.ArrayLike | None = None,
     config: ExplainConfig | None = None,
 ) -> Explanation:
     """Explain the anomalous columns of ``values`` (features x time points, finite on every
@@ -545,7 +592,13 @@ def explain(
     the values and on the residuals ``values - seasonal``: a smooth daily cycle separates two
     distant windows of the values perfectly but not of the residuals, while a change of this
     day separates both. A row whose seasonal values are not all finite keeps its plain
-    distance. The false-positive filter compares with the plain distance."""
+    distance. The false-positive filter compares with the plain distance.
+
+    ``sli``: the SLI's values (one per column, NaN where unknown) for the lead view
+    (``ExplainConfig.lead_view``): a feature's lead points (out of its reference range right
+    before the anomaly) where the SLI was inside its reference range count as reference
+    too, and its distance is the smaller of the two. Without it the lead points are not
+    used."""
     cfg = config or ExplainConfig()
     t0 = time.perf_counter()
     x = np.asarray(values, dtype=np.float64)
@@ -676,6 +729,18 @@ def explain(
         combined = np.where(seasonal_fits, dist_season, dist)
     else:
         combined = np.minimum(dist, dist_season)
+    if cfg.lead_view == "lead" and sli is not None and len(gap_cols):
+        s_v = np.asarray(sli, dtype=np.float64)
+        if s_v.shape != (t,):
+            raise ValueError("sli must have one value per column")
+        s_r = s_v[is_r]
+        s_r = s_r[np.isfinite(s_r)]
+        if len(s_r):
+            s_g = s_v[gap_cols]
+            calm = np.isfinite(s_g) & (s_g >= s_r.min()) & (s_g <= s_r.max())
+            combined = np.minimum(
+                combined, _lead_distances(x, main_cols, a_main, gap_cols, calm, lead, dist)
+            )
     r_range = r_max - r_min
     beyond = np.where(above, a_med - r_max, r_min - a_med)
     escaped = (beyond > 0) & (beyond >= cfg.false_positive_escape * r_range)

@@ -28,7 +28,9 @@ predicates.
 
 ``exclude_copies_of`` (the violation route): the SLI's series and its exact affine copies
 (``|r| >= 0.9999`` over the intervals: a free-bytes series is avail bytes plus a reserve)
-are left out of the candidates, since they separate by construction.
+are left out of the candidates, since they separate by construction; the SLI's values go
+to ``explain`` for its lead view (a series already out of its range before the violation
+while the SLI was still fine does not explain it).
 """
 
 from __future__ import annotations
@@ -337,9 +339,11 @@ def run_explanation(
         (coverage >= MIN_COVERAGE) & present[:, is_a].any(axis=1) & present[:, is_r].any(axis=1)
     )
     excluded: list[str] = []
+    sli: FloatArray | None = None  # the SLI's values, for the lead view
     if exclude_copies_of is not None and len(keep):
         own = [j for j, i in enumerate(keep) if _key(result[i]) == exclude_copies_of]
         if own:
+            sli = np.where(present[keep[own[0]]], matrix[keep[own[0]]], np.nan)
             z = matrix[keep][:, used]
             z = z - z.mean(axis=1, keepdims=True)
             norm = np.sqrt((z * z).sum(axis=1))
@@ -377,6 +381,8 @@ def run_explanation(
         seasonal = np.hstack([np.full(e_rows.shape, np.nan), e_rows])
         none = np.zeros(n_points, dtype=bool)
         is_a2, is_r2 = np.concatenate([none, is_a]), np.concatenate([none, is_r])
+        if sli is not None:
+            sli = np.concatenate([np.full(n_points, np.nan), sli])
         if has_day.mean() >= 0.5:
             pairs = [(np.concatenate([is_r, none]), np.concatenate([is_a, none]))]
     t_align = time.perf_counter()
@@ -388,6 +394,7 @@ def run_explanation(
             is_r2,
             false_positive_intervals=pairs,
             seasonal=seasonal,
+            sli=sli,
             config=ExplainConfig(max_ranked=max_ranked),
         )
     except ValueError as exc:

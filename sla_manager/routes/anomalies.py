@@ -74,6 +74,12 @@ class AnomalyOut(_Response):
         description="a batch model's score of the point in [0, 1] (iforest: ERROR above its "
         "threshold); null for a streaming window",
     )
+    normal_period_s: int | None = Field(
+        default=None,
+        description="which learned normal judged the window: 0 the plain one (also static and "
+        "none), else the period in seconds of the series' cycle it followed (86400 a day); "
+        "null when the record did not say (version 1 records, batch models)",
+    )
     cursor: str = Field(description="pass as `after` for the items after this one")
 
     @classmethod
@@ -95,6 +101,7 @@ class AnomalyOut(_Response):
             deviation=a.deviation,
             status=a.status,  # the column holds what the validated record had
             score=a.score,
+            normal_period_s=a.normal_period_s,
             cursor=a.position.token(),
         )
 

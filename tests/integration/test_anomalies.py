@@ -122,7 +122,8 @@ def stored(db: StorageSettings) -> dict[tuple[str, str, int], tuple[Any, ...]]:
     rows = sql(
         db,
         "SELECT series_key, detector, window_start_ms, window_end_ms, status, deviation, "
-        "sample_count, normal_source, JSON_EXTRACT(labels, '$.host') FROM anomalies",
+        "sample_count, normal_source, JSON_EXTRACT(labels, '$.host'), normal_period_s "
+        "FROM anomalies",
     )
     return {(str(r[0]), str(r[1]), int(r[2])): r[3:] for r in rows}
 
@@ -135,6 +136,15 @@ def test_records_are_stored_once_and_bad_ones_dead_lettered(
 ) -> None:
     t0 = float(int(time.time()) // 60 * 60 - 3600)
     good = sample_records(t0)
+    # which normal judged (schema version 2): the plain one, a daily cycle; and a version 1
+    # record, which does not say (NULL)
+    good[1] = good[1].model_copy(
+        update={"normal": good[1].normal.model_copy(update={"period_s": 0})}
+    )
+    good[2] = good[2].model_copy(
+        update={"normal": good[2].normal.model_copy(update={"period_s": 86_400})}
+    )
+    good[3] = good[3].model_copy(update={"schema_version": 1})
     rec = good[0]
     key = rec.kafka_key()
     doc = json.loads(rec.to_bytes())
@@ -161,13 +171,14 @@ def test_records_are_stored_once_and_bad_ones_dead_lettered(
     assert len(rows) == len(good) == count(db, "anomalies")
     for r in good:
         k = (r.series.key, r.detector.name, round(r.window.start * 1000))
-        end_ms, status, deviation, n, source, host = rows[k]
-        assert (end_ms, status, deviation, n, source) == (
+        end_ms, status, deviation, n, source, host, period_s = rows[k]
+        assert (end_ms, status, deviation, n, source, period_s) == (
             round(r.window.end * 1000),
             r.status,
             r.deviation,
             r.count,
             r.normal.source,
+            r.normal.period_s,
         )
         assert json.loads(host) == r.series.labels["host"]
 
@@ -195,6 +206,7 @@ def served(stack: Stack) -> Iterator[tuple[str, list[AnomalyRecord]]]:
     t0 = 1_700_000_000.0
     records = sample_records(t0)
     fd = make_record(demo.FILEFD, dict(demo.BASE_LABELS), t0, "sigma", "WARN")
+    fd = fd.model_copy(update={"normal": fd.normal.model_copy(update={"period_s": 86_400})})
     records += [fd, make_record(demo.FILEFD, dict(demo.BASE_LABELS), t0 + 15, "sigma", "ERROR")]
     records.append(make_record(demo.FILEFD, dict(demo.BASE_LABELS), t0, "iforest", "SAFE"))
     with stack_database(stack) as name:
@@ -255,6 +267,15 @@ def test_rest_lists_anomalies_with_filters_and_paging(
     assert _ids(everything) == _expected(records, lambda r: True)
     first = everything[-1]
     assert first["status"] in STATUSES and first["labels"] and first["metric"]
+    # which normal judged: as the record said (a daily cycle for one), null where it did not
+    periods = {
+        (i["series_key"], i["detector"], i["window_start"]): i["normal_period_s"]
+        for i in everything
+    }
+    assert periods == {
+        (r.series.key, r.detector.name, r.window.start): r.normal.period_s for r in records
+    }
+    assert sorted(p for p in periods.values() if p is not None) == [86_400]
 
     host_a = 'cpu_usage{host="a"}'
     cases: list[tuple[dict[str, Any], Callable[[AnomalyRecord], bool]]] = [
@@ -393,6 +414,12 @@ def test_grpc_streams_anomalies_with_filters_and_paging(
     a = everything[0]
     assert a.status != pb.ANOMALY_STATUS_UNSPECIFIED and a.series.labels and a.normal_source
     assert a.window_end.ToMilliseconds() - a.window_start.ToMilliseconds() == 15_000
+    periods = [
+        (x.series.key, x.normal_period_seconds)
+        for x in everything
+        if x.HasField("normal_period_seconds")
+    ]
+    assert periods == [(series_key(demo.FILEFD, dict(demo.BASE_LABELS)), 86_400)]
 
     paged, calls = _grpc_all(stub, 5)
     assert _grpc_ids(paged) == _grpc_ids(everything)

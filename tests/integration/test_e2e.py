@@ -131,6 +131,11 @@ class Chain:
             conn.close()
 
 
+# Each service's start, bounded; generous: at load 20-30 on 2 cores the SLA manager took
+# about 60 s to import and answer.
+START_TIMEOUT_S = 120
+
+
 def start_chain(stack: Stack, tmp: Path, mysql_port: int, kafka: str | None = None) -> Chain:
     tag = uuid.uuid4().hex[:8]
     grpc_port, sla_port = free_port(), free_port()
@@ -144,32 +149,40 @@ def start_chain(stack: Stack, tmp: Path, mysql_port: int, kafka: str | None = No
         {},
         tmp,
     )
-    extra = {"KAFKA_BOOTSTRAP_SERVERS": kafka} if kafka else {}
-    migrate(chain.env())  # as compose's migrate service does before the services start
-    storage_http = free_port()
-    chain.services["storage"] = Service(
-        "data_storage",
-        chain.env(HTTP_PORT=str(storage_http), KAFKA_GROUP_ID=f"e2e-{tag}", **extra),
-        tmp / "storage.log",
-    )
-    wait_until(
-        lambda: http_ok(f"http://127.0.0.1:{storage_http}/metrics"),
-        timeout=60,
-        what="data_storage /metrics",
-    )
-    chain.services["retrieval"] = Service(
-        "data_retrieval",
-        chain.env(GRPC_PORT=str(grpc_port), HTTP_PORT=str(free_port())),
-        tmp / "retrieval.log",
-    )
-    chain.services["sla"] = Service(
-        "sla_manager",
-        chain.env(HTTP_PORT=str(sla_port), SLA_API_TOKEN=TOKEN, ETL_INTERVAL_S="60"),
-        tmp / "sla.log",
-    )
-    wait_until(lambda: http_ok(f"{chain.sla_url}/healthz"), timeout=60, what="sla_manager")
-    # Every caller talks to data_retrieval at once: it answers before the chain is "started".
-    wait_until(lambda: grpc_serving(chain.grpc_target), timeout=60, what="data_retrieval")
+    try:
+        extra = {"KAFKA_BOOTSTRAP_SERVERS": kafka} if kafka else {}
+        migrate(chain.env())  # as compose's migrate service does before the services start
+        storage_http = free_port()
+        chain.services["storage"] = Service(
+            "data_storage",
+            chain.env(HTTP_PORT=str(storage_http), KAFKA_GROUP_ID=f"e2e-{tag}", **extra),
+            tmp / "storage.log",
+        )
+        wait_until(
+            lambda: http_ok(f"http://127.0.0.1:{storage_http}/metrics"),
+            timeout=START_TIMEOUT_S,
+            what="data_storage /metrics",
+        )
+        chain.services["retrieval"] = Service(
+            "data_retrieval",
+            chain.env(GRPC_PORT=str(grpc_port), HTTP_PORT=str(free_port())),
+            tmp / "retrieval.log",
+        )
+        chain.services["sla"] = Service(
+            "sla_manager",
+            chain.env(HTTP_PORT=str(sla_port), SLA_API_TOKEN=TOKEN, ETL_INTERVAL_S="60"),
+            tmp / "sla.log",
+        )
+        wait_until(
+            lambda: http_ok(f"{chain.sla_url}/healthz"), timeout=START_TIMEOUT_S, what="sla_manager"
+        )
+        # Every caller talks to data_retrieval at once: it answers before the chain is "started".
+        wait_until(
+            lambda: grpc_serving(chain.grpc_target), timeout=START_TIMEOUT_S, what="data_retrieval"
+        )
+    except BaseException:  # what started is stopped: a failed start leaks no process
+        stop_chain(chain)
+        raise
     return chain
 
 

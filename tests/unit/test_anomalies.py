@@ -49,7 +49,9 @@ def test_round_trip_and_idempotency_key() -> None:
         {"window": {"start": 1_700_000_000_000.0, "end": 1_700_000_000_500.0}},
         {"normal": {"mean": 0.0, "std": 0.0, "source": "none"}},  # WARN without a normal
         {"extra": 1},
-        {"schema_version": 2},
+        {"schema_version": 3},
+        # period_s came with version 2: a version 1 record carrying it is refused
+        {"normal": {"mean": 10.0, "std": 1.0, "source": "learned", "period_s": 0}},
     ],
 )
 def test_refuses_bad_records(over: dict[str, Any]) -> None:

@@ -64,7 +64,7 @@ def test_every_kind_of_bad_record_is_rejected_with_its_reason() -> None:
         ("empty", k, b""),
         ("too_large", k, b"x" * 10_001),
         ("invalid_json", k, b"{not json"),
-        ("unknown_schema_version", k, _doc(rec, schema_version=2)),
+        ("unknown_schema_version", k, _doc(rec, schema_version=3)),
         ("missing_field", k, _doc(rec, status=None).replace(b', "status": null', b"")),
         ("non_finite", k, _doc(rec).replace(b'"mean": 12.0', b'"mean": NaN')),
         ("wrong_type", k, _doc(rec, count="three")),
@@ -124,7 +124,11 @@ def test_the_table_matches_the_migration() -> None:
     sql = path.read_text()
     body = sql[sql.index("CREATE TABLE IF NOT EXISTS anomalies") :]
     declared = re.findall(r"^\s{4}([a-z_]+) [A-Z]", body, re.M)
-    assert set(anom.ANOMALIES.columns) == set(declared) - {"id"}
+    # ... and the columns later migrations add; `score` is the batch models' (not streamed)
+    later = "".join(p.read_text() for p in sorted(DEFAULT_MIGRATIONS_DIR.glob("*.sql")))
+    added = re.findall(r"ALTER TABLE anomalies ADD COLUMN ([a-z_]+)", later)
+    assert "normal_period_s" in added
+    assert set(anom.ANOMALIES.columns) == (set(declared) | set(added)) - {"id", "score"}
     assert "UNIQUE KEY uq_anomalies_window (key_hash, detector, window_start_ms)" in body
 
 
@@ -217,3 +221,16 @@ def test_the_anomaly_stream_stores_good_records_dead_letters_bad_then_commits() 
     )
     assert kafka.commits == [{TP: 4}]
     assert metrics.registry.get_sample_value("sla_storage_anomaly_messages_stored_total") == 3
+
+
+def test_which_normal_judged_is_stored_and_a_version_1_record_stores_null() -> None:
+    v2 = record(
+        schema_version=2,
+        normal={"mean": 10.0, "std": 1.0, "source": "learned", "period_s": 86_400},
+    )
+    assert _check(v2.kafka_key(), v2.to_bytes()) == v2
+    row = dict(zip(anom.ANOMALIES.columns, anom.anomaly_row(v2, 7), strict=True))
+    assert (row["schema_version"], row["normal_period_s"]) == (2, 86_400)
+    v1 = record()  # schema_version 1: which normal judged is not said
+    row = dict(zip(anom.ANOMALIES.columns, anom.anomaly_row(v1, 7), strict=True))
+    assert (row["schema_version"], row["normal_period_s"]) == (1, None)

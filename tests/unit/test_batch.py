@@ -4,9 +4,6 @@ artefact and metadata round trip, settings, ranges, the retried fetch, /metrics 
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import numpy as np
@@ -22,6 +19,7 @@ from anomaly_detection.metrics import model_score_labels
 from anomaly_detection.models import iforest
 from sla_common.prometheus import PrometheusUnavailable
 from sla_common.settings import SettingsError, load_settings
+from tests.unit.promfake import Answer, PrometheusHttp
 
 STEP = 60
 PARAMS = core.Params(STEP, (300, 1800), 16, 0.01, 50)
@@ -38,8 +36,9 @@ def test_features_on_a_hand_built_series() -> None:
     t = 1_700_000_000.0 + STEP * np.arange(8, dtype=np.float64)
     v = np.array([1.0, 1.0, 1.0, 1.0, 1.0, 11.0, 1.0, 1.0])
     x = core.feature_matrix(t, v, PARAMS, with_time=False, with_week=False)
-    # value, diff, then per window (5 and 30 rows) mean, std, deviation, deviation in stds.
-    assert x.shape == (8, 2 + 4 * 2)
+    # value, diff, then per window (5 and 30 rows) mean, std, deviation, deviation in stds,
+    # then the shingle of the last differences.
+    assert x.shape == (8, 2 + 4 * 2 + iforest.SHINGLE)
     assert x[:, 0].tolist() == v.tolist()
     assert x[5, 1] == 10.0 and x[6, 1] == -10.0
     mean5, std5, dev5 = x[:, 2], x[:, 3], x[:, 4]
@@ -57,7 +56,9 @@ def test_time_of_day_only_when_the_history_covers_two_days() -> None:
     t, v = _series(2 * 1440 + 1)
     m = core.train("x", t, v, PARAMS)
     assert isinstance(m, core.Model) and m.with_time and not m.with_week
-    assert m.feature_names()[-2:] == ["tod_sin", "tod_cos"]
+    names = m.feature_names()
+    shingle = [f"shingle_d{j}" for j in range(iforest.SHINGLE)]
+    assert names[-2 - iforest.SHINGLE :] == ["tod_sin", "tod_cos", *shingle]
     x = core.feature_matrix(t, v, PARAMS, m.with_time, m.with_week)
     assert x.shape[1] == len(m.feature_names())
 
@@ -191,60 +192,38 @@ def test_cli_takes_train_and_score_together_and_schedule_alone(
     ]
 
 
-class _Flaky(BaseHTTPRequestHandler):
-    failures = 0
-    calls = 0
-
-    def do_POST(self) -> None:
-        type(self).calls += 1
-        self.rfile.read(int(self.headers["Content-Length"]))
-        if type(self).calls <= type(self).failures:
-            self.send_response(503)
-            self.end_headers()
-            self.wfile.write(b"down")
-            return
-        body = {
-            "status": "success",
-            "data": {
-                "resultType": "matrix",
-                "result": [{"metric": {"__name__": "up"}, "values": [[60, "1"], [120, "2"]]}],
-            },
-        }
-        raw = json.dumps(body).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(raw)))
-        self.end_headers()
-        self.wfile.write(raw)
-
-    def log_message(self, *args: Any) -> None:
-        pass
+MATRIX = {
+    "status": "success",
+    "data": {
+        "resultType": "matrix",
+        "result": [{"metric": {"__name__": "up"}, "values": [[60, "1"], [120, "2"]]}],
+    },
+}
 
 
-@pytest.fixture
-def flaky() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Flaky)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    _Flaky.calls = 0
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+def test_history_is_retried_while_prometheus_is_down() -> None:
+    failures = 2
 
+    def respond(_path: str, _form: dict[str, str]) -> Answer:
+        return (
+            (503, b"down") if len(prom.requests) <= failures else (200, json.dumps(MATRIX).encode())
+        )
 
-def test_history_is_retried_while_prometheus_is_down(flaky: str) -> None:
-    s = load_settings(
-        BatchSettings, prometheus_url=flaky, batch_fetch_attempts=3, batch_fetch_backoff_s=0.01
-    )
-    ref = store.SeriesRef.of({"__name__": "up"})
-    _Flaky.failures = 2
-    with fetch.client(s) as c:
-        t, v = fetch.history(s, c, ref, 60, 120, 60)
-    assert t.tolist() == [60.0, 120.0] and v.tolist() == [1.0, 2.0] and _Flaky.calls == 3
-    _Flaky.calls, _Flaky.failures = 0, 10
-    with fetch.client(s) as c, pytest.raises(PrometheusUnavailable):
-        fetch.history(s, c, ref, 60, 120, 60)
-    assert _Flaky.calls == 3
+    with PrometheusHttp(respond) as prom:
+        s = load_settings(
+            BatchSettings,
+            prometheus_url=prom.url,
+            batch_fetch_attempts=3,
+            batch_fetch_backoff_s=0.01,
+        )
+        ref = store.SeriesRef.of({"__name__": "up"})
+        with fetch.client(s) as c:
+            t, v = fetch.history(s, c, ref, 60, 120, 60)
+        assert t.tolist() == [60.0, 120.0] and v.tolist() == [1.0, 2.0] and len(prom.requests) == 3
+        failures = 10
+        with fetch.client(s) as c, pytest.raises(PrometheusUnavailable):
+            fetch.history(s, c, ref, 60, 120, 60)
+        assert len(prom.requests) == 6
 
 
 def test_metrics_expose_the_latest_score_with_the_series_labels_and_model() -> None:
@@ -268,3 +247,46 @@ def test_metrics_expose_the_latest_score_with_the_series_labels_and_model() -> N
     )
     assert value == 0.75
     assert m.registry.get_sample_value("anomaly_batch_series_not_exposed") == 1
+
+
+def test_not_exposed_is_the_latest_passes_count_not_a_running_total() -> None:
+    m = BatchMetrics(max_series=1)
+
+    def scored(*jobs: str) -> list[dict[str, Any]]:
+        return [
+            {
+                "series_key": f'up{{job="{j}"}}',
+                "metric": "up",
+                "labels": json.dumps({"job": j}),
+                "outcome": "scored",
+                "last_score": 0.25,
+            }
+            for j in jobs
+        ]
+
+    def not_exposed() -> float | None:
+        return m.registry.get_sample_value("anomaly_batch_series_not_exposed")
+
+    m.observe_run("score", "complete", 1.0, 60.0, scored("a", "b"))
+    assert not_exposed() == 1  # b: the bound (1) is taken by a
+    m.observe_run("score", "complete", 1.0, 120.0, scored("a", "c", "d"))
+    assert not_exposed() == 2  # c and d this pass; b, gone, is no longer counted
+    m.observe_run("score", "complete", 1.0, 180.0, scored("a"))
+    assert not_exposed() == 0
+    assert m.registry.get_sample_value(
+        "anomaly_score", {"job": "a", "for": "up", "model": "iforest"}
+    )
+
+
+def test_a_model_of_another_features_version_is_a_stale_skip_not_a_failed_score() -> None:
+    """A model stored before an upgrade changed the features (version 1: no shingle) would
+    get more columns than its forest was fitted on; scoring skips it as ``stale_model``."""
+    t, v = _series(1440)
+    m = core.train("x", t, v, PARAMS)
+    assert isinstance(m, core.Model)
+    assert core.stale(m.metadata()["features"]) is None
+    old = {"version": 1, "names": m.feature_names()[: -iforest.SHINGLE]}
+    skip = core.stale(old)
+    assert skip is not None and skip.reason == "stale_model" and "run train" in skip.detail
+    assert "stale_model" in core.SKIP_REASONS
+    assert core.stale({}) is not None  # no version said: not ours to trust

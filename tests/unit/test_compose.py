@@ -295,3 +295,23 @@ def test_spark_cluster_and_batch_job_match_the_pyspark_pin(config: dict[str, Any
     assert not set(job["environment"]) - readable - NOT_OURS
     assert job["environment"]["SPARK_MASTER"] == "spark://spark-master:7077"
     assert dict(job["depends_on"])["migrate"]["condition"] == "service_completed_successfully"
+
+
+def test_prometheus_scrapes_every_service_that_serves_metrics(config: dict[str, Any]) -> None:
+    """Each of our services whose healthcheck reads its own /metrics is a scrape target of
+    the compose Prometheus at that port (a gauge nobody scrapes cannot page anyone)."""
+    prom = yaml.safe_load((REPO / "deploy" / "prometheus.yml").read_text())
+    targets = {
+        target
+        for job in prom["scrape_configs"]
+        for group in job.get("static_configs", [])
+        for target in group["targets"]
+    }
+    served = {}
+    for name, service in config["services"].items():
+        check = " ".join(str(part) for part in service.get("healthcheck", {}).get("test", []))
+        if "urllib" in check and "/metrics" in check:
+            port = check.split("127.0.0.1:")[1].split("/")[0]
+            served[name] = f"{name}:{port}"
+    assert len(served) >= 7  # etl, storage, retrieval, receiver, detector, batch, schedule
+    assert set(served.values()) <= targets, sorted(set(served.values()) - targets)

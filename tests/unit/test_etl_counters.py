@@ -14,7 +14,8 @@ from etl_data_pipeline.metrics import EtlMetrics
 from etl_data_pipeline.pipeline import Pipeline, analysis_config, build_message
 from etl_data_pipeline.settings import EtlSettings
 from sla_common.messages import AnalysisMessage, SeriesRef
-from sla_common.prometheus import PrometheusClient, PrometheusError, RangeSeries
+from sla_common.prometheus import PrometheusClient, RangeSeries
+from tests.unit.promfake import AnsweringPrometheus
 
 
 @pytest.mark.parametrize(
@@ -103,40 +104,17 @@ def _series(labels: dict[str, str], values: list[float], step: int = 15) -> Rang
     return RangeSeries(labels, ts, np.asarray(values, dtype=np.float64))
 
 
-class FakePrometheus:
-    def __init__(
-        self, answers: dict[str, list[RangeSeries]], metadata: dict[str, str] | None = None
-    ) -> None:
-        self.answers = answers
-        self.meta = metadata or {}
-        self.queries: list[str] = []
-        self.metadata_asked: list[str | None] = []
-
-    def query_range(self, query: str, start: float, end: float, step: float) -> list[RangeSeries]:
-        self.queries.append(query)
-        if query not in self.answers:
-            raise PrometheusError("bad_data", f"unexpected query {query}", 400)
-        return self.answers[query]
-
-    def metadata(self, metric: str | None = None) -> dict[str, str]:
-        self.metadata_asked.append(metric)
-        return {k: v for k, v in self.meta.items() if metric is None or k == metric}
-
-    def close(self) -> None:
-        pass
-
-
-def _pipeline(fake: FakePrometheus, **settings: object) -> Pipeline:
+def _pipeline(fake: AnsweringPrometheus, **settings: object) -> Pipeline:
     s = EtlSettings(**settings)  # type: ignore[arg-type]
     p = Pipeline(s, EtlMetrics())
     p.prometheus.close()
-    p.prometheus = fake  # type: ignore[assignment]
+    p.prometheus = fake
     return p
 
 
 def test_counters_are_fetched_as_prometheus_rate_and_gauges_as_stored() -> None:
     raw_counter = [0.0, 0.0, 60.0, 60.0, 120.0]  # a 2/s counter scraped every 30 s, 15 s step
-    fake = FakePrometheus(
+    fake = AnsweringPrometheus(
         {
             'jobs_total{job="a"}': [_series({"__name__": "jobs_total", "job": "a"}, raw_counter)],
             'rate(jobs_total{job="a"}[240s])': [_series({"job": "a"}, [2.0] * 5)],
@@ -169,7 +147,7 @@ def test_counters_are_fetched_as_prometheus_rate_and_gauges_as_stored() -> None:
 def test_rate_window_is_at_least_four_steps_and_raw_mode_keeps_counters() -> None:
     assert EtlSettings(etl_step_s=120).rate_window_s == 480
     assert EtlSettings().rate_window_s == 240
-    fake = FakePrometheus({"jobs_total": [_series({"__name__": "jobs_total"}, [1.0, 2.0])]})
+    fake = AnsweringPrometheus({"jobs_total": [_series({"__name__": "jobs_total"}, [1.0, 2.0])]})
     p = _pipeline(fake, etl_selectors=("jobs_total",), etl_counter_mode="raw")
     (fs,), _ = p.fetch(T0, T0 + 15)
     assert fs.ref.transform == "none" and fs.ref.metric_type == "counter"
@@ -178,7 +156,7 @@ def test_rate_window_is_at_least_four_steps_and_raw_mode_keeps_counters() -> Non
 
 def test_an_expression_is_analysed_as_returned() -> None:
     q = "sum(rate(jobs_total[5m]))"
-    fake = FakePrometheus({q: [_series({}, [1.0, 2.0])]})
+    fake = AnsweringPrometheus({q: [_series({}, [1.0, 2.0])]})
     (fs,), _ = _pipeline(fake, etl_selectors=(q,)).fetch(T0, T0 + 15)
     assert (fs.ref.transform, fs.ref.metric_type, fs.ref.type_source) == (
         "none",

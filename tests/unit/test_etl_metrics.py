@@ -13,6 +13,7 @@ from etl_data_pipeline.metrics import EtlMetrics
 from etl_data_pipeline.pipeline import Pipeline
 from etl_data_pipeline.settings import EtlSettings
 from sla_common.prometheus import PrometheusError, PrometheusUnavailable, RangeSeries
+from tests.unit.promfake import AnsweringPrometheus
 
 T0 = 1_760_000_000
 STEP = 15
@@ -24,24 +25,6 @@ def _series(name: str, n: int = N, **labels: str) -> RangeSeries:
     rng = np.random.default_rng(len(name) + n)
     vs = 100 + np.sin(np.arange(n) / 10) + rng.normal(0, 0.1, n)
     return RangeSeries({"__name__": name, **labels}, ts, vs)
-
-
-class FakePrometheus:
-    def __init__(self, answers: dict[str, Any]) -> None:
-        self.answers = answers
-
-    def query_range(self, query: str, start: float, end: float, step: float) -> list[RangeSeries]:
-        answer = self.answers[query]
-        if isinstance(answer, Exception):
-            raise answer
-        result: list[RangeSeries] = answer
-        return result
-
-    def metadata(self, metric: str | None = None) -> dict[str, str]:
-        return {}
-
-    def close(self) -> None:
-        pass
 
 
 class FakeFuture:
@@ -89,7 +72,7 @@ def _answers() -> dict[str, Any]:
 def pipeline() -> Pipeline:
     p = Pipeline(EtlSettings(etl_selectors=SELECTORS), EtlMetrics(), clock=lambda: T0 + N * STEP)
     p.prometheus.close()
-    p.prometheus = FakePrometheus(_answers())  # type: ignore[assignment]
+    p.prometheus = AnsweringPrometheus(_answers())
     p._producer = FakeProducer()
     return p
 
@@ -120,9 +103,7 @@ def test_cycles_count_success_and_failure(pipeline: Pipeline) -> None:
     pipeline.run_cycle()
     assert value(pipeline, "sla_etl_cycles_total", result="success") == 1
     assert value(pipeline, "sla_etl_cycles_total", result="failed") == 0
-    pipeline.prometheus = FakePrometheus(  # type: ignore[assignment]
-        {s: PrometheusUnavailable("down") for s in SELECTORS}
-    )
+    pipeline.prometheus = AnsweringPrometheus({s: PrometheusUnavailable("down") for s in SELECTORS})
     pipeline.run_cycle()
     assert value(pipeline, "sla_etl_cycles_total", result="failed") == 1
 

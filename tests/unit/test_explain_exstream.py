@@ -222,6 +222,51 @@ def test_ties_go_to_the_feature_that_moved_furthest_out() -> None:
     assert e.ranked[0].distance == e.ranked[1].distance == pytest.approx(1.0)
 
 
+def test_lead_points_count_as_reference_where_the_sli_was_calm() -> None:
+    """10 reference points, 3 gap points, 2 anomalous points. Feature 0 left its range 2
+    points before the anomaly and stayed there (a batch job that started earlier): with its
+    lead points as reference (the SLI inside its reference range there) the sorted classes
+    are R x 11, A, R, A, so D = H(2, 12) / H(11, 1, 1, 1). Feature 1 kept climbing (a leak's
+    ramp): its lead points are below the anomaly's, D stays 1. Feature 2 has no lead."""
+    ref = np.arange(10.0)
+    x = np.array(
+        [
+            [*ref, 5.0, 20.0, 22.0, 21.0, 23.0],
+            [*ref, 5.0, 20.0, 21.0, 22.0, 23.0],
+            [*ref, 5.0, 4.0, 3.0, 10.5, 11.0],
+        ]
+    )
+    a = np.zeros(15, dtype=bool)
+    a[-2:] = True
+    r = np.zeros(15, dtype=bool)
+    r[:10] = True
+    base = ExplainConfig(
+        rank_by="distance", window_false_positive_ratio=10.0, window_false_positive_distance=10.0
+    )
+    calm = np.array([*ref, 5.0, 5.0, 5.0, 50.0, 60.0])
+    e = explain(x, a, r, sli=calm, config=base)
+    d = e.distances.distance
+    assert d[0] == pytest.approx(_h(2, 12) / _h(11, 1, 1, 1))
+    assert d[1] == pytest.approx(1.0) and d[2] == pytest.approx(1.0)
+    assert [s.index for s in e.ranked][-1] == 0
+    assert next(s for s in e.ranked if s.index == 0).plain_distance == pytest.approx(1.0)
+    assert [s.lead_points for s in sorted(e.ranked, key=lambda s: s.index)] == [2, 2, 0]
+    # the SLI already out of its range at the first lead point: only the second counts,
+    # R x 10, A, R, A: D = H(2, 11) / H(10, 1, 1, 1)
+    partly = np.array([*ref, 5.0, 50.0, 5.0, 50.0, 60.0])
+    d = explain(x, a, r, sli=partly, config=base).distances.distance
+    assert d[0] == pytest.approx(_h(2, 11) / _h(10, 1, 1, 1))
+    # the SLI responding all along (a disk filling at a steady rate), no SLI, or the lead
+    # view off: the lead points are not used
+    responding = np.array([*ref, 5.0, 50.0, 50.0, 50.0, 60.0])
+    for sli in (responding, None):
+        assert np.allclose(explain(x, a, r, sli=sli, config=base).distances.distance, 1.0)
+    off = dataclasses.replace(base, lead_view="none")
+    assert np.allclose(explain(x, a, r, sli=calm, config=off).distances.distance, 1.0)
+    with pytest.raises(ValueError, match="sli"):
+        explain(x, a, r, sli=calm[1:], config=base)
+
+
 def test_seasonal_residuals_stop_a_daily_cycle_from_separating() -> None:
     """A smooth daily cycle separates two distant windows of its values perfectly (D = 1);
     against the same points a day earlier it is noise, and a change of this day is not."""
@@ -392,6 +437,7 @@ def test_bad_input_is_refused_with_a_reason() -> None:
         {"tie_decimals": -1},
         {"max_predicates": 0},
         {"min_distance": -0.5},
+        {"lead_view": "gap"},
     ]
     for kwargs in bad_configs:
         with pytest.raises(ValueError):

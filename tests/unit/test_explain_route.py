@@ -11,7 +11,9 @@ from typing import Any, cast
 import numpy as np
 import pytest
 
+import sla_manager.explain.run as run_mod
 from sla_common.prometheus import PrometheusClient, RangeSeries
+from sla_manager.explain import exstream
 from sla_manager.explain.run import DAY_S, run_explanation
 from sla_manager.settings import SlaSettings
 from tests.unit.promfake import FakePrometheus
@@ -123,3 +125,34 @@ def test_values_are_bounded_buckets_of_the_ranked_series_over_the_fetched_range(
     first, last = top.values[0][1], top.values[-1][1]
     assert first is not None and last is not None and last - first > 4
     assert all(s.values is None for s in body.false_positive_series)
+
+
+def test_the_violation_route_gives_explain_the_slis_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    """For the lead view: the SLI's series (``exclude_copies_of``) goes to ``explain`` as
+    ``sli``, one value per column (NaN over the day before's columns); not without it."""
+    seen: list[Any] = []
+    real = exstream.explain
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        seen.append((args[0], kwargs.get("sli")))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(run_mod, "explain", spy)
+    prom = fake_prometheus(HISTORY_START)
+    for own in ('flat{job="x"}', None):
+        run_explanation(
+            cast(PrometheusClient, prom),
+            SlaSettings(),
+            selector='{job="x"}',
+            anomalous=[(END - 1800, END)],
+            reference=None,
+            step=STEP,
+            max_ranked=10,
+            exclude_copies_of=own,
+        )
+    (x, sli), (_, no_sli) = seen
+    assert no_sli is None
+    assert sli is not None and sli.shape == (x.shape[1],)
+    half = x.shape[1] // 2  # the day before's columns, then the intervals'
+    assert np.isnan(sli[:half]).all()
+    assert np.isfinite(sli[half:]).all() and abs(float(np.mean(sli[half:])) - 10) < 1

@@ -12,7 +12,13 @@ import numpy as np
 import pytest
 
 from anomaly_detection.models.baselines import sigma_scores
-from anomaly_detection.models.iforest import N_TREES, features, iforest_scores, suppress_repeats
+from anomaly_detection.models.iforest import (
+    N_TREES,
+    SHINGLE,
+    features,
+    iforest_scores,
+    suppress_repeats,
+)
 from anomaly_detection.nab import io
 from anomaly_detection.nab.__main__ import main
 from anomaly_detection.nab.runner import run
@@ -223,6 +229,27 @@ def test_features_and_iforest_use_only_the_past() -> None:
     b = iforest_scores(t, w, p, "x")
     assert np.array_equal(a[:k], b[:k])
     assert np.all(a[:p] == 0)
+
+
+def test_shingle_columns_are_the_last_differences_over_their_robust_scale() -> None:
+    # NAB follow-up 2 (issue 16): the last SHINGLE columns are d[i - j] / scale(i), the
+    # scale max(median |d|, std(d) / 2) of the max(windows) differences before row i, so a
+    # spike reads the same on any series' scale: +s then -s over the usual step.
+    t = times(40)
+    base = np.where(np.arange(40) % 2 == 0, 0.0, 1.0)  # |d| = 1 every row: scale 1
+    shingles = []
+    for level, unit in ((0.0, 1.0), (1e6, 1000.0)):
+        v = level + unit * base
+        v[30] += unit * 20  # a spike of 20 usual steps
+        x = features(t, v, False, windows=(4, 8))
+        assert x.shape[1] == 2 + 4 * 2 + SHINGLE
+        shingles.append(x[:, -SHINGLE:])
+    for sh in shingles:
+        # row 30: d = 20 - 1 = 19 over the scale 1 of the 8 differences before it, then
+        # the differences before it, newest first: +1, -1, +1, ...
+        assert sh[30, :4].tolist() == pytest.approx([19.0, 1.0, -1.0, 1.0], rel=1e-5)
+    # the same shingle on either scale, once the scale has history (row 2 on)
+    assert np.allclose(shingles[0][2:], shingles[1][2:], rtol=1e-5, atol=1e-5)
 
 
 def test_a_constant_history_scores_only_what_leaves_it() -> None:

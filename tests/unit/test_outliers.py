@@ -362,7 +362,7 @@ def test_a_scoring_pass_sets_anomaly_score_per_series_with_its_labels() -> None:
     s = OutlierSettings(outliers_selectors="node_filefd_allocated", outliers_step_s=STEP)
     metrics = ScheduleMetrics(max_series=2)
     producer = ListProducer()
-    n = score_once(s, prom, ModelCache(store), producer, t[1050], t[-1], metrics.scores)
+    n = score_once(s, prom, ModelCache(store), producer, t[1050], t[-1], metrics)
     assert n == len(producer.sent) == 3 * 150
     metrics.observe_pass("complete", n)
     recs = [AnomalyRecord.from_bytes(value) for _, _, value in producer.sent]

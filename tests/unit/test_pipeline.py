@@ -30,12 +30,12 @@ from etl_data_pipeline.pipeline import Pipeline
 from etl_data_pipeline.settings import EtlSettings
 from sla_common.messages import AnalysisMessage
 from sla_common.prometheus import (
-    PrometheusClient,
     PrometheusError,
     PrometheusUnavailable,
     RangeSeries,
 )
 from sla_common.series import series_key
+from tests.unit.promfake import AnsweringPrometheus
 
 END = 1_800_000_000  # a multiple of 15
 WINDOW_S = 1200  # short: the real analyses run, quickly
@@ -68,30 +68,6 @@ def series(metric: str, n: int, seed: int = 0) -> list[RangeSeries]:
         )
         for i in range(n)
     ]
-
-
-class FakePrometheus(PrometheusClient):
-    """Answers each selector from ``answers``: a list of series, or an exception to raise."""
-
-    def __init__(self, answers: dict[str, list[RangeSeries] | Exception]) -> None:
-        super().__init__("http://prometheus.invalid", 1.0)
-        self.answers = answers
-        self.calls: list[str] = []
-        self.closed = False
-
-    def query_range(self, query: str, start: float, end: float, step: float) -> list[RangeSeries]:
-        self.calls.append(query)
-        answer = self.answers[query]
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
-
-    def metadata(self, metric: str | None = None) -> dict[str, str]:
-        return {}  # no metadata: every series is typed by its name, as for backfilled history
-
-    def close(self) -> None:
-        self.closed = True
-        super().close()
 
 
 # What the fake broker does with one record: ack it, fail it (the broker's error), or
@@ -185,7 +161,7 @@ class Producers:
 
 
 def make_pipeline(
-    s: EtlSettings, prom: FakePrometheus, producers: Producers
+    s: EtlSettings, prom: AnsweringPrometheus, producers: Producers
 ) -> tuple[Pipeline, EtlMetrics]:
     metrics = EtlMetrics()
     return Pipeline(s, metrics, clock=lambda: END, prometheus=prom, connect=producers), metrics
@@ -214,7 +190,7 @@ def keys_of(rs: Iterable[RangeSeries]) -> list[str]:
 
 
 def test_a_good_cycle_publishes_each_series_once_and_moves_the_success_metrics() -> None:
-    prom = FakePrometheus({"m": series("m", 3)})
+    prom = AnsweringPrometheus({"m": series("m", 3)})
     producers = Producers()
     p, metrics = make_pipeline(settings("m"), prom, producers)
     report = p.run_cycle()
@@ -236,14 +212,14 @@ def test_a_good_cycle_publishes_each_series_once_and_moves_the_success_metrics()
 
 
 def test_a_cycle_that_matched_nothing_succeeds_with_nothing_published() -> None:
-    prom = FakePrometheus({"m": [], "n": []})
+    prom = AnsweringPrometheus({"m": [], "n": []})
     producers = Producers()
     p, metrics = make_pipeline(settings("m", "n"), prom, producers)
     report = p.run_cycle()
     assert report.ok and report.published == 0 and report.failed_series == 0
     assert report.selector_errors == ()
     assert producers.sent_keys() == []
-    assert prom.calls == ["m", "n"]
+    assert prom.queries == ["m", "n"]
     assert cycles(metrics) == (1, 0)
     assert sample(metrics, "sla_etl_series_last_cycle") == 0
     assert sample(metrics, "sla_etl_messages_published_total") == 0
@@ -264,7 +240,7 @@ def test_prometheus_unavailable_fails_the_cycle_and_publishes_nothing(
     error: PrometheusUnavailable,
 ) -> None:
     # the first selector answered, the second did not: nothing of the cycle goes out
-    prom = FakePrometheus({"m": series("m", 2), "n": error})
+    prom = AnsweringPrometheus({"m": series("m", 2), "n": error})
     producers = Producers()
     p, metrics = make_pipeline(settings("m", "n"), prom, producers)
     report = p.run_cycle()
@@ -280,7 +256,7 @@ def test_prometheus_unavailable_fails_the_cycle_and_publishes_nothing(
 
 def test_a_rejected_selector_is_reported_and_counted_and_the_others_go_on() -> None:
     bad = PrometheusError("bad_data", "parse error at char 5", 400)
-    prom = FakePrometheus({"bad{": bad, "m": series("m", 2)})
+    prom = AnsweringPrometheus({"bad{": bad, "m": series("m", 2)})
     producers = Producers()
     p, metrics = make_pipeline(settings("bad{", "m"), prom, producers)
     report = p.run_cycle()
@@ -294,7 +270,7 @@ def test_a_rejected_selector_is_reported_and_counted_and_the_others_go_on() -> N
 
 def test_every_selector_rejected_fails_the_cycle_without_connecting_to_kafka() -> None:
     bad = PrometheusError("bad_data", "parse error", 400)
-    prom = FakePrometheus({"a{": bad, "b{": bad})
+    prom = AnsweringPrometheus({"a{": bad, "b{": bad})
     producers = Producers()
     p, metrics = make_pipeline(settings("a{", "b{"), prom, producers)
     report = p.run_cycle()
@@ -319,7 +295,7 @@ def test_a_failing_analysis_skips_that_series_only(monkeypatch: pytest.MonkeyPat
         return real(fs, *args)
 
     monkeypatch.setattr(pipeline_module, "analyse_series", analyse_series)
-    prom = FakePrometheus({"m": rs})
+    prom = AnsweringPrometheus({"m": rs})
     producers = Producers()
     p, metrics = make_pipeline(settings("m"), prom, producers)
     report = p.run_cycle()
@@ -340,7 +316,7 @@ def test_a_message_over_the_size_limit_fails_that_series_only() -> None:
         return MessageSizeTooLargeError("too large") if msg.series.key == big else None
 
     producers = Producers(lambda: FakeProducer(send_raises=too_large))
-    p, metrics = make_pipeline(settings("m"), FakePrometheus({"m": rs}), producers)
+    p, metrics = make_pipeline(settings("m"), AnsweringPrometheus({"m": rs}), producers)
     report = p.run_cycle()
     assert report.ok and report.published == 2 and report.failed_series == 1
     assert sorted(producers.sent_keys()) == sorted(keys_of(rs)[1:])
@@ -355,7 +331,7 @@ def test_kafka_unavailable_at_connect_fails_the_cycle_and_the_next_one_reconnect
     # what make_producer raises when no broker answers (kafka-python 3.0)
     down = KafkaTimeoutError("Unable to bootstrap from 127.0.0.1:9092")
     producers = Producers(lambda: down, FakeProducer)
-    p, metrics = make_pipeline(settings("m"), FakePrometheus({"m": series("m", 2)}), producers)
+    p, metrics = make_pipeline(settings("m"), AnsweringPrometheus({"m": series("m", 2)}), producers)
     first = p.run_cycle()
     assert not first.ok and first.published == 0
     assert first.error is not None and first.error.startswith(
@@ -377,7 +353,7 @@ def test_a_partial_publish_fails_the_cycle_counts_only_the_acknowledged_and_rese
         return NotEnoughReplicasError("not enough replicas") if msg.series.key == refused else ACK
 
     producers = Producers(lambda: FakeProducer(fate=broker), FakeProducer)
-    p, metrics = make_pipeline(settings("m"), FakePrometheus({"m": rs}), producers)
+    p, metrics = make_pipeline(settings("m"), AnsweringPrometheus({"m": rs}), producers)
     report = p.run_cycle()
     assert not report.ok
     assert report.published == 3
@@ -406,7 +382,7 @@ def test_a_flush_timeout_fails_the_cycle_and_the_unacknowledged_records_for_good
     producers = Producers(
         lambda: FakeProducer(fate=lambda msg: HANG if msg.series.key == stuck else ACK)
     )
-    p, metrics = make_pipeline(settings("m"), FakePrometheus({"m": rs}), producers)
+    p, metrics = make_pipeline(settings("m"), AnsweringPrometheus({"m": rs}), producers)
     report = p.run_cycle()
     assert not report.ok
     assert report.error is not None and report.error.startswith("publish failed: KafkaTimeout")
@@ -429,7 +405,7 @@ def test_a_send_error_mid_cycle_stops_the_cycle_and_counts_what_was_acknowledged
         return KafkaTimeoutError("no metadata after 10 s") if msg.series.key == at else None
 
     producers = Producers(lambda: FakeProducer(send_raises=no_metadata))
-    p, metrics = make_pipeline(settings("m"), FakePrometheus({"m": rs}), producers)
+    p, metrics = make_pipeline(settings("m"), AnsweringPrometheus({"m": rs}), producers)
     report = p.run_cycle()
     assert not report.ok
     assert (
@@ -463,7 +439,7 @@ class CountedStop(threading.Event):
 
 def test_failed_cycles_back_off_exponentially_up_to_the_cap_and_a_success_resets_it() -> None:
     down = PrometheusUnavailable("connection refused")
-    prom = FakePrometheus({"m": down})
+    prom = AnsweringPrometheus({"m": down})
     p, metrics = make_pipeline(
         settings("m", etl_interval_s=30, etl_max_backoff_s=5), prom, Producers()
     )
@@ -484,7 +460,7 @@ def test_failed_cycles_back_off_exponentially_up_to_the_cap_and_a_success_resets
 
 def test_close_with_a_broker_that_does_not_answer_returns_and_closes_everything() -> None:
     producers = Producers(lambda: FakeProducer(fate=lambda msg: HANG))
-    prom = FakePrometheus({"m": series("m", 1)})
+    prom = AnsweringPrometheus({"m": series("m", 1)})
     p, _metrics = make_pipeline(settings("m"), prom, producers)
     p._connect()
     producer = producers.made[0]

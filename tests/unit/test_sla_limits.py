@@ -7,12 +7,9 @@ The real-Prometheus side is tests/integration/test_sla_limits.py.
 from __future__ import annotations
 
 import json
-import threading
 import time
-import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -32,13 +29,12 @@ from sla_manager.models import Sli
 from sla_manager.settings import SlaSettings
 from tests.integration.slautil import ServerThread
 from tests.integration.stackutil import HOST, free_port, wait_until
+from tests.unit.promfake import Answer, PrometheusHttp
 
 TOKEN = "limits-test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 EXPENSIVE = 'max_over_time(sum(rate({__name__=~".+"}[5m]))[7d:1s])'
 WAIT_S = 30.0  # bound on conditions: generous for a loaded machine
-
-Answer = tuple[int, bytes]
 
 
 def _vector(*samples: tuple[dict[str, str], float]) -> Answer:
@@ -61,59 +57,9 @@ def _empty(path: str, form: dict[str, str]) -> Answer:
     return _vector()
 
 
-class FakePrometheus:
-    """``/api/v1/*`` on a free loopback port: records each request's path and form, answers
-    with ``respond(path, form)``; while ``hold`` is clear, every request waits for it."""
-
-    def __init__(self) -> None:
-        self.requests: list[tuple[str, dict[str, str]]] = []
-        self.lock = threading.Lock()
-        self.hold = threading.Event()
-        self.hold.set()
-        self.respond: Callable[[str, dict[str, str]], Answer] = _empty
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length", "0"))
-                raw = self.rfile.read(length).decode()
-                form = {k: v[0] for k, v in urllib.parse.parse_qs(raw).items()}
-                with fake.lock:
-                    fake.requests.append((self.path, form))
-                fake.hold.wait(WAIT_S)
-                status, body = fake.respond(self.path, form)
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *_args: Any) -> None:
-                pass
-
-        self.port = free_port()
-        self.url = f"http://{HOST}:{self.port}"
-        self.server = ThreadingHTTPServer((HOST, self.port), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def paths(self) -> list[str]:
-        with self.lock:
-            return [p for p, _ in self.requests]
-
-    def __enter__(self) -> FakePrometheus:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.hold.set()
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
-def prom() -> Iterator[FakePrometheus]:
-    with FakePrometheus() as fake:
+def prom() -> Iterator[PrometheusHttp]:
+    with PrometheusHttp(_empty, WAIT_S) as fake:
         yield fake
 
 
@@ -135,7 +81,7 @@ def _settings(prometheus_url: str, **extra: Any) -> SlaSettings:
 # --------------------------------------------------------------------------- the client
 
 
-def test_every_query_sends_prometheus_a_timeout(prom: FakePrometheus) -> None:
+def test_every_query_sends_prometheus_a_timeout(prom: PrometheusHttp) -> None:
     prom.respond = lambda path, _f: _matrix(1) if path.endswith("query_range") else _vector()
     with PrometheusClient(prom.url, timeout_s=2.5) as client:
         client.query("up")
@@ -149,14 +95,14 @@ def test_every_query_sends_prometheus_a_timeout(prom: FakePrometheus) -> None:
     assert prom.requests[2][1]["query"] == "count by (job) ((\nup\n))"
 
 
-def test_prometheus_giving_up_at_its_timeout_is_a_timeout(prom: FakePrometheus) -> None:
+def test_prometheus_giving_up_at_its_timeout_is_a_timeout(prom: PrometheusHttp) -> None:
     body = {"status": "error", "errorType": "timeout", "error": "query timed out in query"}
     prom.respond = lambda _p, _f: (503, json.dumps(body).encode())
     with PrometheusClient(prom.url, timeout_s=1) as client, pytest.raises(PrometheusTimeout):
         client.query("up")
 
 
-def test_an_answer_larger_than_the_cap_is_not_read_on(prom: FakePrometheus) -> None:
+def test_an_answer_larger_than_the_cap_is_not_read_on(prom: PrometheusHttp) -> None:
     prom.respond = lambda _p, _f: _matrix(5000)  # ~ 250 kB
     with PrometheusClient(prom.url, max_response_bytes=64 * 1024) as client:
         with pytest.raises(PrometheusResultTooLarge, match="larger than 65536 bytes"):
@@ -165,7 +111,7 @@ def test_an_answer_larger_than_the_cap_is_not_read_on(prom: FakePrometheus) -> N
         assert len(client.query_range("up", 0, 60, 15)) == 10  # and the client still works
 
 
-def test_a_subquery_of_too_many_steps_is_refused_before_it_is_sent(prom: FakePrometheus) -> None:
+def test_a_subquery_of_too_many_steps_is_refused_before_it_is_sent(prom: PrometheusHttp) -> None:
     assert subquery_steps(EXPENSIVE) == (604_800, "[7d:1s]")
     assert subquery_steps("max_over_time(x[ 1d12h : 500ms ])") == (259_200, "[ 1d12h : 500ms ]")
     assert subquery_steps('x{path="[7d:1s]"}') is None  # text of a string literal
@@ -179,7 +125,7 @@ def test_a_subquery_of_too_many_steps_is_refused_before_it_is_sent(prom: FakePro
 
 
 def test_query_slots_are_bounded_and_the_next_caller_is_refused_at_once(
-    prom: FakePrometheus,
+    prom: PrometheusHttp,
 ) -> None:
     prom.hold.clear()
     with (
@@ -201,7 +147,7 @@ def test_query_slots_are_bounded_and_the_next_caller_is_refused_at_once(
 # --------------------------------------------------------------------------- the app
 
 
-def test_slots_taken_give_503_with_retry_after(prom: FakePrometheus) -> None:
+def test_slots_taken_give_503_with_retry_after(prom: PrometheusHttp) -> None:
     settings = _settings(prom.url, sla_prometheus_max_concurrent=2, sla_prometheus_slot_wait_s=0)
     prom.hold.clear()
     with (
@@ -225,7 +171,7 @@ def test_slots_taken_give_503_with_retry_after(prom: FakePrometheus) -> None:
     assert 'sla_manager_dependency_failures_total{dependency="prometheus"} 0.0' in metrics
 
 
-def test_prometheus_timeout_is_a_503_saying_so(prom: FakePrometheus) -> None:
+def test_prometheus_timeout_is_a_503_saying_so(prom: PrometheusHttp) -> None:
     body = {"status": "error", "errorType": "timeout", "error": "query timed out"}
     prom.respond = lambda _p, _f: (503, json.dumps(body).encode())
     with (
@@ -238,7 +184,7 @@ def test_prometheus_timeout_is_a_503_saying_so(prom: FakePrometheus) -> None:
 
 
 def test_the_expensive_selector_is_a_422_and_never_reaches_prometheus(
-    prom: FakePrometheus,
+    prom: PrometheusHttp,
 ) -> None:
     with (
         ServerThread(_settings(prom.url)) as server,
@@ -251,7 +197,7 @@ def test_the_expensive_selector_is_a_422_and_never_reaches_prometheus(
     assert prom.requests == []
 
 
-def test_an_oversized_prometheus_answer_is_a_422(prom: FakePrometheus) -> None:
+def test_an_oversized_prometheus_answer_is_a_422(prom: PrometheusHttp) -> None:
     prom.respond = lambda _p, _f: _vector(
         *[({"i": str(i), "x": "y" * 100}, 1.0) for i in range(2000)]
     )
@@ -310,7 +256,7 @@ def _serve_sli(server: ServerThread, selector: str, labels: dict[str, str]) -> N
     ],
 )
 def test_series_are_counted_before_a_range_query_fetches_them(
-    prom: FakePrometheus,
+    prom: PrometheusHttp,
     groups: list[tuple[dict[str, str], float]],
     labels: dict[str, str],
     query: str,
@@ -327,7 +273,7 @@ def test_series_are_counted_before_a_range_query_fetches_them(
     assert prom.requests[0][1]["query"] == f"count by ({by}) ((\nnode_filesystem_avail_bytes\n))"
 
 
-def test_within_the_caps_the_range_query_follows_the_count(prom: FakePrometheus) -> None:
+def test_within_the_caps_the_range_query_follows_the_count(prom: PrometheusHttp) -> None:
     prom.respond = lambda path, _f: (
         _matrix(3) if path.endswith("query_range") else _vector(({}, 3.0))
     )

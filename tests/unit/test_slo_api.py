@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-import http.server
 import stat
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ from sla_manager.settings import SlaSettings
 from sla_manager.slo.model import RatioSli, Slo, SloSpec
 from sla_manager.slo.publish import RulePublisher
 from tests.integration.slautil import ServerThread
+from tests.unit.promfake import Answer, PrometheusHttp
 from tests.unit.test_sla_api import TOKEN, _auth, _dead_port, _settings
 
 RATIO = {
@@ -75,32 +74,14 @@ def _slo() -> Slo:
     return Slo(name="api", **spec.model_dump(), created_at=0, updated_at=0)
 
 
-class _Reload(http.server.BaseHTTPRequestHandler):
-    answer = 200
-    calls: list[str] = []  # noqa: RUF012 (shared on purpose: one server per test)
-
-    def do_POST(self) -> None:
-        type(self).calls.append(self.path)
-        self.send_response(self.answer)
-        self.end_headers()
-        self.wfile.write(b"reloading" if self.answer == 200 else b"error loading rules")
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+RELOADED: Answer = (200, b"reloading")
 
 
 @pytest.fixture
-def prometheus() -> Iterator[str]:
+def prometheus() -> Iterator[PrometheusHttp]:
     """A stand-in answering POST /-/reload (the real one: tests/integration/test_slo.py)."""
-    _Reload.calls, _Reload.answer = [], 200
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Reload)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with PrometheusHttp(lambda _path, _form: RELOADED) as fake:
+        yield fake
 
 
 def _publisher(**kw: Any) -> RulePublisher:
@@ -109,21 +90,23 @@ def _publisher(**kw: Any) -> RulePublisher:
 
 
 def test_rules_are_written_readable_and_prometheus_reloaded(
-    tmp_path: Path, prometheus: str
+    tmp_path: Path, prometheus: PrometheusHttp
 ) -> None:
     path = tmp_path / "rules" / "slo.rules.yml"
-    publisher = _publisher(slo_rules_file=path, prometheus_url=prometheus)
+    publisher = _publisher(slo_rules_file=path, prometheus_url=prometheus.url)
     result = publisher.publish(publisher.render([_slo()], {}))
     assert result.status == "reloaded"
-    assert _Reload.calls == ["/-/reload"]
+    assert prometheus.paths() == ["/-/reload"]
     assert "slo:sli_error:ratio_rate30d" in path.read_text()
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
     assert [p.name for p in path.parent.iterdir()] == ["slo.rules.yml"]  # no temporary left
 
 
-def test_a_refused_reload_is_reported_not_raised(tmp_path: Path, prometheus: str) -> None:
-    _Reload.answer = 500
-    publisher = _publisher(slo_rules_file=tmp_path / "r.yml", prometheus_url=prometheus)
+def test_a_refused_reload_is_reported_not_raised(
+    tmp_path: Path, prometheus: PrometheusHttp
+) -> None:
+    prometheus.respond = lambda _path, _form: (500, b"error loading rules")
+    publisher = _publisher(slo_rules_file=tmp_path / "r.yml", prometheus_url=prometheus.url)
     assert publisher.publish(publisher.render([], {})).status == "reload_failed"
     dead = _publisher(
         slo_rules_file=tmp_path / "r.yml", prometheus_url=f"http://127.0.0.1:{_dead_port()}"

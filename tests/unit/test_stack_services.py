@@ -4,6 +4,7 @@ trainer, which has no port (issue 17: `make demo` starts the autoencoder's proce
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Any
 
@@ -132,3 +133,42 @@ def test_the_trainer_is_ready_once_its_log_says_so_after_its_start(tmp_path: Pat
 def test_the_trainer_logs_the_line_stack_waits_for() -> None:
     source = (REPO / "anomaly_detection/outliers/trainer.py").read_text()
     assert f'"{stack.TRAINER_READY_LOG} consuming' in source
+
+
+# The settings class each suite process reads its HTTP_PORT from. The autoencoder's
+# schedule shares the executor's class (the stack gives it its own port in its environment).
+SETTINGS_OF = {
+    "sla_manager": "sla_manager.settings:SlaSettings",
+    "etl_data_pipeline": "etl_data_pipeline.settings:EtlSettings",
+    "data_storage": "data_storage.settings:StorageSettings",
+    "data_retrieval": "data_retrieval.settings:RetrievalSettings",
+    "anomaly_detection.receiver": "anomaly_detection.receiver.settings:ReceiverSettings",
+    "anomaly_detection": "anomaly_detection.settings:DetectorSettings",
+    "anomaly_detection.batch": "anomaly_detection.batch.settings:BatchSettings",
+    EXECUTOR: "anomaly_detection.outliers.settings:OutlierSettings",
+}
+
+
+def test_each_service_defaults_to_the_port_the_stack_gives_it() -> None:
+    # So that two services started by hand without HTTP_PORT never clash (the batch
+    # schedule defaulted to the executor's 8006).
+    stack_ports = {name: port for name, _var, port in stack.SUITE_PORTS + stack.UNSCRAPED_PORTS}
+    defaults = {}
+    for name, where in SETTINGS_OF.items():
+        module, cls = where.split(":")
+        defaults[name] = (
+            getattr(importlib.import_module(module), cls).model_fields["http_port"].default
+        )
+    assert defaults == {name: stack_ports[name] for name in SETTINGS_OF}
+    assert defaults["anomaly_detection.batch"] == 8007
+
+
+def test_a_subcommands_log_is_named_without_a_colon(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = _config(tmp_path, monkeypatch)
+    assert cfg.log(TRAINER) == tmp_path / "logs" / "anomaly_detection.outliers-trainer.log"
+    assert cfg.log("etl_data_pipeline").name == "etl_data_pipeline.log"
+    names = [n for n, _v, _p in stack.SUITE_PORTS + stack.UNSCRAPED_PORTS] + [TRAINER]
+    logs = {cfg.log(n).name for n in names}
+    assert len(logs) == len(names) and not any(":" in n for n in logs)

@@ -1156,6 +1156,55 @@ def test_a_keepalive_whose_partitions_a_rebalance_took_does_not_end_the_loop(
 
 
 @dataclass
+class LosingMembership(FakeConsumer):
+    """Loses its group membership right after its first fetch, like kafka-python after a
+    heartbeat the restarted broker no longer knows: the IO thread calls the listener's
+    ``on_partitions_lost`` while the loop holds the fetched records. Nothing was committed,
+    so the rejoined member (this one) is handed the same records again, on a later poll."""
+
+    listener: Any = None  # the consumer's rebalance listener
+    polls: int = 0
+    polls_after_loss: int = 0
+    lost: bool = False
+
+    def poll(self, timeout_ms: int = 0, max_records: int | None = None) -> dict[Any, list[Any]]:
+        self.polls += 1
+        if self.lost:
+            self.polls_after_loss += 1
+            return super().poll(timeout_ms, max_records)
+        fetched = super().poll(timeout_ms, max_records)
+        if fetched:
+            self.lost = True
+            self.listener.on_partitions_lost([TP])
+            self.records = [r for rs in fetched.values() for r in rs] + self.records
+        return fetched
+
+
+def test_a_batch_emptied_by_a_lost_membership_does_not_stop_the_polls(
+    few: list[AnalysisMessage],
+) -> None:
+    # The flaky broker-restart tests (test_storage, test_e2e): records fetched just before
+    # the group was lost were all dropped from the batch, which kept its start time; the
+    # empty batch then looked due before every poll, so fill_batch returned without polling,
+    # the consumer never rejoined and stored nothing more, spinning until stopped.
+    r = rig([])
+    kafka = LosingMembership(records_of(*few), r.consumer.stop)
+    kafka.listener = r.consumer._revocations
+    r.consumer.consumer = r.kafka = kafka
+    loop = threading.Thread(target=r.consumer.run, daemon=True)
+    loop.start()
+    loop.join(timeout=10)  # returns as soon as the records run out (the fake's stop)
+    hung = loop.is_alive()
+    r.consumer.stop.set()
+    loop.join(timeout=10)
+
+    assert not hung, f"no poll after the loss ({kafka.polls_after_loss}); nothing re-read"
+    assert kafka.lost and kafka.polls_after_loss >= 1
+    assert r.writer.stored == few  # the dropped records were written once, after the rejoin
+    assert r.kafka.commits == [{TP: 4}]
+
+
+@dataclass
 class FakeAdmin:
     """describe_topics answers from ``answers`` in turn (an exception is raised); the last stays."""
 

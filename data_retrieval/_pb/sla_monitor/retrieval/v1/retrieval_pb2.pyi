@@ -1055,6 +1055,7 @@ class Anomaly(_message.Message):
     DEVIATION_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
     SCORE_FIELD_NUMBER: _builtins.int
+    NORMAL_PERIOD_SECONDS_FIELD_NUMBER: _builtins.int
     detector: _builtins.str
     detector_version: _builtins.str
     count: _builtins.int
@@ -1074,6 +1075,11 @@ class Anomaly(_message.Message):
     """A batch model's score of one point in [0, 1] (detector "iforest": one row per point,
     window_start = its time, ERROR above the model's threshold); unset for a window of the
     streaming detector.
+    """
+    normal_period_seconds: _builtins.int
+    """Which learned normal judged the window: 0 the plain one (also "static" and "none"),
+    else the period of the series' cycle it followed (86400 a day, 604800 a week); unset
+    when the record did not say (version 1 records, batch models).
     """
     @_builtins.property
     def series(self) -> Global___SeriesRef: ...
@@ -1098,13 +1104,19 @@ class Anomaly(_message.Message):
         deviation: _builtins.float = ...,
         status: Global___AnomalyStatus.ValueType = ...,
         score: _builtins.float | None = ...,
+        normal_period_seconds: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_score", b"_score", "score", b"score", "series", b"series", "window_end", b"window_end", "window_start", b"window_start"]
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_normal_period_seconds", b"_normal_period_seconds", "_score", b"_score", "normal_period_seconds", b"normal_period_seconds", "score", b"score", "series", b"series", "window_end", b"window_end", "window_start", b"window_start"]
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_score", b"_score", "count", b"count", "detector", b"detector", "detector_version", b"detector_version", "deviation", b"deviation", "mean", b"mean", "normal_mean", b"normal_mean", "normal_source", b"normal_source", "normal_std", b"normal_std", "score", b"score", "series", b"series", "status", b"status", "std", b"std", "window_end", b"window_end", "window_start", b"window_start"]
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_normal_period_seconds", b"_normal_period_seconds", "_score", b"_score", "count", b"count", "detector", b"detector", "detector_version", b"detector_version", "deviation", b"deviation", "mean", b"mean", "normal_mean", b"normal_mean", "normal_period_seconds", b"normal_period_seconds", "normal_source", b"normal_source", "normal_std", b"normal_std", "score", b"score", "series", b"series", "status", b"status", "std", b"std", "window_end", b"window_end", "window_start", b"window_start"]
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__normal_period_seconds: _TypeAlias = _typing.Literal["normal_period_seconds"]
+    _WhichOneofArgType__normal_period_seconds: _TypeAlias = _typing.Literal["_normal_period_seconds", b"_normal_period_seconds"]
     _WhichOneofReturnType__score: _TypeAlias = _typing.Literal["score"]
     _WhichOneofArgType__score: _TypeAlias = _typing.Literal["_score", b"_score"]
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__normal_period_seconds) -> _WhichOneofReturnType__normal_period_seconds | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__score) -> _WhichOneofReturnType__score | None: ...
 
 Global___Anomaly: _TypeAlias = Anomaly
