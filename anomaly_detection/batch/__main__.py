@@ -6,10 +6,13 @@ scores of the selectors' series, on Apache Spark (``SPARK_MASTER``, default ``lo
 - ``score``: every point of the last ``BATCH_SCORE_WINDOW_S`` scored by the newest model of
   its series, upserted into ``anomalies`` (detector ``iforest``);
 - ``schedule`` (the default): train at start and every ``BATCH_TRAIN_INTERVAL_S``, score every
-  ``BATCH_SCORE_INTERVAL_S``, serving /metrics on ``HTTP_HOST``:``HTTP_PORT`` meanwhile.
+  ``BATCH_SCORE_INTERVAL_S``, serving /metrics on ``HTTP_HOST``:``HTTP_PORT`` meanwhile;
+- ``train score`` (several of train and score): those runs in that order in one process
+  and one Spark session (one JVM start, not one a run), stopping at the first run not
+  recorded complete.
 
-``--end EPOCH`` (train, score): the end of the range instead of now. Exit 0: the run is
-recorded complete; 1: recorded failed (a fetch failed after its retries, or an error);
+``--end EPOCH`` (train, score): the end of the range instead of now. Exit 0: the run (every
+run) is recorded complete; 1: recorded failed (a fetch failed after its retries, or an error);
 2: invalid settings. SIGTERM/SIGINT stop the schedule between runs.
 """
 
@@ -20,6 +23,7 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from anomaly_detection.batch.settings import BatchSettings
@@ -58,20 +62,26 @@ class LazySpark:
             self.session = None
 
 
-def cmd_once(s: BatchSettings, kind: job.Kind, end: float | None) -> int:
+def cmd_once(s: BatchSettings, kinds: Sequence[job.Kind], end: float | None) -> int:
+    """The runs of ``kinds`` in order on one session; 0 when every one was recorded
+    complete, 1 at the first that was not (the ones after it do not run)."""
     from anomaly_detection.batch import job  # noqa: PLC0415 (see above)
 
     spark = LazySpark(s)
     try:
-        result = job.run(spark, s, kind, end)
-    except Exception as e:  # noqa: BLE001 (recorded as failed by job.run; one line, exit 1)
-        log.error("%s run failed: %s: %s", kind, type(e).__name__, e)
-        return 1
+        for kind in kinds:
+            try:
+                result = job.run(spark, s, kind, end)
+            except Exception as e:  # noqa: BLE001 (recorded as failed by job.run; one line, exit 1)
+                log.error("%s run failed: %s: %s", kind, type(e).__name__, e)
+                return 1
+            for skip in result.skips:
+                log.info("skipped: %s", skip)
+            if result.status != "complete":
+                return 1
     finally:
         spark.stop()
-    for skip in result.skips:
-        log.info("skipped: %s", skip)
-    return 0 if result.status == "complete" else 1
+    return 0
 
 
 def cmd_schedule(s: BatchSettings, stop: threading.Event) -> int:
@@ -114,17 +124,24 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    # No argparse choices: Python 3.11 checks an empty "*" against them and refuses it.
     parser.add_argument(
-        "command", nargs="?", default="schedule", choices=("train", "score", "schedule")
+        "command", nargs="*", metavar="{train,score,schedule}", help="default: schedule"
     )
     parser.add_argument("--end", type=float, default=None, help="end of the range (epoch s)")
     args = parser.parse_args(argv)
+    commands: list[str] = args.command or ["schedule"]
+    if bad := [c for c in commands if c not in ("train", "score", "schedule")]:
+        parser.error(f"invalid command {bad[0]!r} (choose from train, score, schedule)")
+    if "schedule" in commands and len(commands) > 1:
+        parser.error("schedule runs alone (not with train or score)")
     settings = settings_and_logging(BatchSettings, log)
     if settings is None:
         return EXIT_BAD_SETTINGS
-    if args.command == "schedule":
+    if commands == ["schedule"]:
         return cmd_schedule(settings, stop_on_signals(log, "stopping after the current run"))
-    return cmd_once(settings, "train" if args.command == "train" else "score", args.end)
+    kinds: list[job.Kind] = ["train" if c == "train" else "score" for c in commands]
+    return cmd_once(settings, kinds, args.end)
 
 
 if __name__ == "__main__":

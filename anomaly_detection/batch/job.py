@@ -67,6 +67,9 @@ def spark_session(s: BatchSettings, master: str | None = None) -> SparkSession:
         .config("spark.driver.bindAddress", s.spark_local_ip)
         .config("spark.driver.host", s.spark_driver_host or s.spark_local_ip)
     )
+    if s.batch_driver_java_options.strip():
+        # Read when the JVM starts: PySpark passes the builder's settings to spark-submit.
+        builder = builder.config("spark.driver.extraJavaOptions", s.batch_driver_java_options)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     return spark

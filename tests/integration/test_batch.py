@@ -78,9 +78,9 @@ def _job_env(stack: Stack, db: str, **extra: str) -> dict[str, str]:
     return stack.service_env(**{**base, **extra})
 
 
-def _job(stack: Stack, db: str, command: str, end: int, **extra: str) -> str:
+def _job(stack: Stack, db: str, commands: str, end: int, **extra: str) -> str:
     env = _job_env(stack, db, **extra)
-    argv = [sys.executable, "-m", "anomaly_detection.batch", command, f"--end={end}"]
+    argv = [sys.executable, "-m", "anomaly_detection.batch", *commands.split(), f"--end={end}"]
     done = run_bounded(argv, timeout=JOB_TIMEOUT_S, env=env)
     return f"exit {done.returncode}\n{done.stdout}"
 
@@ -128,10 +128,9 @@ def end(stack: Stack) -> int:
 
 @pytest.fixture(scope="module")
 def scored(stack: Stack, db: str, end: int) -> dict[str, list[tuple[Any, ...]]]:
-    """Train, then score: the iforest rows per series key (time, status, score, value)."""
-    out = _job(stack, db, "train", end)
-    assert out.startswith("exit 0"), out
-    out = _job(stack, db, "score", end)
+    """Train, then score (one process, one JVM: ``train score``): the iforest rows per
+    series key (time, status, score, value)."""
+    out = _job(stack, db, "train score", end)
     assert out.startswith("exit 0"), out
     return _rows_by_series(stack, db)
 
@@ -447,6 +446,13 @@ def _descendants(pid: int) -> set[int]:
     return out
 
 
+def _cmdline(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text().split("\0")
+    except OSError:
+        return []
+
+
 def _runs(stack: Stack, db: str) -> list[tuple[Any, ...]]:
     """(id, kind, status, started_at, finished_at) of every run, in order."""
     return _sql(
@@ -576,6 +582,11 @@ def test_schedule_scores_every_n_trains_every_m_serves_metrics_and_stops_on_sigt
             assert isinstance(running, tuple), log.read_text()
             children = _descendants(proc.pid)
             assert children, "no JVM under the job"
+            # The driver JVM runs with BATCH_DRIVER_JAVA_OPTIONS' default.
+            assert any(
+                "-XX:TieredStopAtLevel=1" in _cmdline(p) and "-XX:+UseSerialGC" in _cmdline(p)
+                for p in children
+            ), [_cmdline(p) for p in children]
             proc.send_signal(signal.SIGTERM)
             code = proc.wait(timeout=JOB_TIMEOUT_S)
         finally:

@@ -9,7 +9,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from anomaly_detection.batch import __main__ as batch_cli
 from anomaly_detection.batch import core, fetch, store
+from anomaly_detection.batch.__main__ import main as batch_main
 from anomaly_detection.batch.job import aligned_range, groups
 from anomaly_detection.batch.metrics import BatchMetrics
 from anomaly_detection.batch.settings import BatchSettings
@@ -156,6 +158,38 @@ def test_settings_and_ranges() -> None:
     assert aligned_range(1000.5, 300, 60) == (720.0, 960.0)  # 5 points: 720..960
     rows = list(groups([store.SeriesRef.of({"__name__": f"m{i}"}) for i in range(5)], 2))
     assert [g for g, _ in rows] == [0, 0, 1, 1, 2]
+
+
+def test_cli_takes_train_and_score_together_and_schedule_alone(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as e:
+        batch_main(["schedule", "train"])
+    assert e.value.code == 2 and "schedule runs alone" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        batch_main(["train", "rescore"])
+    assert e.value.code == 2
+    called: list[tuple[str, Any]] = []
+
+    def schedule(s: BatchSettings, stop: Any) -> int:
+        called.append(("schedule", 0))
+        return 0
+
+    def once(s: BatchSettings, kinds: Any, end: float | None) -> int:
+        called.append(("once", list(kinds)))
+        return 0
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(batch_cli, "cmd_schedule", schedule)
+        mp.setattr(batch_cli, "cmd_once", once)
+        assert batch_main([]) == batch_main(["schedule"]) == 0
+        assert batch_main(["train", "score", "--end=600"]) == batch_main(["score"]) == 0
+    assert called == [
+        ("schedule", 0),
+        ("schedule", 0),
+        ("once", ["train", "score"]),
+        ("once", ["score"]),
+    ]
 
 
 MATRIX = {
