@@ -229,6 +229,9 @@ class Season:
       ``a = max(alpha, 1/k)``; the phase's: the same with ``max(gamma, 1/visits)``; the
       band (:meth:`std_at`) is the larger of the recent one and the phase's (averaged with
       its two neighbours), so a phase noisier than the rest is not judged by the quiet ones;
+      the phase's is predictive: times ``1 +`` the variance of its offset estimate
+      (:func:`offset_var_factor`: 1 after one visit, settling at ``gamma / (2 - gamma)``),
+      so a phase seen on only 2-4 days is not judged as if its offset were known;
     - the first period is taken as it is: the first window sets the level, each phase's
       offset and spread are the mean and spread of its windows' ``x - level``; nothing is
       predicted (or compared) before the phase was seen in an earlier period.
