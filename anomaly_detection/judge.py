@@ -160,7 +160,7 @@ class Rule:
             )
             pred = None if best is None else best.predict(p.start_ms)
             if best is not None and pred is not None:
-                std = self._band(best.std_at(p.start_ms), best.tail)
+                std = self._band(best.std_at(p.start_ms, self.window_ms, self.alpha), best.tail)
                 period_s = best.period_ms // 1000
                 normal = Normal(mean=pred, std=std, source="learned", period_s=period_s)
         else:

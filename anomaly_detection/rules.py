@@ -196,6 +196,24 @@ def _season_weights(period_ms: int, bin_ms: int, window_ms: int) -> tuple[float,
     return gamma, ew_alpha(window_ms, period_ms / 1000.0)
 
 
+def offset_var_factor(visits: int, per_visit: float, g: float) -> float:
+    """The variance of a phase's offset estimate, in units of the phase's spread, after
+    ``visits`` windows of it: the first visit's ``per_visit`` windows are averaged
+    (``1 / per_visit``), each later window moves the offset by ``g·r``
+    (``f ← (1 - g)²·f + g²``), which settles at ``g / (2 - g)``. In closed form:
+    ``s + (f0 - s)·(1 - g)^(2j)``, ``j`` the windows after the first visit.
+
+    A prediction from few visits is uncertain by this much on top of the phase's spread
+    (the predictive variance of a mean of few observations is ``σ²·(1 + 1/k)``); a band
+    without it fires on a noisy phase in the first days of a cycle (BENCHMARKS.md)."""
+    f0 = 1.0 / max(1.0, min(float(visits), per_visit))
+    j = max(0.0, visits - per_visit)
+    if j == 0.0 or g <= 0.0:
+        return f0
+    s = g / (2.0 - g)
+    return float(s + (f0 - s) * (1.0 - g) ** (2.0 * j))
+
+
 @dataclass
 class Season:
     """A candidate cycle of a series (additive Holt-Winters without trend, per phase bin).
@@ -211,6 +229,9 @@ class Season:
       ``a = max(alpha, 1/k)``; the phase's: the same with ``max(gamma, 1/visits)``; the
       band (:meth:`std_at`) is the larger of the recent one and the phase's (averaged with
       its two neighbours), so a phase noisier than the rest is not judged by the quiet ones;
+      the phase's is predictive: times ``1 +`` the variance of its offset estimate
+      (:func:`offset_var_factor`: 1 after one visit, settling at ``gamma / (2 - gamma)``),
+      so a phase seen on only 2-4 days is not judged as if its offset were known;
     - the first period is taken as it is: the first window sets the level, each phase's
       offset and spread are the mean and spread of its windows' ``x - level``; nothing is
       predicted (or compared) before the phase was seen in an earlier period.
@@ -241,12 +262,21 @@ class Season:
         n = -(-period_ms // bin_ms)
         return cls(period_ms, bin_ms, offsets=[None] * n, spreads=[0.0] * n, visits=[0] * n)
 
-    def std_at(self, start_ms: int) -> float:
+    def std_at(self, start_ms: int, window_ms: int | None = None, alpha: float = 0.0) -> float:
         """The larger of the recent spread (``var``, the plain normal's half-life) and this
-        time of the period's (its phase and the two next to it, averaged)."""
+        time of the period's (its phase and the two next to it, averaged), the latter as a
+        *predictive* spread: times ``1 +`` :func:`offset_var_factor` of the phase's visits,
+        because the phase's offset is itself estimated from those few visits (``window_ms``,
+        ``alpha``: the rule's, for the offset's weights; None: one window a phase)."""
         b, n = self.phase(start_ms), len(self.spreads)
         near = [self.spreads[i % n] for i in (b - 1, b, b + 1) if self.visits[i % n]]
         phase = sum(near) / len(near) if near else 0.0
+        k = self.visits[b]
+        if k and phase > 0:
+            w = self.bin_ms if window_ms is None else window_ms
+            gamma = _season_weights(self.period_ms, self.bin_ms, w)[0]
+            per_bin = max(1.0, self.bin_ms / w)
+            phase *= 1.0 + offset_var_factor(k, per_bin, gamma * (1.0 - alpha))
         return math.sqrt(max(self.var, phase, 0.0))
 
     def phase(self, start_ms: int) -> int:
@@ -294,14 +324,14 @@ class Season:
             self.spreads[b] += (dev2 + v - self.spreads[b]) / k
             return
         pred = self.level + off
+        std = self.std_at(start_ms, window_ms, alpha)
         if tail is not None and clip is not None:
-            self.tail = tail.learn(self.tail, abs(w_mean - pred), clip * self.std_at(start_ms))
+            self.tail = tail.learn(self.tail, abs(w_mean - pred), clip * std)
         if plain_mean is not None:
             a = max(a_err, 1.0 / (self.scored + 1))
             self.err += a * ((w_mean - pred) ** 2 - self.err)
             self.err_plain += a * ((w_mean - plain_mean) ** 2 - self.err_plain)
         x, v = w_mean, max(w_var, 0.0)
-        std = self.std_at(start_ms)
         if clip is not None and self.scored > 0 and std > 0:
             band = clip * std
             x = min(max(x, pred - band), pred + band)

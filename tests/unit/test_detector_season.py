@@ -12,7 +12,7 @@ from kafka import TopicPartition
 
 from anomaly_detection.detector import PartitionState, Series, StateStore
 from anomaly_detection.judge import Rule
-from anomaly_detection.rules import Baseline, Season, ew_alpha, season_bin_ms
+from anomaly_detection.rules import Baseline, Season, ew_alpha, offset_var_factor, season_bin_ms
 from anomaly_detection.settings import DetectorSettings
 from anomaly_detection.windows import Partial, SeriesWindows, partials
 from sla_common.settings import SettingsError, load_settings
@@ -73,6 +73,39 @@ def test_the_first_period_averages_each_phase_and_predicts_nothing() -> None:
     # One period later phase 0 is predicted: level 10 + offset 2.
     s.learn(60 * 60_000, 13.0, 0.0, plain_mean=10.0, window_ms=60_000, alpha=0.5)
     assert (s.scored, s.err, s.err_plain) == (1, 1.0, 9.0)
+
+
+@pytest.mark.parametrize(
+    ("visits", "per_visit", "g", "factor"),
+    [
+        (1, 1.0, 0.5, 1.0),  # one window seen: the offset is that window
+        (2, 1.0, 0.5, 0.5),  # (1 - g)²·1 + g²
+        (3, 1.0, 0.5, 0.375),  # (1 - g)²·0.5 + g²
+        (10_000, 1.0, 0.5, 1 / 3),  # settles at g / (2 - g)
+        (3, 15.0, 0.1, 1 / 3),  # the first visit of 15 windows: a mean of the 3 seen
+        (15, 15.0, 0.1, 1 / 15),
+    ],
+)
+def test_the_offset_variance_factor_by_hand(
+    visits: int, per_visit: float, g: float, factor: float
+) -> None:
+    assert offset_var_factor(visits, per_visit, g) == pytest.approx(factor)
+
+
+def test_a_phase_seen_few_times_has_the_predictive_band() -> None:
+    """A phase's band includes the uncertainty of its offset: seen once, its spread
+    counts twice (σ²·(1 + 1)); the recent spread alone would have been the band before."""
+    s = Season.new(3_600_000, W15)  # 4 phases of 15 minutes, one window a visit
+    for i in range(4):  # the first period: each window's variance 4, its mean 10
+        s.learn(i * W15, 10.0, 4.0, plain_mean=None, window_ms=W15, alpha=0.5)
+    assert (s.spreads, s.var) == ([4.0] * 4, 0.0)
+    assert s.std_at(5 * W15, W15, 0.5) == pytest.approx(math.sqrt(8.0))  # not 2
+    # Phase 0's second visit, predicted exactly: r = 0, its spread stays 4, the recent
+    # spread becomes 4. Its offset moved by g = gamma·(1 - alpha) = (2 - √2)/4:
+    # (1 - g)² + g² = 3/4 of the spread on top of it.
+    s.learn(4 * W15, 10.0, 4.0, plain_mean=10.0, window_ms=W15, alpha=0.5)
+    assert (s.spreads[0], s.visits[0], s.var) == (4.0, 2, 4.0)
+    assert s.std_at(8 * W15, W15, 0.5) == pytest.approx(math.sqrt(4.0 * 1.75))
 
 
 def test_winsorized_at_the_error_band_once_it_has_a_spread() -> None:
