@@ -7,6 +7,7 @@ NAB category is reported on its own too."""
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import tempfile
 from pathlib import Path
@@ -80,6 +81,26 @@ def measure_trees(
     return out
 
 
+def measure_shingles(
+    nab: Path = NAB,
+    shingles: tuple[int, ...] = (16, 32),
+    seed_offsets: tuple[int, ...] = (0, 7, 13),
+) -> dict[str, Any]:
+    """Issue 16 follow-up 3: the isolation forest with a shingle of ``shingles`` first
+    differences (the default :data:`~anomaly_detection.models.iforest.SHINGLE`), each with the
+    per-file seeds CRC-32 + ``seed_offsets``; the variants are named ``iforest-sh<n>-s<offset>``."""
+    windows, rels, subsets = _subsets(nab)
+    out: dict[str, Any] = {"files": len(rels), "tune_files": sorted(subsets["tune"]), "models": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for k in shingles:
+            for off in seed_offsets:
+                fn = functools.partial(iforest_scores, shingle=k, seed_offset=off)
+                name = f"iforest-sh{k}-s{off}"
+                res = out["models"][name] = _measure_one(nab, Path(tmp), name, windows, subsets, fn)
+                log.info("%s done in %s s: %s", name, res["run_s"], json.dumps(res))
+    return out
+
+
 def summary(r: dict[str, Any]) -> str:
     lines = [f"nab: {r['files']} files; score (threshold) per profile, optimised | fixed"]
     for model, res in r["models"].items():
@@ -96,7 +117,6 @@ def summary(r: dict[str, Any]) -> str:
 
 
 if __name__ == "__main__":
-    import json
     import sys
 
     if sys.argv[1:2] == ["trees"]:  # python -m bench.bench_nab trees 100,300 0,7
@@ -105,6 +125,14 @@ if __name__ == "__main__":
         args = sys.argv[2:] + ["100,300", "0,7"][len(sys.argv[2:]) :]
         r = measure_trees(
             trees=tuple(int(t) for t in args[0].split(",")),
+            seed_offsets=tuple(int(o) for o in args[1].split(",")),
+        )
+    elif sys.argv[1:2] == ["shingle"]:  # python -m bench.bench_nab shingle 16,32 0,7,13
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+        logging.getLogger("anomaly_detection").setLevel(logging.WARNING)
+        args = sys.argv[2:] + ["16,32", "0,7,13"][len(sys.argv[2:]) :]
+        r = measure_shingles(
+            shingles=tuple(int(k) for k in args[0].split(",")),
             seed_offsets=tuple(int(o) for o in args[1].split(",")),
         )
     else:

@@ -66,13 +66,14 @@ def features(
     with_time: bool,
     with_week: bool = False,
     windows: tuple[int, ...] = WINDOWS,
+    shingle: int = SHINGLE,
 ) -> npt.NDArray[np.float64]:
     """The feature matrix (rows x features), causal; missing values carried forward.
 
     Columns: value, difference, then per window (in rows) mean, std, deviation, deviation
     in stds (:func:`deviation_columns`), then day of week and time of day (sin, cos) when
-    asked for, then the shingle: differences ``d[i - j]`` (``j < SHINGLE``) over the robust
-    scale of the ``max(windows)`` differences before row ``i``."""
+    asked for, then the shingle: differences ``d[i - j]`` (``j < shingle``, default
+    :data:`SHINGLE`) over the robust scale of the ``max(windows)`` differences before row ``i``."""
     v = pd.Series(values, dtype="float64").ffill().fillna(0.0)
     cols: list[pd.Series] = [v, v.diff().fillna(0.0)]
     past = v.shift(1)
@@ -97,7 +98,7 @@ def features(
     mad = before.abs().rolling(w, min_periods=2).median().fillna(0.0).to_numpy()
     sdd = before.rolling(w, min_periods=2).std(ddof=0).fillna(0.0).to_numpy()
     scale = np.maximum(mad, 0.5 * sdd) + 1e-9 * (1.0 + v.abs().to_numpy())
-    cols += [pd.Series(d.shift(j).fillna(0.0).to_numpy() / scale) for j in range(SHINGLE)]
+    cols += [pd.Series(d.shift(j).fillna(0.0).to_numpy() / scale) for j in range(shingle)]
     x = np.column_stack([c.to_numpy(dtype=np.float64) for c in cols])
     x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
     clipped: npt.NDArray[np.float64] = np.clip(x, -1e12, 1e12)
@@ -146,16 +147,18 @@ def iforest_scores(
     *,
     n_trees: int = N_TREES,
     seed_offset: int = 0,
+    shingle: int = SHINGLE,
 ) -> npt.NDArray[np.float64]:
-    """Scores of one series; ``n_trees`` and ``seed_offset`` (added to the file's CRC-32
-    seed) exist for the benchmark's forest-size / seed comparison (bench/bench_nab.py)."""
+    """Scores of one series; ``n_trees``, ``seed_offset`` (added to the file's CRC-32
+    seed) and ``shingle`` exist for the benchmark's forest-size / seed / shingle-length
+    comparisons (bench/bench_nab.py)."""
     n = len(values)
     out = np.zeros(n)
     first = max(probation, MIN_TRAIN)
     if n <= first or np.all(np.isnan(values)):
         return out
     with_time = _span_s(times[:first]) >= 2 * DAY_S
-    x = features(times, values, with_time, _span_s(times[:first]) >= 14 * DAY_S)
+    x = features(times, values, with_time, _span_s(times[:first]) >= 14 * DAY_S, shingle=shingle)
     seed = zlib.crc32(name.encode()) + seed_offset
     start = first
     while start < n:

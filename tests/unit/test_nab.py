@@ -252,6 +252,22 @@ def test_shingle_columns_are_the_last_differences_over_their_robust_scale() -> N
     assert np.allclose(shingles[0][2:], shingles[1][2:], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("k", [4, 16, 32])
+def test_shingle_length_is_a_parameter_for_the_benchmark(k: int) -> None:
+    # NAB follow-up 3 (issue 16): bench_nab's `shingle` subcommand compares lengths; the
+    # other columns and the shared differences do not change with the length.
+    t = times(120)
+    v = np.sin(np.arange(120) / 3.0)
+    v[50] += 5.0
+    base = features(t, v, False, windows=(4, 8))
+    x = features(t, v, False, windows=(4, 8), shingle=k)
+    assert x.shape[1] == 2 + 4 * 2 + k
+    n = min(k, SHINGLE)
+    assert np.array_equal(x[:, : 2 + 4 * 2 + n], base[:, : 2 + 4 * 2 + n])
+    # column j is d[i - j]: row 50's jump up is column j's largest value at row 50 + j
+    assert [20 + int(np.argmax(x[20:, 10 + j])) for j in range(k)] == [50 + j for j in range(k)]
+
+
 def test_a_constant_history_scores_only_what_leaves_it() -> None:
     # Three days at 5 minutes: time-of-day features on, every value the same. The forest
     # could only isolate on the time of day; only a value off the constant may score.
