@@ -471,12 +471,16 @@ def speed(repeats: int = 3, sizes: tuple[int, ...] = SIZES) -> dict[str, Any]:
     return out
 
 
-def speed_rankings(n: int = 1000, repeats: int = 3) -> dict[str, dict[str, float]]:
-    """CPU-s of one explain of ``n`` series x 2,880 points per ranking (``rank_by``), the
-    rankings alternated call by call in one process (the load of a shared machine hits both
-    alike); median of ``repeats``, for the three calls of :func:`speed`."""
-    host = generate_host(7, END, hours=13.0, with_incidents=False)
-    base = host.features().values
+SpeedCalls = dict[str, dict[str, Any]]
+
+
+def speed_inputs(n: int) -> tuple[FloatArray, BoolArray, BoolArray, FloatArray, SpeedCalls]:
+    """The speed benches' input: ``n`` series x 2,880 points (a generated host's series
+    tiled, each scaled by its own small factor), the last 4 h anomalous, the reference up to
+    4 h before, an SLI (the host's first series), and the keyword arguments of the three
+    calls timed: the default windows, the day before, and the day before with a
+    false-positive pair."""
+    base = generate_host(7, END, hours=13.0, with_incidents=False).features().values
     n_t = base.shape[1]
     a = np.zeros(n_t, dtype=bool)
     a[-240:] = True
@@ -488,11 +492,19 @@ def speed_rankings(n: int = 1000, repeats: int = 3) -> dict[str, dict[str, float
     fp_r, fp_a = np.zeros(n_t, dtype=bool), np.zeros(n_t, dtype=bool)
     fp_r[:2000] = True
     fp_a[2400:2640] = True
-    calls: dict[str, dict[str, Any]] = {
+    calls: SpeedCalls = {
         "windows": {},
         "seasonal": {"seasonal": earlier},
         "seasonal_pair": {"seasonal": earlier, "false_positive_intervals": [(fp_r, fp_a)]},
     }
+    return x, a, r, base[0], calls
+
+
+def speed_rankings(n: int = 1000, repeats: int = 3) -> dict[str, dict[str, float]]:
+    """CPU-s of one explain of ``n`` series x 2,880 points per ranking (``rank_by``), the
+    rankings alternated call by call in one process (the load of a shared machine hits both
+    alike); median of ``repeats``, for the three calls of :func:`speed`."""
+    x, a, r, _sli, calls = speed_inputs(n)
     cpu: dict[str, list[float]] = {}
     for _ in range(repeats):
         for call, kw in calls.items():

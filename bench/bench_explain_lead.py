@@ -22,12 +22,9 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
-import numpy as np
-
 from bench.bench_explain import (
     CASE_OFFSET,
     CASES,
-    END,
     NEW_CASE_OFFSET,
     TUNING_CASES,
     TUNING_OFFSET,
@@ -35,8 +32,8 @@ from bench.bench_explain import (
     baseline_correlation,
     baseline_shift,
     make_case,
+    speed_inputs,
 )
-from demo.node_host import generate_host
 from sla_manager.explain.exstream import ExplainConfig, explain
 
 CONFIGS = {
@@ -95,28 +92,14 @@ def speed(n: int = 1000, repeats: int = 3) -> dict[str, float]:
     SLI's values given: the host's first series), with and without the lead view, the two
     alternated call by call in one process; median of ``repeats``. Without and with the day
     before and a false-positive pair (the violation route's call with a day of history)."""
-    base = generate_host(7, END, hours=13.0, with_incidents=False).features().values
-    n_t = base.shape[1]
-    a = np.zeros(n_t, dtype=bool)
-    a[-240:] = True
-    r = np.zeros(n_t, dtype=bool)
-    r[: n_t - 240 - 241] = True
-    rng = np.random.default_rng(0)
-    x = np.tile(base, (-(-n // len(base)), 1))[:n] * (1 + 1e-3 * rng.standard_normal((n, 1)))
-    earlier = x * (1 + 1e-3 * rng.standard_normal(x.shape))
-    fp_r, fp_a = np.zeros(n_t, dtype=bool), np.zeros(n_t, dtype=bool)
-    fp_r[:2000] = True
-    fp_a[2400:2640] = True
-    calls: dict[str, dict[str, Any]] = {
-        "windows": {},
-        "seasonal_pair": {"seasonal": earlier, "false_positive_intervals": [(fp_r, fp_a)]},
-    }
+    x, a, r, sli, calls = speed_inputs(n)
+    del calls["seasonal"]
     cpu: dict[str, list[float]] = {}
     for _ in range(repeats):
         for call, kw in calls.items():
             for name, cfg in CONFIGS.items():
                 t0 = time.process_time()
-                explain(x, a, r, sli=base[0], config=cfg, **kw)
+                explain(x, a, r, sli=sli, config=cfg, **kw)
                 cpu.setdefault(f"{call} {name}", []).append(time.process_time() - t0)
     return {k: statistics.median(v) for k, v in cpu.items()}
 

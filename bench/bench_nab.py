@@ -69,16 +69,14 @@ def measure_trees(
     """Issue 16 follow-up: the isolation forest with ``trees`` trees per forest, each with
     the per-file seeds CRC-32 + ``seed_offsets`` (0 = the default), in one run; the
     variants are named ``iforest-t<trees>-s<offset>``."""
-    windows, rels, subsets = _subsets(nab)
-    out: dict[str, Any] = {"files": len(rels), "tune_files": sorted(subsets["tune"]), "models": {}}
-    with tempfile.TemporaryDirectory() as tmp:
-        for n in trees:
-            for off in seed_offsets:
-                fn = functools.partial(iforest_scores, n_trees=n, seed_offset=off)
-                name = f"iforest-t{n}-s{off}"
-                out["models"][name] = _measure_one(nab, Path(tmp), name, windows, subsets, fn)
-                log.info("%s done: %s", name, out["models"][name]["all"])
-    return out
+    return _measure_variants(
+        nab,
+        {
+            f"iforest-t{n}-s{off}": functools.partial(iforest_scores, n_trees=n, seed_offset=off)
+            for n in trees
+            for off in seed_offsets
+        },
+    )
 
 
 def measure_shingles(
@@ -89,15 +87,25 @@ def measure_shingles(
     """Issue 16 follow-up 3: the isolation forest with a shingle of ``shingles`` first
     differences (the default :data:`~anomaly_detection.models.iforest.SHINGLE`), each with the
     per-file seeds CRC-32 + ``seed_offsets``; the variants are named ``iforest-sh<n>-s<offset>``."""
+    return _measure_variants(
+        nab,
+        {
+            f"iforest-sh{k}-s{off}": functools.partial(iforest_scores, shingle=k, seed_offset=off)
+            for k in shingles
+            for off in seed_offsets
+        },
+    )
+
+
+def _measure_variants(nab: Path, variants: dict[str, Any]) -> dict[str, Any]:
+    """Each named scoring function over ``nab`` in turn, in one run; each variant's full
+    results are logged as soon as it finishes (a run stopped half-way keeps them)."""
     windows, rels, subsets = _subsets(nab)
     out: dict[str, Any] = {"files": len(rels), "tune_files": sorted(subsets["tune"]), "models": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        for k in shingles:
-            for off in seed_offsets:
-                fn = functools.partial(iforest_scores, shingle=k, seed_offset=off)
-                name = f"iforest-sh{k}-s{off}"
-                res = out["models"][name] = _measure_one(nab, Path(tmp), name, windows, subsets, fn)
-                log.info("%s done in %s s: %s", name, res["run_s"], json.dumps(res))
+        for name, fn in variants.items():
+            res = out["models"][name] = _measure_one(nab, Path(tmp), name, windows, subsets, fn)
+            log.info("%s done in %s s: %s", name, res["run_s"], json.dumps(res))
     return out
 
 
