@@ -67,7 +67,7 @@ ScoredSeries = tuple[str, str, Mapping[str, str], float]
 class ModelScores(Collector):
     """``anomaly_score{model=..., for=<metric>, ...the series' own labels}`` of a scheduled
     model (the batch isolation forest, the autoencoder): the latest scored point's score per
-    series, at most ``max_series`` series (a pass's others counted in :attr:`refused`).
+    series, at most ``max_series`` series (:meth:`observe_pass` counts a pass's others).
     Register it on the process' registry; the streaming detector's gauge has the same name
     without a ``model`` label."""
 
@@ -77,12 +77,11 @@ class ModelScores(Collector):
         self.max_series = max_series
         self.lock = threading.Lock()
         self.latest: dict[str, tuple[dict[str, str], float]] = {}
-        # Series of the latest pass left out (the bound reached): a count per pass, so that
-        # series gone since are not counted for the process' life.
-        self.refused = 0
 
     def observe_pass(self, scored: Iterable[ScoredSeries]) -> int:
-        """Set the gauge of each series of a pass; how many were not exposed (the bound)."""
+        """Set the gauge of each series of a pass; how many of them were not exposed (the
+        bound reached): a count per pass, so series gone since are not counted for the
+        process' life."""
         refused = 0
         with self.lock:
             for key, metric, labels, score in scored:
@@ -90,7 +89,6 @@ class ModelScores(Collector):
                     refused += 1
                     continue
                 self.latest[key] = (model_score_labels(metric, labels, self.model), float(score))
-            self.refused = refused
         return refused
 
     def collect(self) -> Iterator[Metric]:
@@ -116,7 +114,6 @@ class ScheduledModelMetrics:
         registry: CollectorRegistry | None = None,
     ) -> None:
         self.registry = registry or CollectorRegistry()
-        self.max_series = scores.max_series
         self.scores = scores
         self.registry.register(scores)
         self.not_exposed = Gauge(
