@@ -47,7 +47,9 @@ def fake_prometheus(start: float) -> FakePrometheus:
     return FakePrometheus(sampled, first=start, count=len(NAMES))
 
 
-def _run(prom: FakePrometheus, settings: SlaSettings | None = None) -> Any:
+def _run(prom: FakePrometheus, settings: SlaSettings | None = None, **extra: Any) -> Any:
+    """The answer for the last 30 min of ``{job="x"}``; ``extra``: more of
+    :func:`run_explanation`'s keyword arguments."""
     return run_explanation(
         cast(PrometheusClient, prom),
         settings or SlaSettings(),
@@ -56,6 +58,7 @@ def _run(prom: FakePrometheus, settings: SlaSettings | None = None) -> Any:
         reference=None,
         step=STEP,
         max_ranked=10,
+        **extra,
     ).answer
 
 
@@ -104,16 +107,7 @@ def test_values_are_bounded_buckets_of_the_ranked_series_over_the_fetched_range(
     prom = fake_prometheus(END - 12 * 3600)
     plain = _run(prom)
     assert plain.values_step is None and all(s.values is None for s in plain.ranked)
-    body = run_explanation(
-        cast(PrometheusClient, prom),
-        SlaSettings(),
-        selector='{job="x"}',
-        anomalous=[(END - 1800, END)],
-        reference=None,
-        step=STEP,
-        max_ranked=10,
-        values=40,
-    ).answer
+    body = _run(prom, values=40)
     assert body.values_step is not None and body.values_step % STEP == 0
     top = body.ranked[0]
     assert top.series == 'cause{job="x"}' and top.values is not None
@@ -140,16 +134,7 @@ def test_the_violation_route_gives_explain_the_slis_values(monkeypatch: pytest.M
     monkeypatch.setattr(run_mod, "explain", spy)
     prom = fake_prometheus(HISTORY_START)
     for own in ('flat{job="x"}', None):
-        run_explanation(
-            cast(PrometheusClient, prom),
-            SlaSettings(),
-            selector='{job="x"}',
-            anomalous=[(END - 1800, END)],
-            reference=None,
-            step=STEP,
-            max_ranked=10,
-            exclude_copies_of=own,
-        )
+        _run(prom, exclude_copies_of=own)
     (x, sli), (_, no_sli) = seen
     assert no_sli is None
     assert sli is not None and sli.shape == (x.shape[1],)
