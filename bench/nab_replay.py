@@ -23,7 +23,7 @@ import csv
 import json
 import statistics
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -157,31 +157,14 @@ def measure(
         labels = [(_ms(a), _ms(b)) for a, b in spans]
         scored_from = ts[cut]
         static = (statistics.fmean(xs[:cut]), statistics.pstdev(xs[:cut]))
+        plain = Rule(
+            window_ms=window_ms, alpha=ew_alpha(window_ms, halflife_s), min_history=min_history
+        )
         rules = {
-            "learned": Rule(
-                window_ms=window_ms,
-                alpha=ew_alpha(window_ms, halflife_s),
-                min_history=min_history,
-                season_periods_s=SEASONS,
-                recurring_per_day=RECURRING,
-            ),
-            "learned_no_tail": Rule(
-                window_ms=window_ms,
-                alpha=ew_alpha(window_ms, halflife_s),
-                min_history=min_history,
-                season_periods_s=SEASONS,
-            ),
-            "learned_no_season": Rule(
-                window_ms=window_ms,
-                alpha=ew_alpha(window_ms, halflife_s),
-                min_history=min_history,
-            ),
-            "learned_plain_ew": Rule(
-                window_ms=window_ms,
-                alpha=ew_alpha(window_ms, halflife_s),
-                min_history=min_history,
-                robust=False,
-            ),
+            "learned": replace(plain, season_periods_s=SEASONS, recurring_per_day=RECURRING),
+            "learned_no_tail": replace(plain, season_periods_s=SEASONS),
+            "learned_no_season": plain,
+            "learned_plain_ew": replace(plain, robust=False),
             "static": Rule(window_ms=window_ms, static=static),
         }
         cat = name.split("/")[0]
